@@ -1,0 +1,132 @@
+"""``client.batches``: many Responses requests in one call, run on standard or flex."""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+
+from ..errors import DeadlineExceededError, InvalidRequestError, MalformedResponseError
+from ..types import Batch, Response
+from ._common import build_metadata
+from .responses import _path_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..client import Client
+
+__all__ = ["Batches", "BATCH_WINDOWS", "MAX_BATCH_REQUESTS"]
+
+BATCH_WINDOWS = ("standard", "balanced", "flex")
+MAX_BATCH_REQUESTS = 100000
+_CUSTOM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
+
+
+class Batches:
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def create(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        *,
+        label: Optional[str] = None,
+        completion_window: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> Batch:
+        """``POST /batches`` with ``requests`` = ``[{"custom_id": ..., "params": {Responses body}}]``.
+
+        Checked before sending: 1..100,000 items, ``custom_id`` of 1-64 chars
+        ``[a-z0-9][a-z0-9_-]*`` and unique, ``params`` an object with a
+        ``model``, item windows ``standard`` or ``flex`` only
+        (``completion_window`` sets it on items that have none). Retried
+        safely under one idempotency key.
+        """
+        items = list(requests) if not isinstance(requests, (str, bytes, Mapping)) else None
+        if not items or len(items) > MAX_BATCH_REQUESTS:
+            raise InvalidRequestError(
+                "a batch needs 1 to {} requests, each {{'custom_id': ..., 'params': {{...}}}}".format(MAX_BATCH_REQUESTS)
+            )
+        if completion_window is not None and completion_window not in BATCH_WINDOWS:
+            raise InvalidRequestError("batch items run on standard or flex, not {!r}".format(completion_window))
+        seen = set()
+        wire_items = []
+        for position, item in enumerate(items):
+            custom_id = item.get("custom_id") if isinstance(item, Mapping) else None
+            params = item.get("params") if isinstance(item, Mapping) else None
+            if not isinstance(custom_id, str) or not _CUSTOM_ID.match(custom_id):
+                raise InvalidRequestError(
+                    "requests[{}].custom_id must be 1-64 chars of [a-z0-9_-] starting with [a-z0-9], got {!r}".format(
+                        position, custom_id
+                    )
+                )
+            if custom_id in seen:
+                raise InvalidRequestError("custom_id {!r} appears twice; each must be unique".format(custom_id))
+            seen.add(custom_id)
+            if not isinstance(params, Mapping) or not isinstance(params.get("model"), str):
+                raise InvalidRequestError("requests[{}].params must be a Responses body with a model".format(position))
+            params = dict(params)
+            metadata = build_metadata(params.get("metadata"))
+            if metadata is None:
+                metadata = {}
+            window = metadata.get("completion_window") or completion_window
+            if window is not None:
+                if window not in BATCH_WINDOWS:
+                    raise InvalidRequestError(
+                        "requests[{}] asks for the {!r} window; batch items run on standard or flex".format(
+                            position, window
+                        )
+                    )
+                metadata["completion_window"] = window
+            if metadata:
+                params["metadata"] = metadata
+            wire_items.append({"custom_id": custom_id, "params": params})
+        body: Dict[str, Any] = {"endpoint": "/v1/responses", "requests": wire_items}
+        if label is not None:
+            body["label"] = label
+        payload = self._client._request(
+            "POST", "/batches", json_body=body, idempotency_key=idempotency_key,
+            read_timeout=timeout if timeout is not None else self._client.timeout.upload,
+        )
+        return Batch.from_dict(payload)
+
+    def retrieve(self, batch_id: str) -> Batch:
+        """``GET /batches/{id}``, with each item's status in ``request_status``."""
+        return Batch.from_dict(self._client._request("GET", "/batches/" + _path_id(batch_id, "batch id")))
+
+    def list(self, *, limit: Optional[int] = None, after_id: Optional[str] = None) -> List[Batch]:
+        """``GET /batches``: a page of batches, newest first; pass the last id as ``after_id`` for the next."""
+        query = []
+        if limit is not None:
+            query.append("limit={}".format(int(limit)))
+        if after_id is not None:
+            query.append("after_id=" + _path_id(after_id, "after_id"))
+        path = "/batches" + ("?" + "&".join(query) if query else "")
+        payload = self._client._request("GET", path)
+        if isinstance(payload, dict) and isinstance(payload.get("data"), list):
+            payload = payload["data"]  # tolerate the list-object shape too
+        if not isinstance(payload, list):
+            raise MalformedResponseError("GET /batches did not return a JSON array")
+        return [Batch.from_dict(item) for item in payload]
+
+    def result(self, batch_id: str, custom_id: str) -> Response:
+        """``GET /batches/{id}/{custom_id}``: that item's response object (any status)."""
+        path = "/batches/{}/{}".format(_path_id(batch_id, "batch id"), _path_id(custom_id, "custom_id"))
+        return Response.from_dict(self._client._request("GET", path))
+
+    def wait(self, batch_id: str, *, deadline: Optional[float] = None) -> Batch:
+        """Block until every item is terminal; poll intervals grow as the poller's do.
+
+        Raises :class:`DeadlineExceededError` when ``deadline`` seconds pass.
+        """
+        client = self._client
+        deadline_at = client._deadline_at(deadline)
+        interval: Optional[float] = None
+        while True:
+            batch = self.retrieve(batch_id)
+            if batch.is_done:
+                return batch
+            jittered, interval = client.poll.next_interval(interval, "standard", client._rng)
+            if deadline_at is not None and client._clock() + jittered >= deadline_at:
+                raise DeadlineExceededError(
+                    "deadline passed while waiting for batch {}; it continues on the server".format(batch_id)
+                )
+            client._sleep(jittered)

@@ -1,0 +1,228 @@
+"""``client.tokens``: raw-token sampling (token ids in, ids + logprobs out), no Tinker needed.
+
+Each sample is one background ``POST /responses`` on the raw-token path of
+wire.md (``raw_prompt_tokens`` + placeholder ``input``), polled to
+completion on the client's poller. No chat template, no tokenizer: the ids
+go to the model verbatim.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
+
+from ..errors import InvalidRequestError
+from ..types import Response, SampledTokens
+from ._common import (
+    COMPLETION_WINDOWS,
+    RAW_PROMPT_PLACEHOLDER,
+    build_metadata,
+    check_prompt_tokens,
+    compact_json,
+    normalize_stop,
+    number_in,
+    positive_int,
+)
+from .responses import check_result
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..client import Client
+
+__all__ = ["Tokens", "SamplingOptions", "validate_sampling_options", "LOGPROBS_INCLUDE"]
+
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+StopArg = Union[str, Sequence[str], Sequence[int], None]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Checked, normalized sampling options: everything but the prompt and stop."""
+
+    model: str
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    completion_window: str = "priority"
+    lora: Optional[str] = None
+    tinker_lora_signed_url: Optional[str] = None
+    adapter_config: Optional[str] = None  # compact JSON, keys sorted
+    tinker_lora_name: Optional[str] = None
+    metadata: Optional[Mapping[str, str]] = None
+    logprobs: bool = True
+
+    def __repr__(self) -> str:
+        # A signed URL's query is a credential: never show it.
+        url = self.tinker_lora_signed_url
+        shown = url.split("?", 1)[0] + "?<redacted>" if url and "?" in url else url
+        return "SamplingOptions(model={!r}, max_tokens={}, temperature={}, top_p={}, completion_window={!r}, " \
+            "lora={!r}, tinker_lora_signed_url={!r}, tinker_lora_name={!r}, logprobs={})".format(
+                self.model, self.max_tokens, self.temperature, self.top_p, self.completion_window,
+                self.lora, shown, self.tinker_lora_name, self.logprobs,
+            )
+
+    def body(self, prompt_tokens: Sequence[int], stop: StopArg, max_tokens: Optional[int] = None) -> Dict[str, Any]:
+        """The wire.md raw-token ``POST /responses`` body (always background)."""
+        limit = self.max_tokens if max_tokens is None else min(self.max_tokens, positive_int("max_tokens", max_tokens))
+        extra: Dict[str, Any] = dict(self.metadata or {})
+        if self.tinker_lora_signed_url is not None:
+            extra["lora"] = self.tinker_lora_signed_url
+            extra["tinker_adapter_config"] = self.adapter_config
+            if self.tinker_lora_name is not None:
+                extra["tinker_lora_name"] = self.tinker_lora_name
+        body: Dict[str, Any] = {
+            "model": self.model,
+            "input": RAW_PROMPT_PLACEHOLDER,
+            "raw_prompt_tokens": check_prompt_tokens(prompt_tokens),
+            "max_output_tokens": limit,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "background": True,
+            "metadata": build_metadata(extra, lora=self.lora, completion_window=self.completion_window),
+        }
+        wire_stop = normalize_stop(stop)
+        if wire_stop:
+            body["stop"] = wire_stop
+        if self.logprobs:
+            body["include"] = [LOGPROBS_INCLUDE]
+        return body
+
+
+def validate_sampling_options(
+    *,
+    model: str,
+    max_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    completion_window: str = "priority",
+    lora: Optional[str] = None,
+    tinker_lora_signed_url: Optional[str] = None,
+    adapter_config: Union[Mapping[str, Any], str, None] = None,
+    tinker_lora_name: Optional[str] = None,
+    metadata: Optional[Mapping[str, Any]] = None,
+    logprobs: bool = True,
+) -> SamplingOptions:
+    """Check sampling options once (e.g. at a completer's construction).
+
+    Raises :class:`InvalidRequestError` naming what to change: an empty
+    model, ``max_tokens`` < 1, temperature outside 0..2 or top_p outside
+    0..1, an unknown window, ``lora`` together with
+    ``tinker_lora_signed_url``, a signed URL without ``adapter_config``, an
+    ``adapter_config`` string that is not a JSON object, or a LoRA source with
+    the ``asap`` window.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequestError("model must be a non-empty model id, like 'moonshotai/Kimi-K2.6'")
+    positive_int("max_tokens", max_tokens)
+    if completion_window not in COMPLETION_WINDOWS:
+        raise InvalidRequestError(
+            "completion_window {!r} is not one of {}".format(completion_window, ", ".join(COMPLETION_WINDOWS))
+        )
+    if lora is not None and tinker_lora_signed_url is not None:
+        raise InvalidRequestError(
+            "pass either lora (an uploaded LoRA) or tinker_lora_signed_url (a Tinker checkpoint), not both"
+        )
+    config_json = None
+    if tinker_lora_signed_url is not None:
+        if not isinstance(tinker_lora_signed_url, str) or not tinker_lora_signed_url.startswith(("http://", "https://")):
+            raise InvalidRequestError("tinker_lora_signed_url must be an http(s) URL from get_tinker_checkpoint_signed_url")
+        if adapter_config is None:
+            raise InvalidRequestError(
+                "tinker_lora_signed_url needs adapter_config: pass the checkpoint's PEFT adapter_config.json "
+                "contents (a dict or a JSON string)"
+            )
+    if adapter_config is not None:
+        if isinstance(adapter_config, str):
+            try:
+                parsed = json.loads(adapter_config)
+            except ValueError as exc:
+                raise InvalidRequestError("adapter_config is not valid JSON: {}".format(exc)) from None
+        else:
+            parsed = adapter_config
+        if not isinstance(parsed, Mapping):
+            raise InvalidRequestError("adapter_config must be a JSON object (the contents of adapter_config.json)")
+        config_json = compact_json(parsed)
+    if completion_window == "asap" and (lora is not None or tinker_lora_signed_url is not None):
+        raise InvalidRequestError(
+            "LoRA requests cannot use the asap completion window: use priority (the default), standard or flex"
+        )
+    return SamplingOptions(
+        model=model,
+        max_tokens=max_tokens,
+        temperature=number_in("temperature", temperature, 0.0, 2.0),
+        top_p=number_in("top_p", top_p, 0.0, 1.0),
+        completion_window=completion_window,
+        lora=lora,
+        tinker_lora_signed_url=tinker_lora_signed_url,
+        adapter_config=config_json,
+        tinker_lora_name=tinker_lora_name,
+        metadata=build_metadata(metadata),
+        logprobs=bool(logprobs),
+    )
+
+
+def to_sampled_tokens(response: Response) -> SampledTokens:
+    """The terminal response's raw-token result, or its typed error."""
+    return SampledTokens.from_response(check_result(response))
+
+
+class Tokens:
+    """Raw-token sampling. Thread-safe; results are :class:`~sail_lite.types.SampledTokens`."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def sample(self, prompt_tokens: Sequence[int], **kwargs: Any) -> SampledTokens:
+        """Sample from ``prompt_tokens`` and block until the result.
+
+        Keyword arguments are those of :meth:`submit`. Raises the typed error
+        of a failed, cancelled or expired response, or
+        :class:`DeadlineExceededError` (carrying the response id) when
+        ``deadline`` passes.
+        """
+        return self.submit(prompt_tokens, **kwargs).result()
+
+    def submit(
+        self,
+        prompt_tokens: Sequence[int],
+        *,
+        model: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        stop: StopArg = None,
+        options: Optional[SamplingOptions] = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        completion_window: str = "priority",
+        lora: Optional[str] = None,
+        tinker_lora_signed_url: Optional[str] = None,
+        adapter_config: Union[Mapping[str, Any], str, None] = None,
+        tinker_lora_name: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        logprobs: bool = True,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> "Future[SampledTokens]":
+        """Start a sample and return a future of its :class:`SampledTokens`.
+
+        Returns at once. Pass either the sampling arguments or pre-checked
+        ``options`` (from :func:`validate_sampling_options`), in which case
+        ``max_tokens`` caps ``options.max_tokens`` (the smaller wins).
+        ``timeout`` bounds each HTTP call, ``deadline`` the whole sample.
+        Cancelling the future cancels the response on the server.
+        """
+        if options is None:
+            if model is None or max_tokens is None:
+                raise InvalidRequestError("sampling needs model and max_tokens (or options=...)")
+            options = validate_sampling_options(
+                model=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                completion_window=completion_window, lora=lora, tinker_lora_signed_url=tinker_lora_signed_url,
+                adapter_config=adapter_config, tinker_lora_name=tinker_lora_name, metadata=metadata,
+                logprobs=logprobs,
+            )
+            max_tokens = None
+        body = options.body(prompt_tokens, stop, max_tokens)
+        return self._client.responses._submit(
+            body, to_sampled_tokens, idempotency_key=idempotency_key, timeout=timeout, deadline=deadline
+        )

@@ -1,0 +1,447 @@
+"""Wire objects as frozen dataclasses.
+
+Each ``from_dict`` is tolerant: unknown keys are ignored, a field of the
+wrong type falls back to its default, and the whole decoded payload stays on
+``raw`` for anything we do not model. Only a payload that is not an object,
+or lacks the one field that identifies it, raises
+:class:`~sail_lite.errors.MalformedResponseError`; never a ``KeyError`` or
+``TypeError``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+from .errors import MalformedResponseError
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "RESULT_STATUSES",
+    "Usage",
+    "Response",
+    "SampledTokens",
+    "ChatCompletion",
+    "ChatChoice",
+    "Message",
+    "Model",
+    "FileObject",
+    "LoRA",
+    "LoRAValidation",
+    "Batch",
+]
+
+RESULT_STATUSES = frozenset({"completed", "incomplete"})
+TERMINAL_STATUSES = RESULT_STATUSES | frozenset({"failed", "cancelled", "canceled", "expired"})
+
+
+def _object(payload: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise MalformedResponseError(
+            "expected a JSON object for {}, got {}".format(what, type(payload).__name__)
+        )
+    return payload
+
+
+def _str(payload: Mapping[str, Any], key: str, default: Optional[str] = None) -> Optional[str]:
+    value = payload.get(key)
+    return value if isinstance(value, str) else default
+
+
+def _required_str(payload: Mapping[str, Any], key: str, what: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or not value:
+        raise MalformedResponseError("{} has no {!r} string".format(what, key))
+    return value
+
+
+def _int(payload: Mapping[str, Any], key: str, default: Optional[int] = None) -> Optional[int]:
+    value = payload.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default
+    return value
+
+
+def _dict(payload: Mapping[str, Any], key: str) -> Dict[str, Any]:
+    value = payload.get(key)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _optional_dict(payload: Mapping[str, Any], key: str) -> Optional[Dict[str, Any]]:
+    value = payload.get(key)
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def _list(payload: Mapping[str, Any], key: str) -> Sequence[Any]:
+    value = payload.get(key)
+    return value if isinstance(value, list) else ()
+
+
+def _strings(payload: Mapping[str, Any], key: str) -> Tuple[str, ...]:
+    return tuple(item for item in _list(payload, key) if isinstance(item, str))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one request."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> "Usage":
+        if not isinstance(payload, Mapping):
+            return cls()
+        # Chat Completions says prompt/completion; Responses and Messages say input/output.
+        input_tokens = _int(payload, "input_tokens", _int(payload, "prompt_tokens", 0)) or 0
+        output_tokens = _int(payload, "output_tokens", _int(payload, "completion_tokens", 0)) or 0
+        total = _int(payload, "total_tokens", input_tokens + output_tokens) or 0
+        return cls(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total)
+
+
+@dataclass(frozen=True)
+class Response:
+    """A Responses API object (``resp_...``), background or not."""
+
+    id: str
+    status: str
+    model: Optional[str] = None
+    created_at: Optional[int] = None
+    metadata: Dict[str, Any] = field(default_factory=dict, hash=False)
+    output: Tuple[Any, ...] = ()
+    usage: Usage = Usage()
+    error: Optional[Dict[str, Any]] = field(default=None, hash=False)
+    incomplete_details: Optional[Dict[str, Any]] = field(default=None, hash=False)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> "Response":
+        data = _object(payload, "a response")
+        return cls(
+            id=_required_str(data, "id", "response"),
+            status=_str(data, "status", "") or "",
+            model=_str(data, "model"),
+            created_at=_int(data, "created_at"),
+            metadata=_dict(data, "metadata"),
+            output=tuple(_list(data, "output")),
+            usage=Usage.from_dict(data.get("usage")),
+            error=_optional_dict(data, "error"),
+            incomplete_details=_optional_dict(data, "incomplete_details"),
+            raw=dict(data),
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the status will not change again."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def has_result(self) -> bool:
+        """True for ``completed`` and ``incomplete`` (partial output)."""
+        return self.status in RESULT_STATUSES
+
+    def output_block(self) -> Optional[Mapping[str, Any]]:
+        """The first ``output_text`` block of the first ``message`` item, if any."""
+        for item in self.output:
+            if isinstance(item, Mapping) and item.get("type") == "message":
+                for block in item.get("content") or ():
+                    if isinstance(block, Mapping) and block.get("type") == "output_text":
+                        return block
+                return None
+        return None
+
+    @property
+    def output_text(self) -> str:
+        """The generated text ("" when there is none yet)."""
+        block = self.output_block()
+        text = block.get("text") if block is not None else None
+        return text if isinstance(text, str) else ""
+
+
+@dataclass(frozen=True)
+class SampledTokens:
+    """Raw-token sampling result: what a ``TokenCompleter`` returns, without Tinker.
+
+    ``logprobs`` has one entry per token, or is ``None`` when they were not
+    requested. ``stop_reason`` is ``"stop"`` or ``"length"``; a stop token id
+    that ended generation is the last of ``tokens``.
+    """
+
+    tokens: Tuple[int, ...]
+    logprobs: Optional[Tuple[float, ...]]
+    stop_reason: str
+    response_id: str
+    usage: Usage = Usage()
+    text: str = ""
+
+    @classmethod
+    def from_response(cls, response: Response) -> "SampledTokens":
+        """Read the raw-token block of a finished response (wire.md, Output)."""
+        block = response.output_block()
+        where = "response {} ({})".format(response.id, response.status)
+        if block is None:
+            raise MalformedResponseError(
+                "{} has no output_text block".format(where), response_id=response.id
+            )
+        tokens = block.get("token_ids")
+        if not isinstance(tokens, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in tokens
+        ):
+            raise MalformedResponseError(
+                "{} has no token_ids list: was it sent with raw_prompt_tokens?".format(where),
+                response_id=response.id,
+            )
+        logprobs = None
+        entries = block.get("logprobs")
+        if entries is not None:
+            if not isinstance(entries, list) or len(entries) != len(tokens):
+                raise MalformedResponseError(
+                    "{} has {} logprobs for {} tokens".format(
+                        where, len(entries) if isinstance(entries, list) else "malformed", len(tokens)
+                    ),
+                    response_id=response.id,
+                )
+            values = []
+            for token, entry in zip(tokens, entries):
+                value = entry.get("logprob") if isinstance(entry, Mapping) else None
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise MalformedResponseError(
+                        "{} has a malformed logprob entry {!r}".format(where, entry), response_id=response.id
+                    )
+                values.append(float(value))
+            logprobs = tuple(values)
+        reason = block.get("stop_reason")
+        if reason not in ("stop", "length"):
+            # An incomplete response ran out of budget; anything else ended on a stop condition.
+            reason = "length" if response.status == "incomplete" else "stop"
+        text = block.get("text")
+        return cls(
+            tokens=tuple(tokens),
+            logprobs=logprobs,
+            stop_reason=reason,
+            response_id=response.id,
+            usage=response.usage,
+            text=text if isinstance(text, str) else "",
+        )
+
+
+@dataclass(frozen=True)
+class ChatChoice:
+    index: int
+    role: str
+    content: str
+    finish_reason: Optional[str]
+
+
+@dataclass(frozen=True)
+class ChatCompletion:
+    """An OpenAI-shaped ``chat.completion``."""
+
+    id: str
+    model: Optional[str]
+    created: Optional[int]
+    choices: Tuple[ChatChoice, ...]
+    usage: Usage = Usage()
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> "ChatCompletion":
+        data = _object(payload, "a chat completion")
+        choices = []
+        for position, item in enumerate(_list(data, "choices")):
+            if not isinstance(item, Mapping):
+                continue
+            message = item.get("message") if isinstance(item.get("message"), Mapping) else {}
+            choices.append(
+                ChatChoice(
+                    index=_int(item, "index", position) or 0,
+                    role=_str(message, "role", "assistant") or "assistant",
+                    content=_str(message, "content", "") or "",
+                    finish_reason=_str(item, "finish_reason"),
+                )
+            )
+        return cls(
+            id=_required_str(data, "id", "chat completion"),
+            model=_str(data, "model"),
+            created=_int(data, "created"),
+            choices=tuple(choices),
+            usage=Usage.from_dict(data.get("usage")),
+            raw=dict(data),
+        )
+
+    @property
+    def content(self) -> str:
+        """The first choice's text ("" when there is no choice)."""
+        return self.choices[0].content if self.choices else ""
+
+
+@dataclass(frozen=True)
+class Message:
+    """An Anthropic-shaped ``message``."""
+
+    id: str
+    model: Optional[str]
+    role: str
+    content: Tuple[Dict[str, Any], ...]
+    stop_reason: Optional[str]
+    usage: Usage = Usage()
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> "Message":
+        data = _object(payload, "a message")
+        return cls(
+            id=_required_str(data, "id", "message"),
+            model=_str(data, "model"),
+            role=_str(data, "role", "assistant") or "assistant",
+            content=tuple(dict(block) for block in _list(data, "content") if isinstance(block, Mapping)),
+            stop_reason=_str(data, "stop_reason"),
+            usage=Usage.from_dict(data.get("usage")),
+            raw=dict(data),
+        )
+
+    @property
+    def text(self) -> str:
+        """All text blocks joined."""
+        return "".join(
+            block["text"] for block in self.content if block.get("type") == "text" and isinstance(block.get("text"), str)
+        )
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    created: Optional[int] = None
+    owned_by: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> "Model":
+        data = _object(payload, "a model")
+        return cls(
+            id=_required_str(data, "id", "model"),
+            created=_int(data, "created"),
+            owned_by=_str(data, "owned_by"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class FileObject:
+    """An uploaded file (``file-...``)."""
+
+    id: str
+    bytes: int
+    filename: Optional[str]
+    purpose: Optional[str]
+    created_at: Optional[int] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> "FileObject":
+        data = _object(payload, "a file")
+        return cls(
+            id=_required_str(data, "id", "file"),
+            bytes=_int(data, "bytes", 0) or 0,
+            filename=_str(data, "filename"),
+            purpose=_str(data, "purpose"),
+            created_at=_int(data, "created_at"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class LoRAValidation:
+    """One validation record: a LoRA checked on one model."""
+
+    model: str
+    status: str
+    response_id: Optional[str] = None
+    result_code: Optional[str] = None
+    result_message: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> "LoRAValidation":
+        return cls(
+            model=_str(payload, "model", "") or "",
+            status=_str(payload, "status", "") or "",
+            response_id=_str(payload, "response_id"),
+            result_code=_str(payload, "result_code"),
+            result_message=_str(payload, "result_message"),
+        )
+
+
+@dataclass(frozen=True)
+class LoRA:
+    """A LoRA adapter registered with Sail."""
+
+    id: str
+    name: str
+    status: Optional[str]
+    supported_models: Tuple[str, ...]
+    validations: Tuple[LoRAValidation, ...] = ()
+    display_name: Optional[str] = None
+    description: Optional[str] = None
+    created_at: Optional[int] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> "LoRA":
+        data = _object(payload, "a LoRA")
+        return cls(
+            id=_required_str(data, "id", "LoRA"),
+            name=_str(data, "name", "") or "",
+            status=_str(data, "status"),
+            supported_models=_strings(data, "supported_models"),
+            validations=tuple(
+                LoRAValidation.from_dict(item) for item in _list(data, "validations") if isinstance(item, Mapping)
+            ),
+            display_name=_str(data, "display_name"),
+            description=_str(data, "description"),
+            created_at=_int(data, "created_at"),
+            raw=dict(data),
+        )
+
+    def latest_validation(self, model: str) -> Optional[LoRAValidation]:
+        """The most recent validation record for ``model`` (records are in creation order)."""
+        found = None
+        for validation in self.validations:
+            if validation.model == model:
+                found = validation
+        return found
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of Responses requests."""
+
+    id: str
+    label: Optional[str] = None
+    created_at: Optional[int] = None
+    request_counts: Dict[str, Any] = field(default_factory=dict, hash=False)
+    request_status: Dict[str, str] = field(default_factory=dict, hash=False)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> "Batch":
+        data = _object(payload, "a batch")
+        statuses = {}
+        for custom_id, entry in _dict(data, "request_status").items():
+            status = entry.get("status") if isinstance(entry, Mapping) else entry
+            if isinstance(status, str):
+                statuses[str(custom_id)] = status
+        return cls(
+            id=_required_str(data, "id", "batch"),
+            label=_str(data, "label"),
+            created_at=_int(data, "created_at"),
+            request_counts=_dict(data, "request_counts"),
+            request_status=statuses,
+            raw=dict(data),
+        )
+
+    @property
+    def is_done(self) -> bool:
+        """True when every item has a terminal status (and the statuses are known)."""
+        return bool(self.request_status) and all(
+            status in ("COMPLETED", "FAILED", "CANCELLED") for status in self.request_status.values()
+        )
