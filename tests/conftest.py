@@ -1,0 +1,46 @@
+"""Shared fixtures: one emulator per session, reset before each test, and fast clients."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sail_lite import Client, PollPolicy, RetryPolicy
+
+FAST_POLL = PollPolicy(initial_interval=0.01, multiplier=1.5, default_max_interval=0.05,
+                       max_interval={"asap": 0.05, "priority": 0.05, "standard": 0.05, "flex": 0.05})
+FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture(scope="session")
+def emulator_server():
+    from sail_lite.emulator import EmulatorServer
+
+    with EmulatorServer(seed=0) as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server):
+    emulator_server.reset()
+    yield emulator_server
+    emulator_server.faults.clear()
+
+
+def make_client(server, **overrides) -> Client:
+    options = dict(
+        api_key=server.api_key,
+        base_url=server.base_url,
+        poll=FAST_POLL,
+        retry=FAST_RETRY,
+        rng=random.Random(0),
+        environ={},
+    )
+    options.update(overrides)
+    return Client(**options)
+
+
+@pytest.fixture
+def client(emulator):
+    with make_client(emulator) as c:
+        yield c

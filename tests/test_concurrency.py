@@ -1,0 +1,119 @@
+"""Threads, forks, pickles and logs: the client in a real pipeline."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from sail_lite import Client
+
+from .conftest import make_client
+
+MODEL = "moonshotai/Kimi-K2.6"
+
+
+def test_64_threads_share_one_client_without_pool_warnings(emulator, caplog):
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    with make_client(emulator, max_workers=8) as client:
+        def work(i):
+            return client.responses.create(model=MODEL, input="hi {}".format(i), max_output_tokens=4).id
+
+        with ThreadPoolExecutor(64) as pool:
+            ids = list(pool.map(work, range(256)))
+    assert len(set(ids)) == 256
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+    assert emulator.stats()["connections"] <= 8  # keep-alive: the pool, reused
+
+
+def _child_uses_inherited_client(client, queue):
+    try:
+        queue.put(("ok", [m.id for m in client.models.list()]))
+    except BaseException as exc:  # pragma: no cover - reported to the parent
+        queue.put(("error", repr(exc)))
+
+
+@pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
+                    reason="needs fork")
+def test_a_forked_child_rebuilds_its_session(emulator):
+    with make_client(emulator) as client:
+        client.models.list()  # the parent has a live pooled connection now
+        parent_transport = client._transport
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_child_uses_inherited_client, args=(client, queue))
+        child.start()
+        status, payload = queue.get(timeout=30)
+        child.join(30)
+        assert status == "ok" and MODEL in payload
+        assert client._transport is parent_transport  # the parent's session is untouched
+        assert [m.id for m in client.models.list()]
+
+
+def _spawned(pickled, queue):
+    client = pickle.loads(pickled)
+    with client:
+        queue.put(client.tokens.sample([1, 2, 3], model=MODEL, max_tokens=3, temperature=0.0).tokens)
+
+
+def test_a_pickled_client_works_in_a_spawned_process(emulator):
+    with make_client(emulator) as client:
+        expected = client.tokens.sample([1, 2, 3], model=MODEL, max_tokens=3, temperature=0.0).tokens
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        process = context.Process(target=_spawned, args=(pickle.dumps(client), queue))
+        process.start()
+        got = queue.get(timeout=60)
+        process.join(30)
+    assert tuple(got) == expected
+
+
+def test_debug_logs_never_show_keys_bodies_or_signed_queries(emulator, caplog, tmp_path):
+    from sail_lite.adapters import make_adapter
+    from sail_lite.emulator import Fault
+
+    caplog.set_level(logging.DEBUG, logger="sail_lite")
+    url = emulator.publish_tinker_checkpoint(make_adapter(tmp_path / "a"), ttl_seconds=60)
+    emulator.faults.add(Fault("error", method="POST", path="/v1/responses", status=503, times=1))
+    with make_client(emulator, sleep=lambda s: None) as client:
+        client.tokens.sample([9, 9, 9], model=MODEL, max_tokens=4, tinker_lora_signed_url=url,
+                             adapter_config={"r": 8, "peft_type": "LORA", "task_type": "CAUSAL_LM",
+                                             "base_model_name_or_path": MODEL})
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "POST /responses -> 503 (attempt 1" in text
+    assert "retry 1/2 in" in text
+    assert "GET /responses/resp_" in text
+    assert emulator.api_key not in text
+    query = url.split("?", 1)[1]
+    assert query not in text and "sig=" not in text
+    assert "9,9,9" not in text and "[9, 9, 9]" not in text  # no bodies
+
+
+def test_sail_log_switch_adds_one_stderr_handler():
+    logger = logging.getLogger("sail_lite")
+    saved_handlers, saved_level = list(logger.handlers), logger.level
+    try:
+        Client("k", environ={"SAIL_LOG": "debug"})
+        Client("k", environ={"SAIL_LOG": "debug"})
+        added = [h for h in logger.handlers if h not in saved_handlers]
+        assert len(added) == 1 and logger.level == logging.DEBUG
+    finally:
+        logger.handlers[:] = saved_handlers
+        logger.setLevel(saved_level)
+
+
+def test_library_is_silent_by_default():
+    import subprocess
+
+    code = (
+        "import sail_lite\n"
+        "c = sail_lite.Client('k', base_url='http://127.0.0.1:1/v1', environ={}, sleep=lambda s: None)\n"
+        "try:\n    c.models.list()\nexcept sail_lite.APIConnectionError:\n    pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SAIL_LOG"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
