@@ -144,31 +144,36 @@ def test_failed_response_raises_with_server_code(client, emulator, tmp_path):
     assert "sig=" not in str(info.value)
 
 
+def client_threads():
+    """Live threads, leaving out the in-process emulator's connection threads."""
+    return [t for t in threading.enumerate() if t.is_alive() and not t.name.startswith("sail-emulator")]
+
+
 def test_thousands_in_flight_on_few_threads():
     from sail_lite.emulator import EmulatorServer
 
     count = 2000
     with EmulatorServer(turn_times={"asap": 0, "priority": 0.3, "standard": 0.3, "flex": 0.3}) as server:
-        before = threading.active_count()
+        before = len(client_threads())
         with make_client(server, max_workers=8) as client:
             futures = [client.tokens.submit([1, 2, i], model=MODEL, max_tokens=2, logprobs=False)
                        for i in range(count)]
-            peak = threading.active_count()
+            peak = len(client_threads())
             while not all(f.done() for f in futures):
-                peak = max(peak, threading.active_count())
+                peak = max(peak, len(client_threads()))
                 time.sleep(0.02)
             results = [f.result() for f in futures]
         assert len({r.response_id for r in results}) == count
         assert peak - before <= 8 + 1  # the pool plus the scheduler
         assert server.stats()["inference_runs"] == count
-    assert threading.active_count() <= before
+    assert len(client_threads()) <= before
 
 
 def test_close_stops_threads_and_fails_waiters_with_the_response_id():
     from sail_lite.emulator import EmulatorServer
 
     with EmulatorServer(turn_times={"asap": 0, "priority": 30, "standard": 30, "flex": 30}) as server:
-        before = {t.ident for t in threading.enumerate()}
+        before = {t.ident for t in client_threads()}
         client = make_client(server)
         future = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4)
         deadline = time.monotonic() + 5
@@ -178,7 +183,7 @@ def test_close_stops_threads_and_fails_waiters_with_the_response_id():
         with pytest.raises(ClientClosedError) as info:
             future.result(timeout=5)
         assert info.value.response_id and info.value.response_id.startswith("resp_")
-        leftover = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+        leftover = [t for t in client_threads() if t.ident not in before]
         assert not leftover, leftover
         with pytest.raises(ClientClosedError):
             client.models.list()

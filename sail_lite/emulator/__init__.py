@@ -1,0 +1,221 @@
+"""``sail_lite.emulator``: an offline, Sail-compatible server (standard library only).
+
+Run a pipeline, a test suite or a benchmark with no network and no account::
+
+    from sail_lite import Client
+    from sail_lite.emulator import EmulatorServer
+
+    with EmulatorServer() as server:
+        client = Client(server.api_key, base_url=server.base_url)
+        print(client.tokens.sample([1, 2, 3], model="moonshotai/Kimi-K2.6", max_tokens=8))
+
+or from a shell: ``python -m sail_lite.emulator --port 8080``.
+
+It follows ``wire.md``: models, responses (sync and background, clock-derived
+statuses per completion window), chat completions, messages, streamed file
+uploads, LoRAs with real validation of the uploaded files, batches,
+idempotency keys, several organizations, Tinker checkpoint archives under
+signed expiring URLs, injectable faults (:class:`Fault`) and counters
+(:meth:`EmulatorServer.stats`). Layout: ``state`` (memory), ``model`` (the
+reference sampler), ``params`` (request checks), ``handler`` (HTTP),
+``faults``, ``archives`` (Tinker checkpoints), ``multipart`` (streaming
+uploads).
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from http.server import ThreadingHTTPServer
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Set
+
+from .archives import pack_adapter, sign
+from .faults import Fault, FaultSet
+from .handler import Handler
+from .model import EOS, VOCAB
+from .params import ModelSpec
+from .state import DEFAULT_MODELS, TURN_PRESETS, State
+
+__all__ = ["EmulatorServer", "Fault", "FaultSet", "ModelSpec", "DEFAULT_MODELS", "TURN_PRESETS", "EOS", "VOCAB"]
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # many clients connect at once in benchmarks and soaks
+    allow_reuse_address = True
+
+    def __init__(self, address: Any, emulator: "EmulatorServer") -> None:
+        self.emulator = emulator
+        super().__init__(address, Handler)
+
+
+class EmulatorServer:
+    """A Sail-compatible HTTP/1.1 server on ``host:port`` (127.0.0.1, a free port by default).
+
+    Use it as a context manager (or :meth:`start` / :meth:`stop`). Options:
+
+    - ``seed``: the reference model's seed (same seed and request: same output);
+    - ``preset``: ``"fast"`` (turns of tens of milliseconds) or ``"realistic"``
+      (priority ~60 s, standard ~300 s); ``turn_times`` overrides per window;
+    - ``api_key`` / ``organizations``: the default organization's key, and
+      more organizations as ``{org_id: [keys]}``; ``admin_token`` guards
+      ``/_emulator/`` routes;
+    - ``max_file_bytes`` (uploads, 413 beyond), ``max_body_bytes`` (JSON
+      bodies), ``sync_timeout`` (a synchronous request waiting longer gets 504),
+      ``validation_time`` (seconds a LoRA validation takes), ``models``.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        preset: str = "fast",
+        turn_times: Optional[Mapping[str, float]] = None,
+        api_key: Optional[str] = None,
+        organizations: Optional[Mapping[str, Sequence[str]]] = None,
+        admin_token: Optional[str] = None,
+        max_file_bytes: int = 100 * 1024 ** 3,
+        max_body_bytes: int = 256 * 1024 ** 2,
+        sync_timeout: float = 60.0,
+        validation_time: float = 0.05,
+        models: Optional[Iterable[ModelSpec]] = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if preset not in TURN_PRESETS:
+            raise ValueError("preset must be one of {}".format(", ".join(TURN_PRESETS)))
+        turns = dict(TURN_PRESETS[preset])
+        unknown = set(turn_times or {}) - set(turns)
+        if unknown:
+            raise ValueError("turn_times has unknown windows: {}".format(", ".join(sorted(unknown))))
+        turns.update(turn_times or {})
+        self._address = (host, port)
+        self.api_key = api_key or "sk_emulator_" + secrets.token_hex(16)
+        self.admin_token = admin_token or "admin_" + secrets.token_hex(16)
+        self.archive_secret = secrets.token_bytes(32)
+        self.max_file_bytes = max_file_bytes
+        self.max_body_bytes = max_body_bytes
+        self.sync_timeout = sync_timeout
+        orgs: Dict[str, Sequence[str]] = {"org_default": [self.api_key]}
+        orgs.update(organizations or {})
+        self.state = State(seed=seed, turn_times=turns, models=tuple(models or DEFAULT_MODELS), organizations=orgs,
+                           validation_time=validation_time, clock=clock)
+        self.max_ranks = {m.id: m.max_lora_rank for m in self.state.models.values() if m.max_lora_rank is not None}
+        self.faults = FaultSet()
+        self.stopping = threading.Event()
+        self._server: Optional[_HTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+        self._sockets: Set[socket.socket] = set()
+        self._sockets_lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> "EmulatorServer":
+        """Bind and serve in a background thread; returns self."""
+        if self._server is not None:
+            return self
+        self.stopping.clear()
+        self._server = _HTTPServer(self._address, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="sail-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted (``python -m sail_lite.emulator``)."""
+        self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop serving, close every connection, join every thread, delete stored files."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self.stopping.set()
+        server.shutdown()
+        with self._sockets_lock:
+            open_sockets = list(self._sockets)
+        for sock in open_sockets:  # wake handler threads blocked on idle keep-alive reads
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        server.server_close()  # joins the handler threads
+        if self._thread is not None:
+            self._thread.join()
+        self.state.close()
+
+    def __enter__(self) -> "EmulatorServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self._server is not None else "stopped"
+        return "EmulatorServer({})".format(where)
+
+    def connection_opened(self, sock: socket.socket) -> None:
+        with self._sockets_lock:
+            self._sockets.add(sock)
+        self.state.count("connections")
+
+    def connection_closed(self, sock: socket.socket) -> None:
+        with self._sockets_lock:
+            self._sockets.discard(sock)
+
+    # -- addresses -----------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (the server root)."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not running: call start() or use it as a context manager")
+        host, port = self._server.server_address[:2]
+        return "http://{}:{}".format(host, port)
+
+    @property
+    def base_url(self) -> str:
+        """The API root a client uses (ends in ``/v1``)."""
+        return self.url + "/v1"
+
+    # -- control -------------------------------------------------------------------------------------------
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters: inference runs (total and per idempotency key), requests per route, connections,
+        cancellations, faults fired, and responses by current status."""
+        stats = self.state.stats()
+        stats["faults_fired"] = self.faults.fired
+        return stats
+
+    def reset(self) -> None:
+        """Forget every object, counter and fault; keep keys and organizations from the constructor."""
+        self.state.reset()
+        self.faults.clear()
+        self.faults.reset_counter()
+
+    def add_organization(self, org_id: Optional[str] = None, api_key: Optional[str] = None) -> str:
+        """Add an organization (or a key to one); returns its API key."""
+        return self.state.add_organization(org_id, api_key)
+
+    def publish_tinker_checkpoint(self, adapter_dir: "os.PathLike[str] | str", *, ttl_seconds: float = 3600.0) -> str:
+        """Pack a PEFT folder as a Tinker checkpoint archive; return its signed URL, valid ``ttl_seconds``."""
+        return self.publish_tinker_archive(pack_adapter(os.fspath(adapter_dir)), ttl_seconds=ttl_seconds)
+
+    def publish_tinker_archive(self, data: bytes, *, ttl_seconds: float = 3600.0) -> str:
+        """Serve raw archive bytes (any tar, even a hostile one) under a signed URL."""
+        archive_id = "ckpt_" + secrets.token_hex(8)
+        path = self.state.storage_path("archive")
+        with open(path, "wb") as handle:
+            handle.write(data)
+        self.state.archives[archive_id] = path
+        expires = int(math.floor(self.state.clock() + ttl_seconds))
+        return sign(self.archive_secret, self.url, archive_id, expires)

@@ -1,0 +1,549 @@
+"""HTTP: routes, auth, faults, and wire.md error bodies. Parse -> state -> JSON.
+
+Every reply is written in one ``sendall`` (status line, headers and body
+together) on a ``TCP_NODELAY`` socket, so keep-alive clients see no Nagle
+stalls. A request body the handler did not read to its end closes the
+connection after the reply, so a keep-alive stream never desynchronises.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import tempfile
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Pattern, Tuple
+
+from ..adapters import check_adapter_files
+from .archives import ARCHIVE_PREFIX, ArchiveError, download, extract_adapter, verify
+from .faults import AFTER, Fault
+from .multipart import BodyReader, boundary_of, parse_multipart
+from .params import (
+    ApiError,
+    InferenceParams,
+    fingerprint,
+    parse_batch_body,
+    parse_chat_body,
+    parse_lora_body,
+    parse_lora_patch,
+    parse_messages_body,
+    parse_response_body,
+)
+from .state import Organization, ResponseRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import EmulatorServer
+
+__all__ = ["Handler"]
+
+_logger = logging.getLogger("sail_lite.emulator")
+
+_DRAIN_LIMIT = 1 << 20  # unread bodies up to this size are drained to keep the connection; larger ones close it
+_MAX_ARCHIVE = 1 << 30
+
+Reply = Tuple[int, Any, Dict[str, str]]
+
+
+class _Context:
+    """One request, as the route functions see it."""
+
+    __slots__ = ("handler", "match", "query", "org", "api_key")
+
+    def __init__(self, handler: "Handler", match: "re.Match[str]", query: str) -> None:
+        self.handler = handler
+        self.match = match
+        self.query = query
+        self.org: Organization
+        self.api_key = ""
+
+    def json(self) -> Any:
+        return self.handler.read_json()
+
+    def header(self, name: str) -> Optional[str]:
+        return self.handler.headers.get(name)
+
+
+class _Route:
+    __slots__ = ("method", "pattern", "template", "func", "auth")
+
+    def __init__(self, method: str, template: str, func: Callable[["Handler", _Context], Reply], auth: str) -> None:
+        self.method = method
+        self.template = template
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+        self.pattern: Pattern[str] = re.compile(regex + r"\Z")
+        self.func = func
+        self.auth = auth  # "key", "admin" or "none"
+
+
+class Handler(BaseHTTPRequestHandler):
+    """The request handler; ``self.server.emulator`` is the :class:`EmulatorServer`."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "sail-emulator"
+    sys_version = ""
+    timeout = 300  # an idle keep-alive connection is closed after this many seconds
+
+    routes: List[_Route] = []  # filled in below, once
+
+    # -- connection lifecycle ------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        threading.current_thread().name = "sail-emulator-connection"
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.emulator.connection_opened(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.emulator.connection_closed(self.connection)
+
+    @property
+    def emulator(self) -> "EmulatorServer":
+        return self.server.emulator  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        _logger.debug("%s - %s", self.address_string(), format % args)
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        # Never the query string: a signed archive URL carries its signature there.
+        _logger.debug("%s %s -> %s", self.command, self.path.split("?", 1)[0], code)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    # -- the body ------------------------------------------------------------------------------------------
+
+    def _body_reader(self) -> BodyReader:
+        if self._reader is None:
+            chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+            length_text = self.headers.get("Content-Length")
+            length = None
+            if length_text is not None:
+                if not length_text.strip().isdigit():
+                    raise ApiError(400, "Content-Length must be a non-negative integer", code="invalid_body")
+                length = int(length_text)
+            self._reader = BodyReader(self.rfile, length, chunked)
+        return self._reader
+
+    def read_json(self) -> Any:
+        reader = self._body_reader()
+        declared = self.headers.get("Content-Length")
+        limit = self.emulator.max_body_bytes
+        if declared is not None and int(declared) > limit:
+            raise ApiError(413, "the request body is {} bytes; the limit is {}".format(declared, limit),
+                           code="request_too_large")
+        chunks = []
+        size = 0
+        while True:
+            data = reader.read()
+            if not data:
+                break
+            size += len(data)
+            if size > limit:
+                raise ApiError(413, "the request body exceeds {} bytes".format(limit), code="request_too_large")
+            chunks.append(data)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ApiError(400, "the request body is not valid JSON ({})".format(
+                getattr(exc, "msg", "not UTF-8")), code="invalid_json") from None
+
+    # -- dispatch ------------------------------------------------------------------------------------------
+
+    def _dispatch(self, method: str) -> None:
+        self._reader: Optional[BodyReader] = None
+        path, _, query = self.path.partition("?")
+        route, match = self._route(method, path)
+        self.emulator.state.count_request("{} {}".format(method, route.template if route else "(unmatched)"))
+        fault = self.emulator.faults.strike(method, path)
+        if fault is not None and fault.kind not in AFTER:
+            if self._before(fault):
+                return
+        try:
+            if route is None or match is None:
+                if any(r.pattern.match(path) for r in self.routes):
+                    raise ApiError(405, "{} is not allowed on {}".format(method, path[:200]),
+                                   code="method_not_allowed")
+                raise ApiError(404, "no route for {} {}".format(method, path[:200]), code="not_found")
+            context = _Context(self, match, query)
+            self._authenticate(route, context)
+            status, body, headers = route.func(self, context)
+        except ApiError as exc:
+            status, body, headers = exc.status, exc.body(), exc.headers
+        except Exception:  # a bug must not take the server down: a 500 with a body, and the traceback logged
+            _logger.exception("emulator error on %s %s", method, path)
+            status, body, headers = 500, ApiError(500, "internal emulator error").body(), {}
+        if fault is not None and fault.kind == "lose_reply":
+            self._finish_body()
+            self.close_connection = True
+            return
+        self._reply(status, body, headers, truncate=fault is not None and fault.kind == "truncate")
+
+    def _route(self, method: str, path: str) -> Tuple[Optional[_Route], "Optional[re.Match[str]]"]:
+        for route in self.routes:
+            if route.method == method:
+                match = route.pattern.match(path)
+                if match:
+                    return route, match
+        return None, None
+
+    def _before(self, fault: Fault) -> bool:
+        """Apply a fault that strikes before the server acts; True when the request is over."""
+        if fault.kind == "delay":
+            self.emulator.stopping.wait(fault.delay)
+            return False
+        if fault.kind == "drop":
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
+        status = fault.reply_status
+        headers = {}
+        if fault.retry_after is not None:
+            headers["Retry-After"] = _seconds(fault.retry_after)
+        if fault.kind == "html":
+            page = "<html><head><title>{0}</title></head><body><h1>{0} Bad Gateway</h1></body></html>".format(status)
+            self._reply(status, page.encode("utf-8"), headers, content_type="text/html")
+        else:
+            message = fault.message or "injected fault: HTTP {}".format(status)
+            error = ApiError(status, message, code=fault.code, headers=headers)
+            self._reply(status, error.body(), error.headers)
+        return True
+
+    def _finish_body(self) -> None:
+        """Drain a small unread body; otherwise the connection closes after this reply."""
+        try:
+            if not self._body_reader().drain(_DRAIN_LIMIT):
+                self.close_connection = True
+        except (ApiError, OSError, ValueError):
+            self.close_connection = True
+
+    def _reply(self, status: int, body: Any, headers: Dict[str, str], *, truncate: bool = False,
+               content_type: str = "application/json") -> None:
+        self._finish_body()
+        payload = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode("utf-8")
+        lines = ["HTTP/1.1 {} {}".format(status, self.responses.get(status, ("",))[0]),
+                 "Content-Type: " + content_type,
+                 "Content-Length: {}".format(len(payload)),
+                 "x-request-id: req_" + secrets.token_hex(8)]
+        lines.extend("{}: {}".format(name, value) for name, value in headers.items())
+        if self.close_connection or truncate:
+            lines.append("Connection: close")
+        if truncate:
+            payload = payload[: len(payload) // 2]
+            self.close_connection = True
+        self.log_request(status)
+        try:
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+        except OSError:
+            self.close_connection = True
+
+    # -- auth ----------------------------------------------------------------------------------------------
+
+    def _authenticate(self, route: _Route, context: _Context) -> None:
+        if route.auth == "none":
+            return
+        authorization = self.headers.get("Authorization") or ""
+        token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+        if route.auth == "admin":
+            if not token or not secrets.compare_digest(token, self.emulator.admin_token):
+                raise ApiError(401, "admin routes need Authorization: Bearer <admin token>", code="invalid_admin_token")
+            return
+        if token is None and route.template == "/v1/messages":
+            token = self.headers.get("x-api-key")
+        if not token:
+            raise ApiError(401, "missing API key: send Authorization: Bearer <your Sail API key>",
+                           code="missing_api_key")
+        org = self.emulator.state.authenticate(token)
+        if org is None:
+            raise ApiError(401, "invalid API key", code="invalid_api_key")
+        context.org = org
+        context.api_key = token
+
+    # -- inference, shared by responses, chat, messages ----------------------------------------------------
+
+    def _infer(self, context: _Context, params: InferenceParams, route: str, key_header: str,
+               render: Callable[[ResponseRecord], Dict[str, Any]]) -> Reply:
+        state = self.emulator.state
+        key = self.headers.get(key_header)
+        if key is not None and not 1 <= len(key) <= 255:
+            raise ApiError(400, "{} must be 1 to 255 characters".format(key_header), param=key_header)
+        if key is not None and state.models[params.model].asap_only:
+            raise ApiError(400, "model {} serves asap requests only and does not accept {}: resend without "
+                           "it".format(params.model, key_header), code="unsupported_asap_only_request")
+        adapter = state.lora_adapter(context.org, params)
+        if key is not None:
+            reservation, fresh = state.reserve(context.org, context.api_key, key, route, params.fingerprint)
+            if not fresh:
+                return reservation.status, render(reservation.ref), {}
+        try:
+            failure = None
+            if params.tinker_url is not None:
+                adapter, failure = self._tinker_adapter(params)
+            record = state.create_response(context.org, params, adapter=adapter, failure=failure,
+                                           idempotency_key=key)
+        except BaseException:
+            if key is not None:
+                state.release(context.org, context.api_key, key, route)
+            raise
+        status = 202 if params.background else 200
+        try:
+            if not params.background:
+                self._wait_for(record)
+        finally:
+            if key is not None:
+                reservation.ref, reservation.status, reservation.done = record, status, True
+        return status, render(record), {}
+
+    def _wait_for(self, record: ResponseRecord) -> None:
+        """Hold a synchronous request until its turn ends (bounded by the sync timeout)."""
+        emulator = self.emulator
+        remaining = record.end_at - emulator.state.clock()
+        if remaining <= 0:
+            return
+        if remaining > emulator.sync_timeout:
+            emulator.stopping.wait(emulator.sync_timeout)
+            raise ApiError(504, "timed out after {:g} s waiting for a synchronous completion; the response {} "
+                           "keeps running: use background: true and poll it".format(emulator.sync_timeout, record.id),
+                           code="sync_timeout", type="timeout_error")
+        if emulator.stopping.wait(remaining):
+            raise ApiError(503, "the emulator is stopping", code="server_stopping")
+
+    def _tinker_adapter(self, params: InferenceParams) -> Tuple[Optional[bytes], Optional[Tuple[str, str]]]:
+        """Download, unpack and check a Tinker checkpoint: (adapter digest, None) or (None, failure)."""
+        url = params.tinker_url or ""
+        emulator = self.emulator
+        if urllib.parse.urlsplit(url).netloc != urllib.parse.urlsplit(emulator.url).netloc:
+            return None, ("tinker_checkpoint_url_invalid", "the emulator only loads Tinker checkpoints it published "
+                          "(EmulatorServer.publish_tinker_checkpoint); {} is not one".format(url.split("?", 1)[0]))
+        try:
+            data = download(url, max_bytes=_MAX_ARCHIVE)
+            with tempfile.TemporaryDirectory(dir=emulator.state.storage_dir) as tmp:
+                config_path, weights_path = extract_adapter(data, tmp, max_member_bytes=_MAX_ARCHIVE)
+                report = check_adapter_files(config_path, weights_path, [params.model],
+                                             max_ranks=emulator.max_ranks)
+                if report.problems:
+                    return None, (report.problems[0].code, "; ".join(p.message for p in report.problems))
+                with open(weights_path, "rb") as handle:
+                    return hashlib.sha256(handle.read()).digest(), None
+        except ArchiveError as exc:
+            return None, (exc.code, exc.message)
+
+    # -- routes --------------------------------------------------------------------------------------------
+
+    def models(self, context: _Context) -> Reply:
+        data = [{"id": m.id, "object": "model", "created": 1735689600, "owned_by": m.owned_by}
+                for m in self.emulator.state.models.values()]
+        return 200, {"object": "list", "data": data}, {}
+
+    def create_response(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        params = parse_response_body(context.json(), state.models)
+        return self._infer(context, params, "responses", "Idempotency-Key", state.response_json)
+
+    def retrieve_response(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        return 200, state.response_json(state.get_response(context.org, context.match["id"])), {}
+
+    def cancel_response(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        record = state.get_response(context.org, context.match["id"])
+        state.cancel_response(record)
+        return 200, state.response_json(record), {}
+
+    def chat(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        return self._infer(context, parse_chat_body(context.json(), state.models), "chat", "Idempotency-Key",
+                           state.chat_json)
+
+    def messages(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        return self._infer(context, parse_messages_body(context.json(), state.models), "messages",
+                           "anthropic-idempotency-key", state.message_json)
+
+    def create_file(self, context: _Context) -> Reply:
+        emulator = self.emulator
+        boundary = boundary_of(self.headers.get("Content-Type") or "")
+        reader = self._body_reader()
+        declared = self.headers.get("Content-Length")
+        if declared is not None and int(declared) > emulator.max_file_bytes + _DRAIN_LIMIT:
+            self.close_connection = True  # 413 without reading the rest
+            raise ApiError(413, "the upload is {} bytes; the file limit is {}".format(declared, emulator.max_file_bytes),
+                           code="file_too_large")
+        path = emulator.state.storage_path("file")
+        try:
+            fields, upload = parse_multipart(reader, boundary, lambda name: open(path, "wb"),
+                                             max_file_bytes=emulator.max_file_bytes)
+            if upload is None:
+                raise ApiError(400, "the upload has no file part (a part named file, with a filename)",
+                               code="invalid_body", param="file")
+            purpose = fields.get("purpose")
+            if purpose != "lora":
+                raise ApiError(400, "purpose must be \"lora\" (got {!r})".format((purpose or "")[:40]),
+                               param="purpose")
+        except BaseException:
+            self.close_connection = self.close_connection or not reader.ended
+            _remove(path)
+            raise
+        record = emulator.state.add_file(context.org, path=path, size=upload.size, filename=upload.filename,
+                                         purpose=purpose, digest=upload.digest)
+        return 200, record.to_json(), {}
+
+    def retrieve_file(self, context: _Context) -> Reply:
+        return 200, self.emulator.state.get_file(context.org, context.match["id"], "file_id").to_json(), {}
+
+    def create_lora(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        lora = state.create_lora(context.org, parse_lora_body(context.json(), state.models))
+        return 200, lora.to_json(state.clock()), {}
+
+    def list_loras(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        now = state.clock()
+        return 200, {"object": "list", "data": [l.to_json(now) for l in state.list_loras(context.org)]}, {}
+
+    def retrieve_lora(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        return 200, state.get_lora(context.org, context.match["name"]).to_json(state.clock()), {}
+
+    def update_lora(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        changes = parse_lora_patch(context.json(), state.models)
+        return 200, state.update_lora(context.org, context.match["name"], changes).to_json(state.clock()), {}
+
+    def create_batch(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        body = context.json()
+        label, items = parse_batch_body(body, state.models)
+        adapters = {}
+        for custom_id, params in items:
+            adapters[custom_id] = state.lora_adapter(context.org, params)
+            if params.tinker_url is not None:
+                adapter, failure = self._tinker_adapter(params)
+                if failure:
+                    raise ApiError(400, "requests[{}]: {}".format(custom_id, failure[1]), code=failure[0])
+                adapters[custom_id] = adapter
+        key = self.headers.get("Idempotency-Key")
+        if key is not None:
+            reservation, fresh = state.reserve(context.org, context.api_key, key, "batches",
+                                               fingerprint("batches", body))
+            if not fresh:
+                return 200, state.batch_json(reservation.ref, detail=False), {}
+        batch = state.create_batch(context.org, label, items, adapters)
+        if key is not None:
+            reservation.ref, reservation.done = batch, True
+        return 200, state.batch_json(batch, detail=False), {}
+
+    def list_batches(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        query = urllib.parse.parse_qs(context.query)
+        limit_text = (query.get("limit") or ["20"])[0]
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            raise ApiError(400, "limit must be an integer from 1 to 1000", param="limit")
+        after = (query.get("after_id") or [None])[0]
+        batches = state.list_batches(context.org, int(limit_text), after)
+        return 200, [state.batch_json(b, detail=False) for b in batches], {}
+
+    def retrieve_batch(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        return 200, state.batch_json(state.get_batch(context.org, context.match["id"]), detail=True), {}
+
+    def batch_item(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        batch = state.get_batch(context.org, context.match["id"])
+        response_id = batch.items.get(context.match["custom_id"])
+        if response_id is None:
+            raise ApiError(404, "batch {} has no request {!r}".format(batch.id, context.match["custom_id"][:64]),
+                           code="not_found")
+        return 200, state.response_json(state.responses[response_id]), {}
+
+    def archive(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        archive_id = context.match["id"]
+        verify(self.emulator.archive_secret, archive_id, context.query, state.clock())
+        path = state.archives.get(archive_id)
+        if path is None:
+            raise ApiError(404, "no such checkpoint archive", code="not_found")
+        with open(path, "rb") as handle:
+            return 200, handle.read(), {"Content-Type": "application/x-tar"}
+
+    def admin_stats(self, context: _Context) -> Reply:
+        return 200, self.emulator.stats(), {}
+
+    def admin_reset(self, context: _Context) -> Reply:
+        self.emulator.reset()
+        return 200, {"reset": True}, {}
+
+    def admin_faults(self, context: _Context) -> Reply:
+        faults = self.emulator.faults
+        if self.command == "POST":
+            body = context.json()
+            try:
+                faults.add(Fault.from_dict(body if isinstance(body, dict) else {}))
+            except (TypeError, ValueError) as exc:
+                raise ApiError(400, "bad fault: {}".format(exc)) from None
+        elif self.command == "DELETE":
+            faults.clear()
+        return 200, {"object": "list", "data": [f.to_dict() for f in faults.list()]}, {}
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else "{:g}".format(value)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+Handler.routes = [
+    _Route("GET", "/v1/models", Handler.models, "key"),
+    _Route("POST", "/v1/responses", Handler.create_response, "key"),
+    _Route("GET", "/v1/responses/{id}", Handler.retrieve_response, "key"),
+    _Route("POST", "/v1/responses/{id}/cancel", Handler.cancel_response, "key"),
+    _Route("POST", "/v1/chat/completions", Handler.chat, "key"),
+    _Route("POST", "/v1/messages", Handler.messages, "key"),
+    _Route("POST", "/v1/files", Handler.create_file, "key"),
+    _Route("GET", "/v1/files/{id}", Handler.retrieve_file, "key"),
+    _Route("POST", "/v1/loras", Handler.create_lora, "key"),
+    _Route("GET", "/v1/loras", Handler.list_loras, "key"),
+    _Route("GET", "/v1/loras/{name}", Handler.retrieve_lora, "key"),
+    _Route("PATCH", "/v1/loras/{name}", Handler.update_lora, "key"),
+    _Route("POST", "/v1/batches", Handler.create_batch, "key"),
+    _Route("GET", "/v1/batches", Handler.list_batches, "key"),
+    _Route("GET", "/v1/batches/{id}", Handler.retrieve_batch, "key"),
+    _Route("GET", "/v1/batches/{id}/{custom_id}", Handler.batch_item, "key"),
+    _Route("GET", ARCHIVE_PREFIX + "{id}.tar", Handler.archive, "none"),
+    _Route("GET", "/_emulator/stats", Handler.admin_stats, "admin"),
+    _Route("POST", "/_emulator/reset", Handler.admin_reset, "admin"),
+    _Route("GET", "/_emulator/faults", Handler.admin_faults, "admin"),
+    _Route("POST", "/_emulator/faults", Handler.admin_faults, "admin"),
+    _Route("DELETE", "/_emulator/faults", Handler.admin_faults, "admin"),
+]

@@ -1,0 +1,202 @@
+"""Streaming request bodies: length-bounded or chunked readers, and a multipart/form-data parser.
+
+The parser never holds a file part in memory: it streams it, chunk by
+chunk, to a sink, keeping only a delimiter-sized tail between reads. Small
+fields (``purpose``) are bounded; headers are bounded; a body that ends
+before its closing boundary is an error.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import BinaryIO, Callable, Dict, Optional, Tuple
+
+from .params import ApiError
+
+__all__ = ["BodyReader", "FilePart", "parse_multipart", "boundary_of", "safe_filename"]
+
+_CHUNK = 1 << 16
+_MAX_PART_HEADERS = 16 * 1024
+_MAX_FIELD = 64 * 1024
+_PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+class BodyReader:
+    """Reads exactly one request body: ``Content-Length`` bytes, or a chunked stream."""
+
+    def __init__(self, rfile: BinaryIO, length: Optional[int], chunked: bool = False) -> None:
+        self._rfile = rfile
+        self._left = length if not chunked else 0
+        self._chunked = chunked
+        self._ended = not chunked and not length
+        self.consumed = 0
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def read(self, size: int = _CHUNK) -> bytes:
+        if self._ended:
+            return b""
+        if self._left == 0 and self._chunked:
+            self._next_chunk()
+            if self._ended:
+                return b""
+        data = self._rfile.read(min(size, self._left))
+        if not data:
+            raise ApiError(400, "the request body ended before its declared length", code="incomplete_body")
+        self._left -= len(data)
+        self.consumed += len(data)
+        if self._left == 0:
+            if self._chunked:
+                self._rfile.readline(8)  # the CRLF after a chunk
+            else:
+                self._ended = True
+        return data
+
+    def _next_chunk(self) -> None:
+        line = self._rfile.readline(1024)
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise ApiError(400, "malformed chunked transfer encoding", code="invalid_body") from None
+        if size == 0:
+            while self._rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            self._ended = True
+        self._left = size
+
+    def drain(self, limit: int) -> bool:
+        """Read and drop up to ``limit`` bytes; True when the body was fully read."""
+        while not self._ended and self.consumed <= limit:
+            self.read()
+        return self._ended
+
+
+class FilePart:
+    __slots__ = ("filename", "size", "digest")
+
+    def __init__(self, filename: str, size: int, digest: bytes) -> None:
+        self.filename, self.size, self.digest = filename, size, digest
+
+
+def boundary_of(content_type: str) -> bytes:
+    kind, _, rest = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        raise ApiError(400, "POST /files takes multipart/form-data (with parts purpose and file)", code="invalid_body")
+    params = _params(";" + rest)
+    boundary = params.get("boundary", "")
+    if not boundary or len(boundary) > 200:
+        raise ApiError(400, "the multipart Content-Type has no boundary", code="invalid_body")
+    return boundary.encode("latin-1")
+
+
+def _params(text: str) -> Dict[str, str]:
+    values = {}
+    for name, value in _PARAM.findall(text):
+        value = value.strip()
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        values[name.lower()] = value
+    return values
+
+
+def safe_filename(name: str) -> str:
+    """The client's filename, refused if it tries to be a path."""
+    if not name or len(name) > 255 or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ApiError(400, "the file part's filename {!r} is not a plain file name (no paths, no '..')".format(
+            name[:80]), code="invalid_filename", param="file")
+    return name
+
+
+class _Stream:
+    def __init__(self, reader: BodyReader) -> None:
+        self.reader = reader
+        self.buf = b""
+
+    def more(self) -> bool:
+        data = self.reader.read(_CHUNK)
+        self.buf += data
+        return bool(data)
+
+
+def parse_multipart(
+    reader: BodyReader,
+    boundary: bytes,
+    open_sink: Callable[[str], BinaryIO],
+    *,
+    max_file_bytes: int,
+) -> Tuple[Dict[str, str], Optional[FilePart]]:
+    """Parse the body: (small fields, the streamed ``file`` part if any).
+
+    ``open_sink(filename)`` returns a writable binary file for the ``file``
+    part; a file larger than ``max_file_bytes`` is a 413.
+    """
+    stream = _Stream(reader)
+    first = b"--" + boundary
+    separator = b"\r\n" + first
+    while first not in stream.buf:
+        if len(stream.buf) > _MAX_PART_HEADERS or not stream.more():
+            raise ApiError(400, "the multipart body has no opening boundary", code="invalid_body")
+    stream.buf = stream.buf[stream.buf.index(first) + len(first):]
+    fields: Dict[str, str] = {}
+    upload: Optional[FilePart] = None
+    while True:
+        while len(stream.buf) < 2 and stream.more():
+            pass
+        if stream.buf.startswith(b"--"):
+            return fields, upload  # the closing boundary
+        while b"\r\n\r\n" not in stream.buf:
+            if len(stream.buf) > _MAX_PART_HEADERS or not stream.more():
+                raise ApiError(400, "a multipart part has no complete headers", code="invalid_body")
+        head, stream.buf = stream.buf.split(b"\r\n\r\n", 1)
+        disposition = ""
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-disposition":
+                disposition = value
+        params = _params(disposition)
+        name = params.get("name")
+        if not name:
+            raise ApiError(400, "a multipart part lacks Content-Disposition: form-data; name=...", code="invalid_body")
+        if name == "file" and "filename" in params:
+            if upload is not None:
+                raise ApiError(400, "send one file part per upload", code="invalid_body", param="file")
+            filename = safe_filename(params["filename"])
+            with open_sink(filename) as sink:
+                size, digest = _copy_part(stream, separator, sink, max_file_bytes)
+            upload = FilePart(filename, size, digest)
+        else:
+            chunks = []
+            _copy_part(stream, separator, _Collector(chunks), _MAX_FIELD)
+            fields[name] = b"".join(chunks).decode("utf-8", "replace")
+
+
+class _Collector:
+    def __init__(self, chunks: list) -> None:
+        self.write = chunks.append
+
+
+def _copy_part(stream: _Stream, separator: bytes, sink: object, limit: int) -> Tuple[int, bytes]:
+    """Copy one part's bytes to ``sink`` up to the next boundary; (size, sha256)."""
+    digest = hashlib.sha256()
+    size = 0
+    keep = len(separator) - 1
+    while True:
+        index = stream.buf.find(separator)
+        if index >= 0:
+            data, stream.buf = stream.buf[:index], stream.buf[index + len(separator):]
+        elif len(stream.buf) > keep:
+            data, stream.buf = stream.buf[:-keep], stream.buf[-keep:]
+        else:
+            data = b""
+        if data:
+            size += len(data)
+            if size > limit:
+                raise ApiError(413, "the part exceeds the {}-byte limit".format(limit), code="file_too_large")
+            digest.update(data)
+            sink.write(data)  # type: ignore[attr-defined]
+        if index >= 0:
+            return size, digest.digest()
+        if not stream.more():
+            raise ApiError(400, "the multipart body ended before its closing boundary", code="invalid_body")
