@@ -90,6 +90,7 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 300  # an idle keep-alive connection is closed after this many seconds
 
     routes: List[_Route] = []  # filled in below, once
+    _reader: Optional[BodyReader] = None
 
     # -- connection lifecycle ------------------------------------------------------------------------------
 
@@ -173,8 +174,14 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- dispatch ------------------------------------------------------------------------------------------
 
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """The stdlib's own rejections (bad request line, huge headers) get a wire.md JSON body too."""
+        self.close_connection = True
+        error = ApiError(code, message or self.responses.get(code, ("error",))[0], code="invalid_http")
+        self._reply(code, error.body(), {}, drain=False)
+
     def _dispatch(self, method: str) -> None:
-        self._reader: Optional[BodyReader] = None
+        self._reader = None
         path, _, query = self.path.partition("?")
         route, match = self._route(method, path)
         self.emulator.state.count_request("{} {}".format(method, route.template if route else "(unmatched)"))
@@ -237,6 +244,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _finish_body(self) -> None:
         """Drain a small unread body; otherwise the connection closes after this reply."""
+        if self.close_connection:
+            return  # closing anyway: do not wait for bytes nobody needs
         try:
             if not self._body_reader().drain(_DRAIN_LIMIT):
                 self.close_connection = True
@@ -244,8 +253,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _reply(self, status: int, body: Any, headers: Dict[str, str], *, truncate: bool = False,
-               content_type: str = "application/json") -> None:
-        self._finish_body()
+               content_type: str = "application/json", drain: bool = True) -> None:
+        if drain:
+            self._finish_body()
         payload = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode("utf-8")
         lines = ["HTTP/1.1 {} {}".format(status, self.responses.get(status, ("",))[0]),
                  "Content-Type: " + content_type,
@@ -257,7 +267,8 @@ class Handler(BaseHTTPRequestHandler):
         if truncate:
             payload = payload[: len(payload) // 2]
             self.close_connection = True
-        self.log_request(status)
+        if getattr(self, "command", None):
+            self.log_request(status)
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
         except OSError:

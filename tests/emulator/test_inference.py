@@ -1,0 +1,278 @@
+"""Responses, chat, messages, batches: the reference model, windows, idempotency, over raw HTTP."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import tracemalloc
+
+import pytest
+
+from sail_lite.emulator import EOS, EmulatorServer, Fault
+from sail_lite.emulator.model import VOCAB, generate
+from sail_lite.emulator.params import parse_response_body
+from sail_lite.emulator.state import DEFAULT_MODELS
+
+from .conftest import MODEL, PLACEHOLDER, Api, assert_error_body, block
+
+PROMPT = [3, 1, 4, 1, 5, 9, 2, 6, 1000000]
+
+
+# -- the reference model, as pure arithmetic ----------------------------------------------------------------
+
+def run(**kwargs):
+    options = dict(seed=0, model=MODEL, max_tokens=64)
+    options.update(kwargs)
+    return generate(PROMPT, **options)
+
+
+def test_deterministic_and_seeded():
+    assert run() == run() and run(temperature=0) == run(temperature=0)
+    assert run(seed=1).tokens != run().tokens
+    assert run(sample_salt=b"other request").tokens != run().tokens  # sampling draws depend on the request
+
+
+def test_greedy_logprobs_are_zero_and_sampled_ones_are_true_probabilities():
+    greedy = run(temperature=0)
+    assert all(lp == 0.0 for lp in greedy.logprobs)  # a point mass: the distribution that was sampled
+    sampled = run(temperature=1.0, max_tokens=200)
+    assert all(lp < 0 and math.isfinite(lp) for lp in sampled.logprobs)
+    # Recompute the first step's distribution by hand and check the reported logprob is exact.
+    from sail_lite.emulator.model import _distribution, _logits
+    import hashlib
+    from array import array
+
+    head = hashlib.blake2b(digest_size=16)
+    head.update("{}\0{}\0".format(0, MODEL).encode("utf-8"))
+    head.update(array("q", PROMPT).tobytes())
+    dist = dict(_distribution(_logits(head.digest(), None), 1.0, 1.0))
+    assert math.isclose(sum(dist.values()), 1.0)
+    assert math.isclose(sampled.logprobs[0], math.log(dist[VOCAB.index(sampled.tokens[0])]))
+
+
+def test_top_p_narrows_and_temperature_sharpens():
+    wide = run(temperature=1.5, max_tokens=300)
+    narrow = run(temperature=1.5, top_p=0.2, max_tokens=300)
+    assert sum(narrow.logprobs) / len(narrow.logprobs) > sum(wide.logprobs) / len(wide.logprobs)
+    cold = run(temperature=0.2, max_tokens=300)
+    assert sum(cold.logprobs) / len(cold.logprobs) > sum(wide.logprobs) / len(wide.logprobs)
+
+
+def test_stops_and_lengths():
+    base = run(temperature=0, max_tokens=40)
+    assert base.stop_reason in ("length", "stop")
+    token = base.tokens[5]
+    stopped = run(temperature=0, max_tokens=40, stop_tokens=[token])
+    assert stopped.tokens == base.tokens[: base.tokens.index(token) + 1] and stopped.stop_reason == "stop"
+    needle = base.text[6:8]
+    by_string = run(temperature=0, max_tokens=40, stop_strings=[needle])
+    assert by_string.stop_reason == "stop" and by_string.text.endswith(needle) and not by_string.answer.endswith(needle)
+    assert run(temperature=0, max_tokens=3).stop_reason == "length" or EOS in run(temperature=0, max_tokens=3).tokens
+    outputs = [generate([i], seed=0, model=MODEL, max_tokens=500, temperature=1.0) for i in range(30)]
+    eos_ended = [g for g in outputs if g.tokens[-1] == EOS]
+    assert eos_ended and all(g.stop_reason == "stop" for g in eos_ended)
+    assert all(t in VOCAB for g in outputs for t in g.tokens)
+
+
+def test_an_adapter_shifts_greedy_output_and_two_adapters_differ():
+    base = run(temperature=0).tokens
+    one = run(temperature=0, adapter=b"\x01" * 32).tokens
+    two = run(temperature=0, adapter=b"\x02" * 32).tokens
+    assert len({base, one, two}) == 3
+
+
+# -- responses over HTTP ------------------------------------------------------------------------------------
+
+def test_raw_token_response_shape_and_usage(api):
+    response = api.sample(PROMPT, temperature=0)
+    assert response["status"] == "completed" and response["id"].startswith("resp_")
+    out = block(response)
+    assert len(out["logprobs"]) == len(out["token_ids"]) and out["stop_reason"] in ("stop", "length")
+    assert [lp["token_id"] for lp in out["logprobs"]] == out["token_ids"]
+    assert response["usage"] == dict(response["usage"], input_tokens=len(PROMPT), output_tokens=len(out["token_ids"]),
+                                     total_tokens=len(PROMPT) + len(out["token_ids"]))
+    assert tuple(out["token_ids"]) == run(temperature=0, max_tokens=16).tokens  # the server runs the same model
+    without = api.sample(PROMPT, include=[])
+    assert block(without)["logprobs"] is None
+
+
+def test_text_response_is_readable_ascii(api):
+    response = api.ok("POST", "/responses", json={"model": MODEL, "input": "Say hi", "max_output_tokens": 32})
+    text = block(response)["text"]
+    assert text and all(32 <= ord(c) < 127 or c == "\n" for c in text)
+    assert "token_ids" not in block(response)
+    assert response["usage"]["input_tokens"] == len("Say hi")
+
+
+def test_background_status_comes_from_the_clock():
+    with EmulatorServer(turn_times={"priority": 0.4}) as server:
+        api = Api(server)
+        created = api("POST", "/responses", json={"model": MODEL, "input": "x", "background": True})
+        assert created.status_code == 202 and created.json()["status"] == "queued"
+        assert created.json()["output"] == []
+        time.sleep(0.25)
+        assert api.ok("GET", "/responses/" + created.json()["id"])["status"] == "in_progress"
+        done = api.wait(created.json()["id"])
+        assert done["status"] == "completed" and block(done)["text"]
+        assert server.stats()["inference_runs"] == 1
+
+
+def test_windows_balanced_flex_and_lora_rules(api):
+    balanced = api.ok("POST", "/responses", json={"model": MODEL, "input": "x", "background": True,
+                                                  "metadata": {"completion_window": "balanced"}})
+    assert balanced["metadata"]["completion_window"] == "balanced"
+    assert_error_body(api("POST", "/responses", json={"model": MODEL, "input": "x",
+                                                      "metadata": {"completion_window": "flex"}}),
+                      400, "flex_requires_background")
+    error = assert_error_body(api("POST", "/responses", json={
+        "model": MODEL, "input": "x", "metadata": {"completion_window": "asap", "lora": "any"}}), 400)
+    assert "asap" in error["message"]
+    assert_error_body(api("POST", "/responses", json={"model": MODEL, "input": "x",
+                                                      "metadata": {"completion_window": "soon"}}), 400)
+    assert_error_body(api("POST", "/responses", json={"model": "Qwen/Qwen3-8B", "input": "x",
+                                                      "metadata": {"lora": "any"}}), 400, "lora_not_supported")
+    assert_error_body(api("POST", "/responses", json={"model": "sail-emulator/asap-only", "input": "x",
+                                                      "metadata": {"completion_window": "priority"}}),
+                      400, "unsupported_completion_window")
+
+
+def test_cancel_queued_then_terminal_unchanged():
+    with EmulatorServer(turn_times={"flex": 5.0}) as server:
+        api = Api(server)
+        created = api.ok("POST", "/responses", json={"model": MODEL, "input": "x", "background": True,
+                                                     "metadata": {"completion_window": "flex"}})
+        assert api.ok("POST", "/responses/{}/cancel".format(created["id"]))["status"] == "cancelled"
+        assert api.ok("POST", "/responses/{}/cancel".format(created["id"]))["status"] == "cancelled"
+        done = api.sample([1])
+        assert api.ok("POST", "/responses/{}/cancel".format(done["id"]))["status"] == "completed"
+        assert server.stats()["cancellations"] == 1
+        assert server.stats()["responses"] == {"cancelled": 1, "completed": 1}
+
+
+def test_sync_request_longer_than_the_sync_timeout_is_504_and_keeps_running():
+    with EmulatorServer(turn_times={"priority": 0.6}, sync_timeout=0.2) as server:
+        api = Api(server)
+        reply = api("POST", "/responses", json={"model": MODEL, "input": "x",
+                                                "metadata": {"completion_window": "priority"}})
+        error = assert_error_body(reply, 504, "sync_timeout")
+        response_id = error["message"].split("response ")[1].split()[0]
+        assert api.wait(response_id)["status"] == "completed"
+
+
+# -- idempotency ---------------------------------------------------------------------------------------------
+
+def test_same_key_same_body_replays_without_running_again(api, emulator):
+    body = {"model": MODEL, "input": "x", "background": True}
+    first = api.ok("POST", "/responses", json=body, headers={"Idempotency-Key": "k1"})
+    # Same body, other formatting and key order: the same request.
+    raw = '{ "background": true,  "input": "x", "model": "%s" }' % MODEL
+    again = api.ok("POST", "/responses", data=raw, headers={"Idempotency-Key": "k1",
+                                                            "Content-Type": "application/json"})
+    assert again["id"] == first["id"]
+    assert emulator.stats()["inference_runs"] == 1
+    assert emulator.stats()["inference_runs_by_idempotency_key"] == {"k1": 1}
+    other = api("POST", "/responses", json=dict(body, input="y"), headers={"Idempotency-Key": "k1"})
+    assert_error_body(other, 400, "idempotency_error")
+    # Keys are per organization (and API key): another org's k1 is another request.
+    theirs = Api(emulator, emulator.add_organization()).ok("POST", "/responses", json=body,
+                                                          headers={"Idempotency-Key": "k1"})
+    assert theirs["id"] != first["id"]
+
+
+def test_a_rejected_request_does_not_consume_the_key(api, emulator):
+    bad = api("POST", "/responses", json={"model": MODEL, "input": ""}, headers={"Idempotency-Key": "k2"})
+    assert_error_body(bad, 400)
+    good = api.ok("POST", "/responses", json={"model": MODEL, "input": "fine"}, headers={"Idempotency-Key": "k2"})
+    assert good["status"] == "completed" and emulator.stats()["inference_runs"] == 1
+    assert_error_body(api("POST", "/responses", json={"model": MODEL, "input": "x"},
+                          headers={"Idempotency-Key": "k" * 256}), 400)
+
+
+def test_lost_reply_then_replay_returns_the_stored_object(api, emulator):
+    emulator.faults.add(Fault("lose_reply", method="POST", path="/v1/chat/completions", times=1))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 8}
+    import requests
+
+    with pytest.raises(requests.ConnectionError):
+        api("POST", "/chat/completions", json=body, headers={"Idempotency-Key": "c1"})
+    replay = api.ok("POST", "/chat/completions", json=body, headers={"Idempotency-Key": "c1"})
+    assert replay["object"] == "chat.completion" and emulator.stats()["inference_runs"] == 1
+    again = api.ok("POST", "/chat/completions", json=body, headers={"Idempotency-Key": "c1"})
+    assert again == replay
+
+
+def test_messages_use_the_anthropic_key_header(api, emulator):
+    body = {"model": MODEL, "max_tokens": 8, "system": [{"type": "text", "text": "be brief"}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "stop_sequences": ["e"]}
+    first = api.ok("POST", "/messages", json=body, headers={"anthropic-idempotency-key": "m1"})
+    assert first["type"] == "message" and first["role"] == "assistant"
+    assert first["stop_reason"] in ("end_turn", "max_tokens", "stop_sequence")
+    assert first["usage"]["output_tokens"] >= 1
+    assert api.ok("POST", "/messages", json=body, headers={"anthropic-idempotency-key": "m1"}) == first
+    assert emulator.stats()["inference_runs"] == 1
+
+
+def test_asap_only_model_refuses_idempotency_keys(api):
+    body = {"model": "sail-emulator/asap-only", "input": "x"}
+    assert_error_body(api("POST", "/responses", json=body, headers={"Idempotency-Key": "a"}), 400,
+                      "unsupported_asap_only_request")
+    assert api.ok("POST", "/responses", json=body)["status"] == "completed"
+
+
+# -- batches ------------------------------------------------------------------------------------------------
+
+def test_batch_lifecycle(api):
+    items = [{"custom_id": "q-{}".format(i), "params": {"model": MODEL, "input": "q{}".format(i),
+                                                       "max_output_tokens": 4}} for i in range(3)]
+    batch = api.ok("POST", "/batches", json={"endpoint": "/v1/responses", "label": "t", "requests": items})
+    assert batch["request_counts"]["total"] == 3 and batch["label"] == "t"
+    deadline = time.monotonic() + 10
+    while api.ok("GET", "/batches/" + batch["id"])["request_counts"]["completed"] < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    detail = api.ok("GET", "/batches/" + batch["id"])
+    assert detail["request_status"] == {"q-{}".format(i): {"status": "COMPLETED"} for i in range(3)}
+    item = api.ok("GET", "/batches/{}/q-1".format(batch["id"]))
+    assert item["status"] == "completed" and item["metadata"] == {} and block(item)["text"]
+    assert_error_body(api("GET", "/batches/{}/q-9".format(batch["id"])), 404)
+    second = api.ok("POST", "/batches", json={"requests": items[:1]})
+    listed = api.ok("GET", "/batches?limit=1")
+    assert [b["id"] for b in listed] == [batch["id"]]
+    assert [b["id"] for b in api.ok("GET", "/batches?after_id=" + batch["id"])] == [second["id"]]
+
+
+@pytest.mark.parametrize("requests_, words", [
+    ([], "1 to 100000"),
+    ([{"custom_id": "Bad", "params": {"model": MODEL, "input": "x"}}], "custom_id"),
+    ([{"custom_id": "a", "params": {"model": MODEL, "input": "x"}}] * 2, "twice"),
+    ([{"custom_id": "a", "params": {"model": MODEL, "input": "x", "metadata": {"completion_window": "priority"}}}],
+     "standard or flex"),
+    ([{"custom_id": "a", "params": {"model": "nope", "input": "x"}}], "requests[0].params"),
+])
+def test_batch_rejections(api, requests_, words):
+    assert words in assert_error_body(api("POST", "/batches", json={"requests": requests_}), 400)["message"]
+
+
+# -- scale: a queued response costs only its memory -----------------------------------------------------------
+
+def test_a_hundred_thousand_queued_responses_cost_only_memory():
+    import threading
+
+    from sail_lite.emulator.state import Organization, State
+
+    state = State(seed=0, turn_times={"flex": 3600}, models=DEFAULT_MODELS, organizations={"o": ["k"]},
+                  validation_time=0.0)
+    org = Organization("o", ["k"])
+    models = {m.id: m for m in DEFAULT_MODELS}
+    params = parse_response_body({"model": MODEL, "input": PLACEHOLDER, "raw_prompt_tokens": [0, 1, 2],
+                                  "background": True, "metadata": {"completion_window": "flex"}}, models)
+    threads = threading.active_count()
+    tracemalloc.start()
+    for i in range(100_000):
+        state.create_response(org, dataclasses.replace(params, prompt=(i, 1, 2)))
+    current, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert threading.active_count() <= threads  # no thread or timer per response
+    assert state.stats()["responses"] == {"queued": 100_000}
+    assert current / 100_000 < 4096, "{} bytes per queued response".format(current // 100_000)
+    state.close()
