@@ -1,0 +1,386 @@
+"""``SailTokenCompleter``: tinker-cookbook's ``TokenCompleter`` on Sail, and Tinker checkpoint URLs.
+
+Token ids go to Sail verbatim on wire.md's raw-token path and come back with
+per-token logprobs, so there is no chat-template or re-tokenization drift
+between training and sampling. Each sample is one background response on the
+client's poller: ``sample_tokens`` blocks, ``submit`` returns a
+``concurrent.futures.Future``, ``map`` streams many in order, and ``await
+completer(...)`` wraps the same future for asyncio (no executor thread per
+await; cancelling the await cancels the response on the server).
+
+This module imports ``tinker_cookbook`` when it is installed and subclasses
+its ``TokenCompleter``; without it the module still imports (so ``import
+sail_lite`` never needs Tinker or torch) but constructing a completer raises
+:class:`~sail_lite.errors.ConfigurationError` naming the ``sail_lite[tinker]``
+extra.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+from concurrent.futures import Future
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+
+from .client import Client
+from .errors import ConfigurationError, InvalidRequestError, ResponseFailedError
+from .resources.tokens import SamplingOptions, StopArg, to_sampled_tokens, validate_sampling_options
+from .types import Response
+
+try:  # pragma: no branch - which arm runs depends on the environment
+    from tinker_cookbook.completers import TokenCompleter as _TokenCompleterBase
+    from tinker_cookbook.completers import TokensWithLogprobs
+
+    _COOKBOOK_IMPORT_ERROR: Optional[str] = None
+except ImportError as exc:  # tinker-cookbook (or one of its dependencies, e.g. torch) is missing
+    _TokenCompleterBase = object  # type: ignore[assignment,misc]
+    TokensWithLogprobs = None  # type: ignore[assignment,misc]
+    _COOKBOOK_IMPORT_ERROR = "{}: {}".format(type(exc).__name__, exc)
+
+__all__ = [
+    "SailTokenCompleter",
+    "get_tinker_checkpoint_signed_url",
+    "get_tinker_checkpoint_signed_url_async",
+    "TINKER_EXTRA_HINT",
+]
+
+TINKER_EXTRA_HINT = "pip install 'sail_lite[tinker]' (installs tinker and tinker-cookbook)"
+_URL_FIELDS = ("url", "signed_url", "archive_url", "checkpoint_archive_url")
+_ARCHIVE_URL_METHOD = "get_checkpoint_archive_url_from_tinker_path"
+_SET_TTL_METHOD = "set_checkpoint_ttl_from_tinker_path"
+
+PromptArg = Union[Sequence[int], Any]  # a tinker.ModelInput or a sequence of token ids
+
+
+class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
+    """A tinker-cookbook ``TokenCompleter`` that samples on Sail.
+
+    Options are checked here, once: a LoRA source with the ``asap`` window,
+    ``lora`` together with ``tinker_lora_signed_url``, a signed URL without
+    ``adapter_config``, an ``adapter_config`` string that is not JSON, an
+    empty ``model`` or ``max_tokens`` < 1 raise
+    :class:`~sail_lite.errors.InvalidRequestError` saying what to change.
+
+    ``client`` is the :class:`~sail_lite.Client` to sample with (shared,
+    never closed by the completer); by default one is built from
+    ``SAIL_API_KEY``/``SAIL_BASE_URL`` and closed by :meth:`close`.
+    ``timeout`` bounds each HTTP call; ``deadline`` bounds one whole sample
+    (create and polls) and raises
+    :class:`~sail_lite.errors.DeadlineExceededError` carrying the response id.
+
+    Thread-safe and picklable (configuration only: a worker process that
+    unpickles it builds its own connections).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        max_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        completion_window: str = "priority",
+        lora: Optional[str] = None,
+        tinker_lora_signed_url: Optional[str] = None,
+        adapter_config: Union[Mapping[str, Any], str, None] = None,
+        tinker_lora_name: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+        request_logprobs: bool = True,
+        client: Optional[Client] = None,
+        deadline: Optional[float] = None,
+    ) -> None:
+        if _COOKBOOK_IMPORT_ERROR is not None:
+            raise ConfigurationError(
+                "SailTokenCompleter needs tinker-cookbook, which could not be imported ({}): {}. The rest of "
+                "sail_lite works without it; for raw-token sampling without Tinker use client.tokens.sample()."
+                .format(_COOKBOOK_IMPORT_ERROR, TINKER_EXTRA_HINT)
+            )
+        self.options: SamplingOptions = validate_sampling_options(
+            model=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+            completion_window=completion_window, lora=lora, tinker_lora_signed_url=tinker_lora_signed_url,
+            adapter_config=adapter_config, tinker_lora_name=tinker_lora_name, metadata=metadata,
+            logprobs=request_logprobs,
+        )
+        for name, value in (("timeout", timeout), ("deadline", deadline)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise InvalidRequestError("{} must be a positive number of seconds or None, got {!r}".format(name, value))
+        self.timeout = timeout
+        self.deadline = deadline
+        self._owns_client = client is None
+        self.client = Client() if client is None else client
+
+    @property
+    def max_tokens(self) -> int:
+        return self.options.max_tokens
+
+    @property
+    def model(self) -> str:
+        return self.options.model
+
+    def __repr__(self) -> str:
+        return "SailTokenCompleter({!r})".format(self.options)
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    def submit(self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None
+               ) -> "Future[Any]":
+        """Start one sample; a future of its ``TokensWithLogprobs``.
+
+        ``prompt`` is a ``tinker.ModelInput`` or a sequence of token ids;
+        ``stop`` a string, a list of strings or a list of token ids;
+        ``max_tokens`` caps this call (the smaller of it and the
+        constructor's wins). Bad input raises
+        :class:`~sail_lite.errors.InvalidRequestError` here, before any
+        request. Cancelling the future cancels the response on the server.
+        """
+        body = self.options.body(_prompt_tokens(prompt), stop, max_tokens)
+        return self.client.responses._submit(
+            body, self._to_result, idempotency_key=None, timeout=self.timeout, deadline=self.deadline
+        )
+
+    def sample_tokens(self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None) -> Any:
+        """Sample and block until the result: the same as ``await completer(...)``, for sync code.
+
+        If the calling thread is interrupted (KeyboardInterrupt), the
+        response is cancelled on the server before the exception propagates.
+        """
+        future = self.submit(prompt, stop, max_tokens=max_tokens)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    async def __call__(self, model_input: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None
+                       ) -> Any:
+        """The tinker-cookbook contract: sample from ``model_input`` until ``stop`` or the token budget.
+
+        The await holds no thread: the sample runs on the client's poller and
+        its future is bridged into the running loop. Cancelling the await
+        (``asyncio.wait_for``, the cookbook's ``sampling_turn_timeout_seconds``)
+        cancels the response on the server.
+        """
+        return await asyncio.wrap_future(self.submit(model_input, stop, max_tokens=max_tokens))
+
+    def map(
+        self,
+        prompts: Iterable[PromptArg],
+        stop: StopArg = None,
+        *,
+        max_tokens: Optional[int] = None,
+        max_in_flight: int = 64,
+        progress: Optional[Callable[[int, Optional[int]], None]] = None,
+    ) -> Iterator[Any]:
+        """Sample every prompt, yielding results in input order, at most ``max_in_flight`` at once.
+
+        Prompts are read lazily, so a generator of millions is fine. A failed
+        sample raises its error at its place in the order, after every earlier
+        result was yielded; the samples still in flight are then cancelled on
+        the server (as they are when the consumer stops iterating early).
+        ``progress(done, total)`` is called after each result (``total`` is
+        ``None`` when ``prompts`` has no length).
+        """
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise InvalidRequestError("max_in_flight must be an int >= 1, got {!r}".format(max_in_flight))
+        total = len(prompts) if hasattr(prompts, "__len__") else None  # type: ignore[arg-type]
+        pending: Deque["Future[Any]"] = collections.deque()
+        source = iter(prompts)
+        done = 0
+        try:
+            while True:
+                while len(pending) < max_in_flight:
+                    prompt = next(source, _END)
+                    if prompt is _END:
+                        break
+                    pending.append(self._submit_or_fail(prompt, stop, max_tokens))
+                if not pending:
+                    return
+                result = pending.popleft().result()
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _submit_or_fail(self, prompt: PromptArg, stop: StopArg, max_tokens: Optional[int]) -> "Future[Any]":
+        """``submit``, with bad input turned into a failed future so ``map`` raises it in order."""
+        try:
+            return self.submit(prompt, stop, max_tokens=max_tokens)
+        except InvalidRequestError as exc:
+            failed: "Future[Any]" = Future()
+            failed.set_exception(exc)
+            return failed
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the client if this completer built it (a client passed in is left open)."""
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> "SailTokenCompleter":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"options": self.options, "timeout": self.timeout, "deadline": self.deadline,
+                "client": self.client, "owns_client": self._owns_client}
+
+    def __setstate__(self, state: dict) -> None:
+        self.options = state["options"]
+        self.timeout = state["timeout"]
+        self.deadline = state["deadline"]
+        self.client = state["client"]
+        self._owns_client = state["owns_client"]
+
+    # -- result -----------------------------------------------------------------------------
+
+    def _to_result(self, response: Response) -> Any:
+        try:
+            sampled = to_sampled_tokens(response)
+        except ResponseFailedError as exc:
+            if self.options.tinker_lora_signed_url is not None and "resolve" not in str(exc) and (
+                "expire" in str(exc) or "expire" in (exc.code or "")
+            ):
+                raise type(exc)(
+                    "{}; the Tinker checkpoint URL may have expired: resolve a fresh one with "
+                    "get_tinker_checkpoint_signed_url() and build a new completer".format(exc),
+                    response=exc.response, response_id=exc.response_id, code=exc.code, status=exc.status,
+                ) from None
+            raise
+        logprobs = list(sampled.logprobs) if sampled.logprobs is not None else None
+        return TokensWithLogprobs(tokens=list(sampled.tokens), maybe_logprobs=logprobs,
+                                  stop_reason=sampled.stop_reason)
+
+
+_END = object()
+
+
+def _prompt_tokens(prompt: PromptArg) -> List[int]:
+    """A ``ModelInput`` (token chunks only) or a sequence of ids, as a list of ids (checked later)."""
+    to_ints = getattr(prompt, "to_ints", None)
+    if callable(to_ints):
+        try:
+            return list(to_ints())
+        except Exception as exc:
+            raise InvalidRequestError(
+                "the ModelInput cannot be sent as raw tokens ({}): Sail samples from token chunks only, "
+                "not images".format(exc)
+            ) from None
+    if isinstance(prompt, (str, bytes)):
+        raise InvalidRequestError(
+            "the prompt must be token ids (a ModelInput or a list of ints), not text: tokenize it first"
+        )
+    return prompt  # type: ignore[no-any-return]
+
+
+# -- Tinker checkpoint URLs -------------------------------------------------------------------
+
+
+def get_tinker_checkpoint_signed_url(service_client: Any, tinker_path: str, *, ttl_seconds: Optional[int] = None
+                                     ) -> str:
+    """The signed archive URL of a Tinker checkpoint, for ``tinker_lora_signed_url``.
+
+    With ``ttl_seconds``, the checkpoint's TTL is set first, so per-step RL
+    sampler checkpoints are cleaned up instead of accumulating. Needs a
+    tinker version whose ``RestClient`` has
+    ``get_checkpoint_archive_url_from_tinker_path`` (removed in tinker
+    0.36); otherwise :class:`~sail_lite.errors.ConfigurationError` names the
+    installed version and what to do. The URL is a credential: it is never
+    logged and errors never show its query string.
+    """
+    rest = _rest_client(service_client, tinker_path)
+    get_url = _rest_method(rest, _ARCHIVE_URL_METHOD)
+    if ttl_seconds is not None:
+        _resolved(_rest_method(rest, _SET_TTL_METHOD)(tinker_path, _ttl(ttl_seconds)))
+    return _url_from(_resolved(get_url(tinker_path)))
+
+
+async def get_tinker_checkpoint_signed_url_async(
+    service_client: Any, tinker_path: str, *, ttl_seconds: Optional[int] = None
+) -> str:
+    """:func:`get_tinker_checkpoint_signed_url` for asyncio code (uses the ``*_async`` methods)."""
+    rest = _rest_client(service_client, tinker_path)
+    get_url = _rest_method(rest, _ARCHIVE_URL_METHOD, asynchronous=True)
+    if ttl_seconds is not None:
+        await _awaited(_rest_method(rest, _SET_TTL_METHOD, asynchronous=True)(tinker_path, _ttl(ttl_seconds)))
+    return _url_from(await _awaited(get_url(tinker_path)))
+
+
+def _rest_client(service_client: Any, tinker_path: str) -> Any:
+    if not isinstance(tinker_path, str) or not tinker_path.startswith("tinker://"):
+        raise InvalidRequestError(
+            "tinker_path must be a tinker:// checkpoint path (e.g. save_weights_for_sampler(...).path), got {!r}"
+            .format(tinker_path)
+        )
+    create = getattr(service_client, "create_rest_client", None)
+    if not callable(create):
+        raise InvalidRequestError(
+            "service_client must be a tinker.ServiceClient (it has no create_rest_client()), got {}".format(
+                type(service_client).__name__
+            )
+        )
+    return create()
+
+
+def _rest_method(rest: Any, name: str, *, asynchronous: bool = False) -> Callable[..., Any]:
+    """``rest.<name>_async`` (falling back to an awaitable ``rest.<name>``) or ``rest.<name>``."""
+    candidates = (name + "_async", name) if asynchronous else (name,)
+    for candidate in candidates:
+        method = getattr(rest, candidate, None)
+        if callable(method):
+            return method  # type: ignore[no-any-return]
+    raise ConfigurationError(
+        "tinker {} has no RestClient.{}() (tinker 0.36 removed it), so the signed checkpoint archive URL cannot "
+        "be resolved: install a tinker that has it, e.g. pip install 'tinker>=0.33,<0.36', or get the signed URL "
+        "another way and pass it as tinker_lora_signed_url".format(_tinker_version(), name)
+    )
+
+
+def _tinker_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tinker")
+    except Exception:  # not installed, or installed without metadata
+        return "(version unknown)"
+
+
+def _ttl(ttl_seconds: Any) -> int:
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds <= 0:
+        raise InvalidRequestError("ttl_seconds must be a positive int (Tinker accepts 3600 to 10 years), got {!r}"
+                                  .format(ttl_seconds))
+    return ttl_seconds
+
+
+def _resolved(value: Any) -> Any:
+    """A tinker ``APIFuture``/``Future`` resolved with ``.result()``; a plain value as is."""
+    result = getattr(value, "result", None)
+    return result() if callable(result) else value
+
+
+async def _awaited(value: Any) -> Any:
+    """An awaitable awaited; a future-like resolved off the loop; a plain value as is."""
+    if hasattr(value, "__await__"):
+        return await value
+    if isinstance(value, Future):
+        return await asyncio.wrap_future(value)
+    return value
+
+
+def _url_from(result: Any) -> str:
+    """The URL out of a string, an object with ``.url`` (or similar) or a dict with ``"url"``."""
+    candidates = [result] if isinstance(result, str) else []
+    for field_name in _URL_FIELDS:
+        candidates.append(result.get(field_name) if isinstance(result, Mapping) else getattr(result, field_name, None))
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate.startswith(("http://", "https://")):
+            return candidate
+    raise ConfigurationError(
+        "Tinker returned no signed archive URL (got a {}): expected a string, an object with .url or a dict "
+        "with 'url'".format(type(result).__name__)
+    )

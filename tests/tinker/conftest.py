@@ -1,0 +1,50 @@
+"""The Tinker tier: SailTokenCompleter with the real tinker and tinker-cookbook, against the emulator.
+
+Skipped when tinker-cookbook is not importable, unless ``SAIL_REQUIRE_TINKER=1``
+(CI's Tinker tier sets it), which makes a missing package a failure.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+try:
+    import tinker  # noqa: F401
+    import tinker_cookbook  # noqa: F401
+    MISSING = None
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    MISSING = "tinker-cookbook is not installed ({}): pip install 'sail_lite[tinker]'".format(exc)
+
+
+def pytest_collection_modifyitems(config, items):
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.tinker)
+            if MISSING is not None:
+                item.add_marker(pytest.mark.skip(reason=MISSING))
+
+
+if MISSING is not None and os.environ.get("SAIL_REQUIRE_TINKER") == "1":  # pragma: no cover
+    raise pytest.UsageError("SAIL_REQUIRE_TINKER=1 but " + MISSING)
+
+
+class ByteTokenizer:
+    """The emulator's vocabulary as a tokenizer: one token per byte, EOS = 256. No download."""
+
+    eos_token_id = 256
+    bos_token = None
+    bos_token_id = None
+    name_or_path = "sail-emulator/bytes"
+
+    def encode(self, text, add_special_tokens=True):
+        return list(text.encode("utf-8"))
+
+    def decode(self, tokens, **kwargs):
+        return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
+
+
+@pytest.fixture
+def tokenizer():
+    return ByteTokenizer()
