@@ -21,7 +21,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..adapters import AdapterReport, check_adapter_files
-from .model import Generation, adapter_digest, generate
+from .model import Generation, generate
 from .params import ApiError, InferenceParams, ModelSpec
 
 __all__ = ["State", "Organization", "ResponseRecord", "Reservation", "TURN_PRESETS", "DEFAULT_MODELS"]

@@ -9,11 +9,13 @@ import threading
 import time
 
 import pytest
-import tinker
-from tinker_cookbook.completers import TokenCompleter, TokensWithLogprobs
+
+tinker = pytest.importorskip("tinker")
+pytest.importorskip("tinker_cookbook")
+
+from tinker_cookbook.completers import TokenCompleter, TokensWithLogprobs  # noqa: E402
 
 from sail_lite import (
-    Client,
     ConfigurationError,
     DeadlineExceededError,
     InvalidRequestError,

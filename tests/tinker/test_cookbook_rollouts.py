@@ -9,7 +9,10 @@ import asyncio
 import time
 
 import pytest
-from tinker_cookbook.renderers.role_colon import RoleColonRenderer
+
+pytest.importorskip("tinker_cookbook")
+
+from tinker_cookbook.renderers.role_colon import RoleColonRenderer  # noqa: E402
 from tinker_cookbook.rl.problem_env import ProblemEnv, ProblemGroupBuilder
 from tinker_cookbook.rl.rollouts import do_group_rollout
 
