@@ -250,6 +250,7 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
                     "{}; the Tinker checkpoint URL may have expired: resolve a fresh one with "
                     "get_tinker_checkpoint_signed_url() and build a new completer".format(exc),
                     response=exc.response, response_id=exc.response_id, code=exc.code, status=exc.status,
+                    request_id=exc.request_id,
                 ) from None
             raise
         logprobs = list(sampled.logprobs) if sampled.logprobs is not None else None

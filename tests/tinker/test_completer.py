@@ -38,7 +38,7 @@ def completer(client, **kwargs):
     return SailTokenCompleter(**options)
 
 
-def test_it_is_a_cookbook_token_completer_returning_tokens_with_logprobs(client):
+def test_it_is_a_cookbook_token_completer_returning_tokens_with_logprobs(client, emulator):
     sampler = completer(client, temperature=1.0)
     assert isinstance(sampler, TokenCompleter)
     result = asyncio.run(sampler(tinker.ModelInput.from_ints(PROMPT), stop=[]))
@@ -47,6 +47,8 @@ def test_it_is_a_cookbook_token_completer_returning_tokens_with_logprobs(client)
     assert all(isinstance(t, int) for t in result.tokens)
     assert all(lp <= 0.0 for lp in result.logprobs)
     assert result.stop_reason in ("stop", "length")
+    (record,) = emulator.state.responses.values()
+    assert record.params.raw and record.params.prompt == tuple(PROMPT)  # the ids, verbatim
 
 
 def test_sync_and_async_agree_and_accept_model_input_or_ints(client):
