@@ -17,6 +17,8 @@ import time
 import uuid
 from typing import Any, Iterator, List, Optional, Sequence, TextIO, Tuple
 
+from ._progress import ProgressBar
+
 __all__ = ["main"]
 
 MODEL = "moonshotai/Kimi-K2.6"
@@ -37,26 +39,6 @@ def _connection(environ: Any, err: TextIO) -> Iterator[Tuple[str, Optional[str],
         yield server.api_key, server.base_url, "the offline emulator"
 
 
-class _Progress:
-    """A one-line progress display on stderr: ``label [#####     ] 50%``."""
-
-    def __init__(self, label: str, stream: TextIO) -> None:
-        self._label = label
-        self._stream = stream
-        self._shown = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        percent = 100 if total <= 0 else int(100 * done / total)
-        if percent == self._shown:
-            return
-        self._shown = percent
-        bar = "#" * (percent // 5)
-        self._stream.write("\r{} [{:<20}] {:3d}%".format(self._label, bar, percent))
-        if percent >= 100:
-            self._stream.write("\n")
-        self._stream.flush()
-
-
 def _show(out: TextIO, label: str, tokens: Sequence[int], logprobs: Optional[Sequence[float]], reason: str) -> None:
     text = bytes(t for t in tokens if 0 <= t < 256).decode("utf-8", "replace")
     mean = sum(logprobs) / len(logprobs) if logprobs else float("nan")
@@ -72,7 +54,7 @@ def run(client: Any, out: TextIO, err: TextIO, *, max_tokens: int, window: str) 
     out.write("1. Sampling {} raw-token prompts on {} ({} window, logprobs on):\n".format(
         len(prompts), MODEL, window))
     started = time.monotonic()
-    progress = _Progress("   sampling", err)
+    progress = ProgressBar("   sampling", err, in_bytes=False)
     futures = [client.tokens.submit(p, model=MODEL, max_tokens=max_tokens, temperature=0.0,
                                     completion_window=window, stop=["\n"]) for p in prompts]
     base = []
@@ -88,7 +70,7 @@ def run(client: Any, out: TextIO, err: TextIO, *, max_tokens: int, window: str) 
         adapter = make_adapter(os.path.join(folder, "adapter"), base_model=MODEL, rank=8, seed=7)
         out.write("2. Uploading LoRA {!r} from {} (pre-flight, upload, validation):\n".format(name, adapter))
         lora = client.loras.upload(adapter, name=name, supported_models=[MODEL], wait=True,
-                                   progress=_Progress("   uploading", err))
+                                   progress=ProgressBar("   uploading", err))
     validation = lora.latest_validation(MODEL)
     out.write("   LoRA {} is {} on {}\n".format(lora.id, validation.status if validation else "unvalidated", MODEL))
 

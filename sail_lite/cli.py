@@ -13,29 +13,10 @@ import json
 import sys
 from typing import IO, Any, Callable, List, Optional, Sequence
 
+from ._progress import ProgressBar
 from ._transport import redact_url
 
 __all__ = ["main"]
-
-
-class _ProgressBar:
-    """``label [#####...] 42%  1.2/2.9 MB`` redrawn in place on a stream."""
-
-    def __init__(self, label: str, stream: IO[str]) -> None:
-        self._label = label
-        self._stream = stream
-        self._shown = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        percent = 100 if total <= 0 else int(100 * done / total)
-        if percent == self._shown:
-            return
-        self._shown = percent
-        self._stream.write("\r{} [{:<30}] {:3d}%  {:.1f}/{:.1f} MB".format(
-            self._label, "#" * (percent * 30 // 100), percent, done / 1e6, total / 1e6))
-        if percent >= 100:
-            self._stream.write("\n")
-        self._stream.flush()
 
 
 def _plain(value: Any) -> Any:
@@ -175,7 +156,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             lora = client.loras.upload(
                 args.directory, name=args.name, supported_models=args.model, display_name=args.display_name,
                 description=args.description, wait=not args.no_wait, preflight=not args.skip_preflight,
-                progress=_ProgressBar("uploading " + args.name, err),
+                progress=ProgressBar("uploading " + args.name, err),
             )
             _show_loras([lora], args.json, emit, out, single=True)
         elif args.command == "loras" and args.action == "list":
