@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from .client import Client
-from .errors import ConfigurationError, InvalidRequestError, ResponseFailedError
+from .errors import ConfigurationError, InvalidRequestError, ResponseExpiredError, ResponseFailedError
 from .resources.tokens import SamplingOptions, StopArg, to_sampled_tokens, validate_sampling_options
 from .types import Response
 
@@ -243,9 +243,9 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         try:
             sampled = to_sampled_tokens(response)
         except ResponseFailedError as exc:
-            if self.options.tinker_lora_signed_url is not None and "resolve" not in str(exc) and (
-                "expire" in str(exc) or "expire" in (exc.code or "")
-            ):
+            said = "{} {}".format(exc.code or "", exc).lower()
+            if (self.options.tinker_lora_signed_url is not None and not isinstance(exc, ResponseExpiredError)
+                    and "url" in said and "expire" in said and "resolve" not in said):
                 raise type(exc)(
                     "{}; the Tinker checkpoint URL may have expired: resolve a fresh one with "
                     "get_tinker_checkpoint_signed_url() and build a new completer".format(exc),

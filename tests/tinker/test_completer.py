@@ -276,6 +276,23 @@ def test_tinker_checkpoint_end_to_end_and_an_expired_url(client, emulator, tmp_p
     assert info.value.response_id
 
 
+@pytest.mark.parametrize("status, error, hinted", [
+    ("failed", {"code": "checkpoint_url_expired", "message": "the signed URL expired"}, True),
+    ("failed", {"code": "lora_load_failed", "message": "bad adapter"}, False),
+    ("expired", None, False),  # the response expired in its queue: not the URL's fault
+])
+def test_a_server_that_only_says_expired_gets_the_re_resolve_hint(client, status, error, hinted):
+    from sail_lite import Response
+
+    sampler = completer(client, tinker_lora_signed_url="https://x/a.tar?sig=1", adapter_config={"r": 8})
+    response = Response.from_dict({"id": "resp_1", "object": "response", "status": status, "error": error,
+                                   "output": []})
+    with pytest.raises(ResponseFailedError) as info:
+        sampler._to_result(response)
+    assert ("get_tinker_checkpoint_signed_url" in str(info.value)) is hinted
+    assert info.value.response_id == "resp_1"
+
+
 def test_tinker_text_requests_with_checkpoint_metadata_use_the_base_model(client, emulator, tmp_path):
     folder = make_adapter(tmp_path / "a", seed=1)
     url = emulator.publish_tinker_checkpoint(folder, ttl_seconds=60)
