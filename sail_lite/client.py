@@ -32,6 +32,7 @@ from .errors import (
     status_error,
 )
 from .polling import PollPolicy, Poller
+from .resources._common import positive_seconds
 from .retry import RetryPolicy, parse_retry_after
 
 __all__ = ["Client", "Timeout", "DEFAULT_BASE_URL"]
@@ -265,9 +266,7 @@ class Client:
         """Absolute clock time for a relative ``deadline`` in seconds."""
         if deadline is None:
             return None
-        if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or deadline <= 0:
-            raise InvalidRequestError("deadline must be a number of seconds > 0, got {!r}".format(deadline))
-        return self._clock() + deadline
+        return self._clock() + positive_seconds("deadline", deadline)
 
     def _request(
         self,

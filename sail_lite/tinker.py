@@ -23,6 +23,7 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Opti
 
 from .client import Client
 from .errors import ConfigurationError, InvalidRequestError, ResponseExpiredError, ResponseFailedError
+from .resources._common import positive_int, positive_seconds
 from .resources.tokens import SamplingOptions, StopArg, to_sampled_tokens, validate_sampling_options
 from .types import Response
 
@@ -101,11 +102,8 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
             adapter_config=adapter_config, tinker_lora_name=tinker_lora_name, metadata=metadata,
             logprobs=request_logprobs,
         )
-        for name, value in (("timeout", timeout), ("deadline", deadline)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise InvalidRequestError("{} must be a positive number of seconds or None, got {!r}".format(name, value))
-        self.timeout = timeout
-        self.deadline = deadline
+        self.timeout = None if timeout is None else positive_seconds("timeout", timeout)
+        self.deadline = None if deadline is None else positive_seconds("deadline", deadline)
         self._owns_client = client is None
         self.client = Client() if client is None else client
 
@@ -297,7 +295,8 @@ def get_tinker_checkpoint_signed_url(service_client: Any, tinker_path: str, *, t
     rest = _rest_client(service_client, tinker_path)
     get_url = _rest_method(rest, _ARCHIVE_URL_METHOD)
     if ttl_seconds is not None:
-        _resolved(_rest_method(rest, _SET_TTL_METHOD)(tinker_path, _ttl(ttl_seconds)))
+        set_ttl = _rest_method(rest, _SET_TTL_METHOD)
+        _resolved(set_ttl(tinker_path, positive_int("ttl_seconds", ttl_seconds)))
     return _url_from(_resolved(get_url(tinker_path)))
 
 
@@ -308,7 +307,8 @@ async def get_tinker_checkpoint_signed_url_async(
     rest = _rest_client(service_client, tinker_path)
     get_url = _rest_method(rest, _ARCHIVE_URL_METHOD, asynchronous=True)
     if ttl_seconds is not None:
-        await _awaited(_rest_method(rest, _SET_TTL_METHOD, asynchronous=True)(tinker_path, _ttl(ttl_seconds)))
+        set_ttl = _rest_method(rest, _SET_TTL_METHOD, asynchronous=True)
+        await _awaited(set_ttl(tinker_path, positive_int("ttl_seconds", ttl_seconds)))
     return _url_from(await _awaited(get_url(tinker_path)))
 
 
@@ -349,13 +349,6 @@ def _tinker_version() -> str:
         return version("tinker")
     except Exception:  # not installed, or installed without metadata
         return "(version unknown)"
-
-
-def _ttl(ttl_seconds: Any) -> int:
-    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds <= 0:
-        raise InvalidRequestError("ttl_seconds must be a positive int (Tinker accepts 3600 to 10 years), got {!r}"
-                                  .format(ttl_seconds))
-    return ttl_seconds
 
 
 def _resolved(value: Any) -> Any:

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Pattern, Tuple
 
 from ..adapters import check_adapter_files
-from .archives import ARCHIVE_PREFIX, ArchiveError, download, extract_adapter, verify
+from .archives import ARCHIVE_PREFIX, ArchiveError, download, extract_adapter, redact, verify
 from .faults import AFTER, Fault
 from .multipart import BodyReader, boundary_of, parse_multipart
 from .params import (
@@ -351,7 +351,7 @@ class Handler(BaseHTTPRequestHandler):
         emulator = self.emulator
         if urllib.parse.urlsplit(url).netloc != urllib.parse.urlsplit(emulator.url).netloc:
             return None, ("tinker_checkpoint_url_invalid", "the emulator only loads Tinker checkpoints it published "
-                          "(EmulatorServer.publish_tinker_checkpoint); {} is not one".format(url.split("?", 1)[0]))
+                          "(EmulatorServer.publish_tinker_checkpoint); {} is not one".format(redact(url)))
         try:
             data = download(url, max_bytes=_MAX_ARCHIVE)
             with tempfile.TemporaryDirectory(dir=emulator.state.storage_dir) as tmp:

@@ -95,6 +95,12 @@ def positive_int(name: str, value: Any) -> int:
     return value
 
 
+def positive_seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidRequestError("{} must be a number of seconds > 0, got {!r}".format(name, value))
+    return float(value)
+
+
 def number_in(name: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise InvalidRequestError("{} must be a number from {} to {}, got {!r}".format(name, low, high, value))

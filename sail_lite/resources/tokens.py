@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 
+from .._transport import redact_url
 from ..errors import InvalidRequestError
 from ..types import Response, SampledTokens
 from ._common import (
@@ -54,8 +55,7 @@ class SamplingOptions:
 
     def __repr__(self) -> str:
         # A signed URL's query is a credential: never show it.
-        url = self.tinker_lora_signed_url
-        shown = url.split("?", 1)[0] + "?<redacted>" if url and "?" in url else url
+        shown = redact_url(self.tinker_lora_signed_url) if self.tinker_lora_signed_url else None
         return "SamplingOptions(model={!r}, max_tokens={}, temperature={}, top_p={}, completion_window={!r}, " \
             "lora={!r}, tinker_lora_signed_url={!r}, tinker_lora_name={!r}, logprobs={})".format(
                 self.model, self.max_tokens, self.temperature, self.top_p, self.completion_window,

@@ -6,6 +6,7 @@ Skipped when tinker-cookbook is not importable, unless ``SAIL_REQUIRE_TINKER=1``
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -46,3 +47,11 @@ class ByteTokenizer:
 @pytest.fixture
 def tokenizer():
     return ByteTokenizer()
+
+
+def wait_for(condition, timeout=5.0):
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in {} s".format(timeout)
+        time.sleep(0.01)

@@ -26,6 +26,7 @@ from sail_lite.adapters import make_adapter
 from sail_lite.emulator import EmulatorServer
 
 from ..conftest import make_client
+from .conftest import wait_for
 
 MODEL = "moonshotai/Kimi-K2.6"
 PROMPT = [72, 101, 108, 108, 111]
@@ -217,13 +218,6 @@ def test_stopping_a_map_early_cancels_what_is_in_flight():
         stream.close()
         wait_for(lambda: server.stats()["cancellations"] == 1)
         assert server.stats()["responses"] == {"completed": 1, "cancelled": 1}
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in {} s".format(timeout)
-        time.sleep(0.01)
 
 
 def test_pickles_as_configuration_and_works_after(client, emulator):
