@@ -158,13 +158,102 @@ class Response:
         return text if isinstance(text, str) else ""
 
 
+#: ``incomplete_details.reason`` values that mean the token budget ran out.
+_BUDGET_REASONS = frozenset({"max_output_tokens", "max_tokens", "length", "max_completion_tokens"})
+
+
+def _reason(payload: Any) -> Optional[str]:
+    """A non-empty ``stop_reason``/``finish_reason`` string of ``payload``, if any."""
+    if not isinstance(payload, Mapping):
+        return None
+    for key in ("stop_reason", "finish_reason"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _block_token_ids(block: Mapping[str, Any]) -> Optional[list]:
+    """``token_ids``, or else the ``token_id`` of every ``logprobs`` entry (as the official SDK reads them)."""
+    tokens = block.get("token_ids")
+    if isinstance(tokens, list):
+        return tokens
+    entries = block.get("logprobs")
+    if isinstance(entries, list) and entries and all(
+        isinstance(entry, Mapping) and _is_token(entry.get("token_id")) for entry in entries
+    ):
+        return [entry["token_id"] for entry in entries]
+    return None
+
+
+def _raw_token_block(response: "Response") -> Optional[Mapping[str, Any]]:
+    """The raw-token ``output_text`` block: the first with token ids in any ``message`` item.
+
+    Without token ids anywhere, the first ``output_text`` block of any
+    message item (so the error can say what it lacks), or ``None``.
+    """
+    first = None
+    for item in response.output:
+        if not isinstance(item, Mapping) or item.get("type") != "message":
+            continue
+        content = item.get("content")
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, Mapping) and block.get("type") == "output_text":
+                if _block_token_ids(block) is not None:
+                    return block
+                if first is None:
+                    first = block
+    return first
+
+
+def _cached_prompt_tokens(usage: Any) -> int:
+    """Prompt tokens served from the prefix cache, in any of the usage shapes APIs use (0 when absent)."""
+    if not isinstance(usage, Mapping):
+        return 0
+    for details_key in ("input_tokens_details", "prompt_tokens_details"):
+        details = usage.get(details_key)
+        if isinstance(details, Mapping) and _is_token(details.get("cached_tokens")):
+            return max(details["cached_tokens"], 0)
+    value = usage.get("cache_read_input_tokens")
+    return max(value, 0) if _is_token(value) else 0
+
+
+def _stop_reason(block: Mapping[str, Any], response: "Response") -> str:
+    """The block's reason, else the response's, else one derived from the status.
+
+    Any reason the server gives is passed through as it is (a new reason is
+    information, not an error). Without one: ``incomplete`` is ``"length"``
+    only when ``incomplete_details.reason`` says the token budget ran out,
+    another stated reason passes through, and with no reason at all it stays
+    ``"incomplete"`` (as the official SDK reports it); ``completed`` is
+    ``"stop"``.
+    """
+    given = _reason(block) or _reason(response.raw)
+    if given is not None:
+        return given
+    if response.status == "incomplete":
+        details = response.incomplete_details or {}
+        reason = details.get("reason")
+        if isinstance(reason, str) and reason:
+            return "length" if reason in _BUDGET_REASONS else reason
+        return "incomplete"
+    return "stop"
+
+
 @dataclass(frozen=True)
 class SampledTokens:
     """Raw-token sampling result: what a ``TokenCompleter`` returns, without Tinker.
 
     ``logprobs`` has one entry per token, or is ``None`` when they were not
-    requested. ``stop_reason`` is ``"stop"`` or ``"length"``; a stop token id
-    that ended generation is the last of ``tokens``.
+    requested. ``stop_reason`` is what the server said (wire.md: ``"stop"``
+    or ``"length"``; any other reason passes through unchanged), see
+    :meth:`from_response`; a stop token id that ended generation is the last
+    of ``tokens``. ``cached_prompt_tokens`` counts prompt tokens the server
+    served from its prefix cache (0 when it does not say).
     """
 
     tokens: Tuple[int, ...]
@@ -173,20 +262,28 @@ class SampledTokens:
     response_id: str
     usage: Usage = Usage()
     text: str = ""
+    cached_prompt_tokens: int = 0
 
     @classmethod
     def from_response(cls, response: Response) -> "SampledTokens":
-        """Read the raw-token block of a finished response (wire.md, Output)."""
-        block = response.output_block()
+        """Read the raw-token block of a finished response (wire.md, Output).
+
+        At least as tolerant as the official SDK's reader: every ``message``
+        item is searched for the ``output_text`` block; missing
+        ``token_ids`` fall back to the ``token_id`` of each ``logprobs``
+        entry; a block without a stop reason takes the response's
+        ``stop_reason``/``finish_reason``. A block with no token ids at all,
+        non-int ids, or logprobs that do not match the tokens raise
+        :class:`MalformedResponseError` carrying the response id.
+        """
+        block = _raw_token_block(response)
         where = "response {} ({})".format(response.id, response.status)
         if block is None:
             raise MalformedResponseError(
                 "{} has no output_text block".format(where), response_id=response.id
             )
-        tokens = block.get("token_ids")
-        if not isinstance(tokens, list) or not all(
-            isinstance(t, int) and not isinstance(t, bool) for t in tokens
-        ):
+        tokens = _block_token_ids(block)
+        if tokens is None or not all(_is_token(t) for t in tokens):
             raise MalformedResponseError(
                 "{} has no token_ids list: was it sent with raw_prompt_tokens?".format(where),
                 response_id=response.id,
@@ -202,7 +299,7 @@ class SampledTokens:
                     response_id=response.id,
                 )
             values = []
-            for token, entry in zip(tokens, entries):
+            for entry in entries:
                 value = entry.get("logprob") if isinstance(entry, Mapping) else None
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise MalformedResponseError(
@@ -210,18 +307,15 @@ class SampledTokens:
                     )
                 values.append(float(value))
             logprobs = tuple(values)
-        reason = block.get("stop_reason")
-        if reason not in ("stop", "length"):
-            # An incomplete response ran out of budget; anything else ended on a stop condition.
-            reason = "length" if response.status == "incomplete" else "stop"
         text = block.get("text")
         return cls(
             tokens=tuple(tokens),
             logprobs=logprobs,
-            stop_reason=reason,
+            stop_reason=_stop_reason(block, response),
             response_id=response.id,
             usage=response.usage,
             text=text if isinstance(text, str) else "",
+            cached_prompt_tokens=_cached_prompt_tokens(response.raw.get("usage")),
         )
 
 

@@ -131,9 +131,10 @@ def test_sampled_tokens_rejects_malformed_blocks(block, message):
 
 def test_sampled_tokens_null_logprobs_and_default_stop_reason():
     block = {"type": "output_text", "token_ids": [1, 2], "logprobs": None}
-    response = Response.from_dict(raw_response(status="incomplete", output=[{"type": "message", "content": [block]}]))
+    response = Response.from_dict(raw_response(status="incomplete", output=[{"type": "message", "content": [block]}],
+                                               incomplete_details={"reason": "max_output_tokens"}))
     sampled = SampledTokens.from_response(response)
-    assert sampled.logprobs is None and sampled.stop_reason == "length"
+    assert sampled.logprobs is None and sampled.stop_reason == "length"  # the reason says the budget ran out
 
 
 def test_chat_message_lora_batch_parse():
