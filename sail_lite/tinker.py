@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import warnings
 from concurrent.futures import Future
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from .client import Client
-from .errors import ConfigurationError, InvalidRequestError, ResponseExpiredError, ResponseFailedError
-from .resources._common import positive_int, positive_seconds
+from .errors import ConfigurationError, InvalidRequestError, ResponseExpiredError, ResponseFailedError, _rebuild
+from .resources._common import normalize_stop, positive_int, positive_seconds
 from .resources.tokens import SamplingOptions, StopArg, to_sampled_tokens, validate_sampling_options
 from .types import Response
 
@@ -32,10 +34,13 @@ try:  # pragma: no branch - which arm runs depends on the environment
     from tinker_cookbook.completers import TokensWithLogprobs
 
     _COOKBOOK_IMPORT_ERROR: Optional[str] = None
+    # tinker-cookbook 0.6 added provenance (sequence_id) and prefix-cache accounting; 0.5 has neither.
+    _RESULT_FIELDS: FrozenSet[str] = frozenset(f.name for f in dataclasses.fields(TokensWithLogprobs))
 except ImportError as exc:  # tinker-cookbook (or one of its dependencies, e.g. torch) is missing
     _TokenCompleterBase = object  # type: ignore[assignment,misc]
     TokensWithLogprobs = None  # type: ignore[assignment,misc]
     _COOKBOOK_IMPORT_ERROR = "{}: {}".format(type(exc).__name__, exc)
+    _RESULT_FIELDS = frozenset()
 
 __all__ = [
     "SailTokenCompleter",
@@ -48,12 +53,38 @@ TINKER_EXTRA_HINT = "pip install 'sail_lite[tinker]' (installs tinker and tinker
 _URL_FIELDS = ("url", "signed_url", "archive_url", "checkpoint_archive_url")
 _ARCHIVE_URL_METHOD = "get_checkpoint_archive_url_from_tinker_path"
 _SET_TTL_METHOD = "set_checkpoint_ttl_from_tinker_path"
+#: As the official completer (sail SDK 0.17.1): 20 minutes for the whole wait of one sample.
+DEFAULT_POLL_TIMEOUT = 20.0 * 60.0
+#: Error codes a server gives a sample whose signed Tinker checkpoint URL expired (the emulator says
+#: ``tinker_checkpoint_url_expired``); only these get the re-resolve hint, whatever the message says.
+_URL_EXPIRED_CODES = frozenset({
+    "tinker_checkpoint_url_expired", "checkpoint_url_expired", "signed_url_expired", "url_expired",
+})
+_BACKGROUND_WINDOWS = "balanced (the default), flex, or standard (an alias of balanced)"
 
 PromptArg = Union[Sequence[int], Any]  # a tinker.ModelInput or a sequence of token ids
 
 
 class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
-    """A tinker-cookbook ``TokenCompleter`` that samples on Sail.
+    """A tinker-cookbook ``TokenCompleter`` that samples on Sail; a drop-in for ``sail.tinker.SailTokenCompleter``.
+
+    It takes every constructor argument of the official SDK's completer
+    (sail 0.17.1), with the same defaults, so code written for it runs
+    unchanged with ``from sail_lite import SailTokenCompleter``:
+
+    - ``completion_window`` defaults to ``"balanced"``. ``"asap"`` is refused
+      here (a background request cannot use it). The retired ``"priority"``
+      and ``"15m"`` are handled by :func:`~sail_lite.validate_sampling_options`
+      (mapped to ``"balanced"`` with a ``DeprecationWarning``).
+    - ``poll_timeout`` (default 1,200 s, as the SDK; ``None`` for no bound)
+      bounds one whole sample, create and polls, and raises
+      :class:`~sail_lite.errors.DeadlineExceededError` carrying the response
+      id (to wait on again or cancel). ``deadline`` is sail_lite's older name
+      for it and wins when given.
+    - ``voyage`` is accepted and kept on ``self.voyage``, but sail_lite has
+      no voyages: requests carry no voyage attribution and open no spans
+      (a ``UserWarning`` says so once per call site).
+    - ``timeout`` bounds each HTTP call.
 
     Options are checked here, once: a LoRA source with the ``asap`` window,
     ``lora`` together with ``tinker_lora_signed_url``, a signed URL without
@@ -64,9 +95,11 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     ``client`` is the :class:`~sail_lite.Client` to sample with (shared,
     never closed by the completer); by default one is built from
     ``SAIL_API_KEY``/``SAIL_BASE_URL`` and closed by :meth:`close`.
-    ``timeout`` bounds each HTTP call; ``deadline`` bounds one whole sample
-    (create and polls) and raises
-    :class:`~sail_lite.errors.DeadlineExceededError` carrying the response id.
+
+    Results are the cookbook's ``TokensWithLogprobs``; with tinker-cookbook
+    0.6+ their ``sequence_id`` is the Sail response id and
+    ``prompt_cache_hit_tokens`` the prompt tokens the server served from its
+    prefix cache.
 
     Thread-safe and picklable (configuration only: a worker process that
     unpickles it builds its own connections).
@@ -79,13 +112,15 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         max_tokens: int,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        completion_window: str = "priority",
+        completion_window: str = "balanced",
         lora: Optional[str] = None,
         tinker_lora_signed_url: Optional[str] = None,
         adapter_config: Union[Mapping[str, Any], str, None] = None,
         tinker_lora_name: Optional[str] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
+        poll_timeout: Optional[float] = DEFAULT_POLL_TIMEOUT,
+        voyage: Optional[Any] = None,
         request_logprobs: bool = True,
         client: Optional[Client] = None,
         deadline: Optional[float] = None,
@@ -96,6 +131,11 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
                 "sail_lite works without it; for raw-token sampling without Tinker use client.tokens.sample()."
                 .format(_COOKBOOK_IMPORT_ERROR, TINKER_EXTRA_HINT)
             )
+        if completion_window == "asap":
+            raise InvalidRequestError(
+                "completion_window 'asap' cannot be used by SailTokenCompleter: every sample is a background "
+                "request, and background requests cannot use asap; use {}".format(_BACKGROUND_WINDOWS)
+            )
         self.options: SamplingOptions = validate_sampling_options(
             model=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
             completion_window=completion_window, lora=lora, tinker_lora_signed_url=tinker_lora_signed_url,
@@ -103,7 +143,17 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
             logprobs=request_logprobs,
         )
         self.timeout = None if timeout is None else positive_seconds("timeout", timeout)
-        self.deadline = None if deadline is None else positive_seconds("deadline", deadline)
+        if deadline is not None:
+            self.deadline: Optional[float] = positive_seconds("deadline", deadline)
+        else:
+            self.deadline = None if poll_timeout is None else positive_seconds("poll_timeout", poll_timeout)
+        if voyage is not None:
+            warnings.warn(
+                "sail_lite's SailTokenCompleter accepts voyage= for compatibility with the official sail SDK but "
+                "has no voyages: its requests carry no voyage attribution and open no spans",
+                UserWarning, stacklevel=2,
+            )
+        self.voyage = voyage
         self._owns_client = client is None
         self.client = Client() if client is None else client
 
@@ -115,6 +165,45 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     def model(self) -> str:
         return self.options.model
 
+    # The official completer's attributes, read-only here (the options are checked once, at construction).
+
+    @property
+    def temperature(self) -> float:
+        return self.options.temperature
+
+    @property
+    def top_p(self) -> float:
+        return self.options.top_p
+
+    @property
+    def completion_window(self) -> str:
+        return self.options.completion_window
+
+    @property
+    def lora(self) -> Optional[str]:
+        return self.options.lora
+
+    @property
+    def tinker_lora_signed_url(self) -> Optional[str]:
+        return self.options.tinker_lora_signed_url
+
+    @property
+    def tinker_lora_name(self) -> Optional[str]:
+        return self.options.tinker_lora_name
+
+    @property
+    def metadata(self) -> Dict[str, str]:
+        return dict(self.options.metadata or {})
+
+    @property
+    def request_logprobs(self) -> bool:
+        return self.options.logprobs
+
+    @property
+    def poll_timeout(self) -> Optional[float]:
+        """Seconds one whole sample may take (create and polls); ``None``: unbounded."""
+        return self.deadline
+
     def __repr__(self) -> str:
         return "SailTokenCompleter({!r})".format(self.options)
 
@@ -125,16 +214,32 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         """Start one sample; a future of its ``TokensWithLogprobs``.
 
         ``prompt`` is a ``tinker.ModelInput`` or a sequence of token ids;
-        ``stop`` a string, a list of strings or a list of token ids;
+        ``stop`` a string, a list of strings, a token id or a list of token
+        ids (see :meth:`request_body`);
         ``max_tokens`` caps this call (the smaller of it and the
         constructor's wins). Bad input raises
         :class:`~sail_lite.errors.InvalidRequestError` here, before any
         request. Cancelling the future cancels the response on the server.
         """
-        body = self.options.body(_prompt_tokens(prompt), stop, max_tokens)
+        body = self.request_body(prompt, stop, max_tokens=max_tokens)
         return self.client.responses._submit(
             body, self._to_result, idempotency_key=None, timeout=self.timeout, deadline=self.deadline
         )
+
+    def request_body(self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None
+                     ) -> Dict[str, Any]:
+        """The ``POST /responses`` body one sample sends, as the official completer sends it.
+
+        ``stop`` is sent in the SDK's shape: a bare int is a one-token stop
+        list, a string goes as a string, ``[]`` as ``[]``, a tuple as a list,
+        ``None`` not at all; strings and ids are checked (non-empty strings
+        or ids 0..2^31-1, not a mix).
+        """
+        body = self.options.body(_prompt_tokens(prompt), None, max_tokens)
+        wire_stop = _sdk_stop(stop)
+        if wire_stop is not None:
+            body["stop"] = wire_stop
+        return body
 
     def sample_tokens(self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None) -> Any:
         """Sample and block until the result: the same as ``await completer(...)``, for sync code.
@@ -226,12 +331,13 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
 
     def __getstate__(self) -> dict:
         return {"options": self.options, "timeout": self.timeout, "deadline": self.deadline,
-                "client": self.client, "owns_client": self._owns_client}
+                "voyage": self.voyage, "client": self.client, "owns_client": self._owns_client}
 
     def __setstate__(self, state: dict) -> None:
         self.options = state["options"]
         self.timeout = state["timeout"]
         self.deadline = state["deadline"]
+        self.voyage = state.get("voyage")
         self.client = state["client"]
         self._owns_client = state["owns_client"]
 
@@ -241,19 +347,42 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         try:
             sampled = to_sampled_tokens(response)
         except ResponseFailedError as exc:
-            said = "{} {}".format(exc.code or "", exc).lower()
-            if (self.options.tinker_lora_signed_url is not None and not isinstance(exc, ResponseExpiredError)
-                    and "url" in said and "expire" in said and "resolve" not in said):
-                raise type(exc)(
-                    "{}; the Tinker checkpoint URL may have expired: resolve a fresh one with "
-                    "get_tinker_checkpoint_signed_url() and build a new completer".format(exc),
-                    response=exc.response, response_id=exc.response_id, code=exc.code, status=exc.status,
-                    request_id=exc.request_id,
-                ) from None
+            if self.options.tinker_lora_signed_url is not None and not isinstance(exc, ResponseExpiredError) \
+                    and exc.code in _URL_EXPIRED_CODES:
+                raise _with_message(exc, "{}; the Tinker checkpoint URL expired: resolve a fresh one with "
+                                    "get_tinker_checkpoint_signed_url() and build a new completer"
+                                    .format(exc.message)) from None
             raise
         logprobs = list(sampled.logprobs) if sampled.logprobs is not None else None
+        extra: Dict[str, Any] = {}
+        if "sequence_id" in _RESULT_FIELDS:
+            extra["sequence_id"] = sampled.response_id
+        if "prompt_cache_hit_tokens" in _RESULT_FIELDS:
+            extra["prompt_cache_hit_tokens"] = sampled.cached_prompt_tokens
         return TokensWithLogprobs(tokens=list(sampled.tokens), maybe_logprobs=logprobs,
-                                  stop_reason=sampled.stop_reason)
+                                  stop_reason=sampled.stop_reason, **extra)
+
+
+def _with_message(exc: ResponseFailedError, message: str) -> ResponseFailedError:
+    """``exc`` with another message and every other field (status, code, ids, attempts, ...) kept."""
+    state = dict(exc.__dict__)
+    state["message"] = message
+    return _rebuild(type(exc), message, state)  # type: ignore[return-value]
+
+
+def _sdk_stop(stop: Any) -> Any:
+    """``stop`` as the official completer sends it (see :meth:`SailTokenCompleter.request_body`), checked."""
+    if stop is None:
+        return None
+    if isinstance(stop, int) and not isinstance(stop, bool):
+        stop = [stop]
+    if isinstance(stop, str):
+        normalize_stop(stop)  # refuses ""
+        return stop
+    if not isinstance(stop, (list, tuple)):
+        normalize_stop(stop)  # the typed error for anything else
+        raise InvalidRequestError("stop must be a string, a list of strings, a token id or a list of token ids")
+    return normalize_stop(list(stop)) or []
 
 
 _END = object()
