@@ -466,8 +466,11 @@ def _rest_method(rest: Any, name: str, *, asynchronous: bool = False) -> Callabl
             return method  # type: ignore[no-any-return]
     raise ConfigurationError(
         "tinker {} has no RestClient.{}() (tinker 0.36 removed it), so the signed checkpoint archive URL cannot "
-        "be resolved: install a tinker that has it, e.g. pip install 'tinker>=0.33,<0.36', or get the signed URL "
-        "another way and pass it as tinker_lora_signed_url".format(_tinker_version(), name)
+        "be resolved. With tinker 0.38+, export the step with training_client.save_weights_external(name) and "
+        "publish it as a Sail LoRA with sail_lite.tinker_weights.upload_external_weights(), then sample with "
+        "lora=<its name>; or install a tinker that has the archive URL, e.g. pip install 'tinker>=0.33,<0.36', or "
+        "get the signed URL another way and pass it as tinker_lora_signed_url"
+        .format(_tinker_version(), name)
     )
 
 

@@ -317,3 +317,4 @@ def test_real_tinker_without_the_archive_method_gets_a_clear_error():
     with pytest.raises(ConfigurationError) as info:
         get_tinker_checkpoint_signed_url(Service(), "tinker://run/sampler_weights/1", ttl_seconds=3600)
     assert "tinker {}".format(version("tinker")) in str(info.value)
+    assert "save_weights_external" in str(info.value) and "upload_external_weights" in str(info.value)
