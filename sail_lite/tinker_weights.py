@@ -637,8 +637,10 @@ def upload_external_weights(
     """
     clock = now or (lambda: _dt.datetime.now(_dt.timezone.utc))
     weights = resolve_external_weights(source, service_client=service_client, tinker_path=tinker_path)
-    if weights.expires is not None and weights.expires <= clock() + _dt.timedelta(seconds=60):
-        weights = _resign(weights, service_client)
+    if weights.expires is not None:
+        can_resign = weights.tinker_path is not None and service_client is not None
+        if weights.expires <= clock() or (can_resign and weights.expires <= clock() + _dt.timedelta(seconds=60)):
+            weights = _resign(weights, service_client)  # raises when it cannot
     models = list(supported_models) if not isinstance(supported_models, str) else [supported_models]
     if not models or not all(isinstance(m, str) and m for m in models):
         raise InvalidRequestError("supported_models must be a non-empty list of model ids, e.g. ['moonshotai/Kimi-K2.6']")

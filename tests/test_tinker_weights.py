@@ -216,6 +216,16 @@ def test_an_expired_url_is_a_typed_error_and_nothing_is_uploaded(client, emulato
     assert emulator.stats()["files"] == 0
 
 
+def test_urls_about_to_expire_are_used_while_they_work(client, emulator, tmp_path):
+    clock = ManualClock()
+    config, weights = adapter_files(tmp_path)
+    with StorageServer(clock=clock) as storage:
+        published = storage.publish(config, weights, ttl=600)
+        clock.now += 570  # 30 s left, and nothing to re-sign them with: go ahead
+        result = upload_external_weights(client, published, supported_models=[MODEL], now=clock.utc, name="soon-1")
+        assert result.sha256 == hashlib.sha256(weights).hexdigest()
+
+
 def test_expired_urls_are_re_signed_from_the_tinker_path(client, emulator, tmp_path):
     clock = ManualClock()
     config, weights = adapter_files(tmp_path)
