@@ -4,8 +4,7 @@ Importing this package imports neither the emulator (``sail_lite.emulator``)
 nor Tinker: ``SailTokenCompleter`` and the checkpoint URL helpers load
 ``sail_lite.tinker`` on first access.
 """
-import logging
-from typing import Any
+import logging as _logging
 
 from ._future import ResponseFuture
 from ._version import __version__
@@ -15,6 +14,7 @@ from .errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    TLSError,
     AuthenticationError,
     BadRequestError,
     ClientClosedError,
@@ -35,6 +35,7 @@ from .errors import (
     ResponseCancelledError,
     ResponseExpiredError,
     ResponseFailedError,
+    ResponseTooLargeError,
     SailError,
     ServerError,
     UnprocessableEntityError,
@@ -53,6 +54,7 @@ from .types import (
     Model,
     Response,
     SampledTokens,
+    TokenCount,
     Usage,
 )
 
@@ -77,6 +79,7 @@ __all__ = [
     "Model",
     "Response",
     "SampledTokens",
+    "TokenCount",
     "Usage",
     "SailError",
     "ConfigurationError",
@@ -85,8 +88,10 @@ __all__ = [
     "AdapterError",
     "APIConnectionError",
     "APITimeoutError",
+    "TLSError",
     "UploadNotRewindableError",
     "MalformedResponseError",
+    "ResponseTooLargeError",
     "APIStatusError",
     "BadRequestError",
     "IdempotencyError",
@@ -111,10 +116,10 @@ __all__ = [
 _LAZY_TINKER = ("SailTokenCompleter", "get_tinker_checkpoint_signed_url", "get_tinker_checkpoint_signed_url_async")
 
 # The library stays silent unless the application configures logging (or SAIL_LOG is set).
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY_TINKER:
         from . import tinker
 

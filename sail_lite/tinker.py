@@ -23,7 +23,7 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Opti
 
 from .client import Client
 from .errors import ConfigurationError, InvalidRequestError, ResponseExpiredError, ResponseFailedError
-from .resources._common import positive_int, positive_seconds
+from ._checks import positive_int, seconds as positive_seconds
 from .resources.tokens import SamplingOptions, StopArg, to_sampled_tokens, validate_sampling_options
 from .types import Response
 
@@ -79,7 +79,7 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         max_tokens: int,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        completion_window: str = "priority",
+        completion_window: str = "balanced",
         lora: Optional[str] = None,
         tinker_lora_signed_url: Optional[str] = None,
         adapter_config: Union[Mapping[str, Any], str, None] = None,
@@ -132,9 +132,8 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         request. Cancelling the future cancels the response on the server.
         """
         body = self.options.body(_prompt_tokens(prompt), stop, max_tokens)
-        return self.client.responses._submit(
-            body, self._to_result, idempotency_key=None, timeout=self.timeout, deadline=self.deadline
-        )
+        call = self.client._requester.call(timeout=self.timeout, deadline=self.deadline)
+        return self.client.responses._submit(body, self._to_result, call)
 
     def sample_tokens(self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None) -> Any:
         """Sample and block until the result: the same as ``await completer(...)``, for sync code.

@@ -55,7 +55,7 @@ def test_sampling_body_follows_the_raw_token_wire_format():
         "stop": ["\n"],
         "include": ["message.output_text.logprobs"],
         "metadata": {
-            "completion_window": "priority",
+            "completion_window": "balanced",
             "lora": URL,
             "tinker_adapter_config": '{"peft_type":"LORA","r":8}',
             "tinker_lora_name": "step-7",

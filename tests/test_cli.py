@@ -51,7 +51,7 @@ def test_models_list(base, capsys):
         (["sample", "--model", MODEL, "--tokens", "1", "--max-tokens", "2", "--lora", "x", "--window", "asap"],
          1, "asap"),
         (["responses", "get", "resp_missing"], 1, "404"),
-        (["loras", "upload", "/no/such/dir", "--name", "ok-name", "--model", MODEL], 1, "adapter_config.json"),
+        (["loras", "upload", "/no/such/dir", "--name", "ok-name", "--model", MODEL], 1, "folder not found"),
         (["loras", "upload", "/tmp", "--name", "Bad_Name", "--model", MODEL], 1, "2-64 characters"),
         (["models"], 2, ""),
     ],

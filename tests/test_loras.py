@@ -58,7 +58,7 @@ def test_upload_validate_and_use(client, emulator, tmp_path):
     assert {item.name for item in client.loras.list()} == {"funnier-v1", "other-v1"}
     assert client.loras.retrieve(lora.id).name == "funnier-v1"
     chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                          lora="funnier-v1", completion_window="priority")
+                                          lora="funnier-v1", completion_window="balanced")
     assert chat.content
 
 
