@@ -93,6 +93,19 @@ class LoRAs:
                 status=exc.status, code=exc.code, type=exc.type, request_id=exc.request_id, attempts=exc.attempts,
             ) from exc
 
+    def _check_name_free(self, name: str) -> None:
+        # An adapter may be 100 GiB: learn that the name is taken before sending it, not from the
+        # create's 409 afterwards. (Another caller may still take it in between: create's 409 covers that.)
+        try:
+            existing = self.retrieve(name)
+        except NotFoundError:
+            return
+        raise ConflictError(
+            "a LoRA named {!r} already exists in your organization (id {}): nothing was uploaded; pick another "
+            "name, or update it with client.loras.update({!r}, ...)".format(name, existing.id, name),
+            status=409, code="lora_name_taken", param="name",
+        )
+
     def _if_ours(self, name: str, body: Dict[str, Any]) -> Optional[LoRA]:
         try:
             existing = self.retrieve(name)
@@ -192,8 +205,9 @@ class LoRAs:
         """From a PEFT folder to a usable LoRA in one call.
 
         Checks the name and (with ``preflight``) the adapter locally before a
-        single byte is sent (:class:`AdapterError` lists every problem),
-        streams ``adapter_config.json`` and ``adapter_model.safetensors`` up,
+        single byte is sent (:class:`AdapterError` lists every problem), then
+        that the name is free (``GET /loras/{name}`` is 404; else
+        :class:`ConflictError`, status 409, code ``lora_name_taken``), streams ``adapter_config.json`` and ``adapter_model.safetensors`` up,
         creates the LoRA, and with ``wait`` blocks until every supported
         model's validation is usable (see :meth:`wait_for_validation`).
         ``progress(bytes_sent, total)`` covers both files.
@@ -214,6 +228,7 @@ class LoRAs:
             for path in (config_path, weights_path):
                 if not os.path.isfile(path):
                     raise InvalidRequestError("{} is missing: a PEFT adapter folder holds both files".format(path))
+        self._check_name_free(name)
         total = os.path.getsize(config_path) + os.path.getsize(weights_path)
 
         def tracker(offset: int) -> Optional[Callable[[int, int], None]]:
