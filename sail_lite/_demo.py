@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @contextlib.contextmanager
 def _connection(
     api_key: Optional[str], base_url: Optional[str], offline: bool, environ: Mapping[str, str], err: TextIO
-) -> Iterator[Tuple[str, Optional[str], str]]:
-    """``(api_key, base_url, where)``: the given server or the Sail API when there is a key, else an emulator."""
+) -> Iterator[Tuple[str, Optional[str], str, Any]]:
+    """``(api_key, base_url, where, poll)``: the given server or the Sail API when there is a key, else an
+    emulator (whose turns take milliseconds, so it is polled every few milliseconds; ``poll`` None: defaults)."""
     from ._transport import redact_url
 
     if offline and (api_key or base_url):
@@ -64,14 +65,16 @@ def _connection(
             redact_url(base_url)))
     if key:
         url = base_url or environ.get("SAIL_BASE_URL") or None
-        yield key, url, redact_url(url) if url else "the Sail API"
+        yield key, url, redact_url(url) if url else "the Sail API", None
         return
     from .emulator import EmulatorServer
+    from .polling import PollPolicy
 
     with EmulatorServer() as server:
         why = "--offline" if offline else "no API key"
         err.write("{}: started an offline emulator at {}\n".format(why, server.base_url))
-        yield server.api_key, server.base_url, "the offline emulator at {}".format(server.base_url)
+        yield server.api_key, server.base_url, "the offline emulator at {}".format(server.base_url), \
+            PollPolicy(initial_interval=0.01, default_max_interval=0.05, max_interval={})
 
 
 def _text(tokens: Sequence[int]) -> str:
@@ -157,8 +160,8 @@ def run_from_args(args: argparse.Namespace, *, out: TextIO, err: TextIO, api_key
 
     if args.max_tokens < 1:
         raise DemoUsageError("--max-tokens must be >= 1, got {}".format(args.max_tokens))
-    with _connection(api_key, base_url, args.offline, environ, err) as (key, url, where):
+    with _connection(api_key, base_url, args.offline, environ, err) as (key, url, where, poll):
         out.write("sail-lite demo against {}\n".format(where))
-        with Client(key, base_url=url, environ=environ) as client:
+        with Client(key, base_url=url, poll=poll, environ=environ) as client:
             return run(client, out, err, max_tokens=args.max_tokens, window=window, temperature=args.temperature,
                        model=args.model, tty=tty)
