@@ -1,6 +1,7 @@
 """The sail-lite command, in-process and as the installed console script."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -145,3 +146,41 @@ def test_console_script_runs(emulator):
     assert result.returncode == 0, result.stderr
     assert MODEL in [item["id"] for item in json.loads(result.stdout)]
     assert emulator.api_key not in result.stdout + result.stderr
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_upload_of_a_taken_name_sends_nothing_and_is_one_line(emulator, base, tmp_path):
+    from sail_lite.adapters import make_adapter
+
+    folder = str(make_adapter(tmp_path / "adapter"))
+    argv = base + ["loras", "upload", folder, "--name", "taken-v1", "--model", MODEL, "--no-wait"]
+    err = _Stream(tty=True)
+    assert main(argv, out=io.StringIO(), err=err, environ={}) == 0
+    assert "\ruploading taken-v1 [" in err.getvalue()  # a terminal: redrawn in place
+    err = _Stream(tty=False)
+    assert main(argv, out=io.StringIO(), err=err, environ={}) == 1
+    assert emulator.stats()["requests"]["POST /v1/files"] == 2  # the second run uploaded nothing
+    text = err.getvalue()
+    assert text.startswith("sail-lite: error: a LoRA named 'taken-v1' already exists") and text.count("\n") == 1
+    assert "nothing was uploaded" in text and "status 409" in text and "code lora_name_taken" in text
+    assert "uploading" not in text
+
+
+def test_upload_progress_in_ci_is_a_line_per_step(emulator, base, tmp_path):
+    from sail_lite.adapters import make_adapter
+
+    folder = str(make_adapter(tmp_path / "adapter", hidden_size=512))
+    err = _Stream(tty=True)  # a terminal, but CI says so: no redraws
+    assert main(base + ["loras", "upload", folder, "--name", "ci-v1", "--model", MODEL, "--no-wait"],
+                out=io.StringIO(), err=err, environ={"CI": "true"}) == 0
+    lines = err.getvalue().splitlines()
+    assert "\r" not in err.getvalue() and 2 <= len(lines) <= 11
+    assert all(line.startswith("uploading ci-v1 [") for line in lines) and lines[-1].split("]")[1].startswith(" 100%")
