@@ -103,7 +103,6 @@ def _window_of(base, capsys, *window):
 
 def test_window_defaults_to_balanced_and_retired_names_warn_once(base, capsys):
     assert _window_of(base, capsys) == "balanced"
-    assert _window_of(base, capsys, "--window", "flex") == "flex"
     assert main(base + ["sample", "--model", MODEL, "--tokens", "1,2", "--max-tokens", "2", "--json",
                         "--window", "priority"]) == 0
     captured = capsys.readouterr()

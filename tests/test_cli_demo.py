@@ -46,25 +46,19 @@ def test_the_readme_command_runs_offline_with_no_key(emulator):
     assert "\r" not in err and "   sampling [" in err and err.count("   sampling [") == 4 + 8
 
 
-def test_api_key_and_base_url_are_honoured(emulator):
-    code, out, err = run(["--api-key", emulator.api_key, "--base-url", emulator.base_url, "demo"], environ={},
-                         err=Stream(tty=True))
+def test_api_key_and_base_url_are_honoured_greedy_is_said_and_a_retired_window_warns_once(emulator):
+    argv = ["--api-key", emulator.api_key, "--base-url", emulator.base_url, "demo", "--temperature", "0",
+            "--max-tokens", "4", "--window", "priority"]
+    code, out, err = run(argv, environ={}, err=Stream(tty=True))
     assert code == 0, err
     assert out.startswith("sail-lite demo against {}\n".format(emulator.base_url))
     assert "started an offline emulator" not in err and "\r   sampling [" in err
-    check_output(out)
+    assert "greedily (temperature 0: the most likely token each step), balanced window" in out
+    assert err.count("the 'priority' completion window is retired; using 'balanced'") == 1
+    assert "validation succeeded on moonshotai/Kimi-K2.6" in out and "changed 4 of 4 greedy" in out
     stats = emulator.stats()
     assert stats["inference_runs"] == 12 and stats["requests"]["POST /v1/loras"] == 1
     assert emulator.api_key not in out + err
-
-
-def test_greedy_first_samples_say_so_and_a_retired_window_warns_once(emulator):
-    code, out, err = run(["demo", "--temperature", "0", "--max-tokens", "4", "--window", "priority"],
-                         environ={"SAIL_API_KEY": emulator.api_key, "SAIL_BASE_URL": emulator.base_url})
-    assert code == 0, err
-    assert "greedily (temperature 0: the most likely token each step), balanced window" in out
-    assert err.count("the 'priority' completion window is retired; using 'balanced'") == 1
-    assert emulator.stats()["inference_runs"] == 12
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -82,7 +76,7 @@ def test_asap_is_not_offered():
     assert code == 2 and "use one of balanced, flex, standard" in err
 
 
-def test_a_server_error_is_one_line(emulator):
+def test_the_environment_is_honoured_and_a_server_error_is_one_line(emulator):
     code, out, err = run(["demo"], environ={"SAIL_API_KEY": "sk-wrong", "SAIL_BASE_URL": emulator.base_url})
     assert code == 1 and err.startswith("sail-lite: error: ") and err.count("\n") == 1
     assert "status 401" in err and "request req_" in err and "sk-wrong" not in err
