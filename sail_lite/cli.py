@@ -81,16 +81,16 @@ def _window_type(allowed: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
-def add_window_option(parser: argparse.ArgumentParser, allowed: Sequence[str] = WINDOWS, *, what: str = "",
+def _add_window_option(parser: argparse.ArgumentParser, allowed: Sequence[str] = WINDOWS, *, what: str = "",
                       note: str = "") -> None:
-    """``--window``: one of ``allowed`` (default balanced); retired names are mapped by :func:`resolve_window`."""
+    """``--window``: one of ``allowed`` (default balanced); retired names are mapped by :func:`_resolve_window`."""
     parser.add_argument(
         "--window", type=_window_type(allowed), default=DEFAULT_WINDOW, metavar="{" + ",".join(allowed) + "}",
         help="completion window{} (default: {}; priority and 15m are retired and mean {}){}".format(
             what, DEFAULT_WINDOW, DEFAULT_WINDOW, note))
 
 
-def resolve_window(window: str, err: IO[str]) -> str:
+def _resolve_window(window: str, err: IO[str]) -> str:
     """Map a retired window name to its replacement, with one deprecation warning on ``err``."""
     replacement = RETIRED_WINDOWS.get(window)
     if replacement is None:
@@ -147,7 +147,7 @@ def _parser(out: Optional[IO[str]] = None, err: Optional[IO[str]] = None) -> arg
     demo = _sub(commands, "demo", "run the main job end to end: sample with logprobs, upload and use a LoRA",
                 parents=connection, description=_demo.DESCRIPTION, epilog=EXIT_CODES)
     _demo.add_arguments(demo)
-    add_window_option(demo, _demo.WINDOWS, what=" of every sample",
+    _add_window_option(demo, _demo.WINDOWS, what=" of every sample",
                       note="; raw-token sampling runs in the background, so asap is not offered")
 
     # One definition of the emulator's options: python -m sail_lite.emulator's own parser, as a parent.
@@ -171,7 +171,7 @@ def _parser(out: Optional[IO[str]] = None, err: Optional[IO[str]] = None) -> arg
     sample.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
     sample.add_argument("--stop-token", action="append", type=int, metavar="ID", help="stop token id (repeatable)")
     sample.add_argument("--lora", metavar="NAME", help="LoRA name or id to apply")
-    add_window_option(sample)
+    _add_window_option(sample)
     sample.add_argument("--json", action="store_true", help="print the result as JSON")
 
     loras = _sub(commands, "loras", "upload, list and inspect LoRAs").add_subparsers(dest="action", metavar="ACTION")
@@ -344,7 +344,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], out: IO[str], err: IO[st
         from . import _demo
 
         key, base_url = _credentials(args, {})  # the flags only: the demo reads the environment itself
-        window = resolve_window(args.window, err)
+        window = _resolve_window(args.window, err)
         return _demo.run_from_args(args, out=out, err=err, api_key=key, base_url=base_url, window=window,
                                    environ=environ, tty=interactive(err, environ))
 
@@ -354,7 +354,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], out: IO[str], err: IO[st
     if args.command == "sample":
         if args.stop and args.stop_token:
             raise _Usage("pass --stop or --stop-token, not both")
-        args.window = resolve_window(args.window, err)
+        args.window = _resolve_window(args.window, err)
     if args.command == "loras" and args.action == "upload":
         _check_folder(args.directory)
 
