@@ -229,8 +229,10 @@ class LoRAs:
         if not isinstance(adapter_dir, (str, os.PathLike)):
             raise InvalidRequestError("adapter_dir must be a folder path, got {}".format(type(adapter_dir).__name__))
         folder = os.fspath(adapter_dir)
+        if not os.path.exists(folder):
+            raise InvalidRequestError("adapter folder not found: {}".format(folder))
         if not os.path.isdir(folder):
-            raise InvalidRequestError("adapter folder not found: {!r}".format(folder))
+            raise InvalidRequestError("{} is not a folder: pass the PEFT adapter folder".format(folder))
         config_path = os.path.join(folder, "adapter_config.json")
         weights_path = os.path.join(folder, "adapter_model.safetensors")
         if preflight:
@@ -266,11 +268,17 @@ class LoRAs:
         return lora
 
     def _check_name_free(self, name: str, call: "Call") -> None:
+        # An adapter may be 100 GiB: learn that the name is taken before sending it, not from the
+        # create's 409 afterwards. (Another caller may still take it in between: create's 409 covers that.)
         try:
-            self._retrieve(name, call)
+            existing = self._retrieve(name, call)
         except NotFoundError:
             return
-        raise ConflictError(_name_taken(name), status=409, code="name_taken")
+        raise ConflictError(
+            "a LoRA named {!r} already exists in your organization (id {}): nothing was uploaded; pick another "
+            "name, or update it with client.loras.update({!r}, ...)".format(name, existing.id, name),
+            status=409, code="lora_name_taken", param="name",
+        )
 
     def _remaining(self, call: "Call") -> Optional[float]:
         remaining = call.remaining(self._requester.clock())
