@@ -214,3 +214,17 @@ def test_the_watchdog_stops_with_the_client():
             assert client.models.list() == []
             assert any(t.name == "sail-lite-watchdog" for t in threading.enumerate())
     assert {t.name for t in threading.enumerate()} - before == set()
+
+
+@pytest.mark.parametrize("command", [["responses", "get", "resp_1"], ["responses", "wait", "resp_1"],
+                                     ["responses", "cancel", "resp_1"]])
+def test_the_cli_json_output_redacts_signed_urls(command, capsys):
+    from sail_lite.cli import main
+
+    def reply(request, connection):
+        respond(connection, 200, response_json("completed", metadata={"lora": SIGNED}))
+
+    with ScriptedServer(reply) as server:
+        code = main(["--api-key", "sk-test", "--base-url", server.base_url] + command + ["--json"])
+    out = capsys.readouterr().out
+    assert code == 0 and "store.example/ckpt.tar?<redacted>" in out and "topsecret" not in out
