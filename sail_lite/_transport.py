@@ -145,6 +145,8 @@ class Transport:
             raise
         except BaseException as exc:
             if isinstance(exc, Exception):
+                # "from None": urllib3's exceptions repeat the full URL and their own causes in their
+                # text; what they say is in our message, redacted, so the chain adds only leak risk.
                 raise _connection_error(exc, method, path, alarm.fired) from None
             raise
         finally:

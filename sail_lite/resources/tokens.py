@@ -30,7 +30,7 @@ from .responses import Responses, check_result
 if TYPE_CHECKING:  # pragma: no cover
     from .._requester import Requester
 
-__all__ = ["Tokens", "SamplingOptions", "validate_sampling_options", "LOGPROBS_INCLUDE"]
+__all__ = ["Tokens", "SamplingOptions", "validate_sampling_options", "sampling_arguments", "LOGPROBS_INCLUDE"]
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -158,6 +158,21 @@ def validate_sampling_options(
     )
 
 
+SAMPLING_ARGUMENTS = (
+    "model", "max_tokens", "temperature", "top_p", "completion_window", "lora", "tinker_lora_signed_url",
+    "adapter_config", "tinker_lora_name", "metadata", "logprobs",
+)
+
+
+def sampling_arguments(arguments: Mapping[str, Any]) -> Dict[str, Any]:
+    """The :func:`validate_sampling_options` arguments out of a caller's ``locals()``.
+
+    The one place the sampling options are forwarded: a signature that
+    repeats them (for its type hints) hands them on through here.
+    """
+    return {name: arguments[name] for name in SAMPLING_ARGUMENTS}
+
+
 def to_sampled_tokens(response: Response) -> SampledTokens:
     """The terminal response's raw-token result, or its typed error."""
     return SampledTokens.from_response(check_result(response))
@@ -217,12 +232,7 @@ class Tokens:
         if options is None:
             if model is None or max_tokens is None:
                 raise InvalidRequestError("sampling needs model and max_tokens (or options=...)")
-            options = validate_sampling_options(
-                model=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                completion_window=completion_window, lora=lora, tinker_lora_signed_url=tinker_lora_signed_url,
-                adapter_config=adapter_config, tinker_lora_name=tinker_lora_name, metadata=metadata,
-                logprobs=logprobs,
-            )
+            options = validate_sampling_options(**sampling_arguments(locals()))
             max_tokens = None
         elif not isinstance(options, SamplingOptions):
             raise InvalidRequestError("options must be a SamplingOptions (from validate_sampling_options)")
