@@ -6,7 +6,6 @@ nor Tinker: ``SailTokenCompleter`` and the checkpoint URL helpers load
 """
 import logging as _logging
 
-from ._future import ResponseFuture
 from ._version import __version__
 from .client import Client, Timeout
 from .errors import (
@@ -42,7 +41,6 @@ from .errors import (
     UploadNotRewindableError,
 )
 from .polling import PollPolicy
-from .resources.tokens import SamplingOptions, validate_sampling_options
 from .retry import RetryPolicy
 from .types import (
     Batch,
@@ -114,6 +112,9 @@ __all__ = [
 ]
 
 _LAZY_TINKER = ("SailTokenCompleter", "get_tinker_checkpoint_signed_url", "get_tinker_checkpoint_signed_url_async")
+# Loaded on first use, so that importing sail_lite stays cheap (no concurrent.futures, no resources).
+_LAZY = {"ResponseFuture": "._future", "SamplingOptions": ".resources.tokens",
+         "validate_sampling_options": ".resources.tokens"}
 
 # The library stays silent unless the application configures logging (or SAIL_LOG is set).
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -124,4 +125,14 @@ def __getattr__(name: str) -> object:
         from . import tinker
 
         return getattr(tinker, name)
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError("module 'sail_lite' has no attribute {!r}".format(name))
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_TINKER))

@@ -29,7 +29,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Set, Tuple, TypeVar, Union
 
 from ._checks import decode_json, encode_json, header_value, seconds, string_mapping
 from ._transport import Reply, Transport
@@ -43,8 +43,11 @@ from .errors import (
     UploadNotRewindableError,
     status_error,
 )
-from .polling import PollPolicy, Poller
+from .polling import PollPolicy
 from .retry import RetryPolicy, parse_retry_after
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .polling import Poller
 
 __all__ = ["Call", "Requester", "Timeout", "new_idempotency_key"]
 
@@ -54,10 +57,8 @@ _KNOWN_STATUSES = frozenset({"queued", "in_progress"})
 
 
 def new_idempotency_key() -> str:
-    """A fresh random key (used when the caller gives none)."""
-    import uuid  # only writes need it: keep it off the import path
-
-    return "sail-lite-" + uuid.uuid4().hex
+    """A fresh random key (used when the caller gives none): 128 random bits, as a uuid4 has."""
+    return "sail-lite-" + os.urandom(16).hex()
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class Requester:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._transport_obj: Optional[Transport] = None
-        self._poller_obj: Optional[Poller] = None
+        self._poller_obj: "Optional[Poller]" = None
         self._closed = False
 
     def _check_fork(self) -> None:
@@ -175,7 +176,9 @@ class Requester:
             return self._transport_obj
 
     @property
-    def poller(self) -> Poller:
+    def poller(self) -> "Poller":
+        from .polling import Poller  # threads are for clients that wait: not on the import path
+
         self._check_fork()
         with self._lock:
             if self._closed:
