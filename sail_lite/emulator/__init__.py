@@ -23,6 +23,7 @@ uploads).
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import secrets
@@ -30,26 +31,61 @@ import socket
 import threading
 import time
 from http.server import ThreadingHTTPServer
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 from .archives import pack_adapter, sign
 from .faults import Fault, FaultSet
-from .handler import Handler
+from .handler import Handler, refuse_connection
 from .model import EOS, VOCAB
 from .params import ModelSpec
 from .state import DEFAULT_MODELS, TURN_PRESETS, State
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ["EmulatorServer", "Fault", "FaultSet", "ModelSpec", "DEFAULT_MODELS", "TURN_PRESETS", "EOS", "VOCAB"]
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    """One thread per connection, each tracked by the :class:`EmulatorServer` so ``stop()`` can join it.
+
+    The stdlib does not track daemon threads (``socketserver._Threads`` skips
+    them), so ``server_close()`` alone would return while handlers still run.
+    Threads stay daemonic so a wedged client can never keep the interpreter alive.
+    """
+
     daemon_threads = True
+    block_on_close = False  # we join our own threads, with a bound
     request_queue_size = 1024  # many clients connect at once in benchmarks and soaks
     allow_reuse_address = True
 
     def __init__(self, address: Any, emulator: "EmulatorServer") -> None:
         self.emulator = emulator
         super().__init__(address, Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.emulator._admit(request):
+            refuse_connection(request)
+            self.shutdown_request(request)
+            return
+        thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
+                                  name="sail-emulator-connection", daemon=True)
+        self.emulator._track(thread, request)
+        try:
+            thread.start()
+        except BaseException:
+            self.emulator._untrack(thread)
+            self.shutdown_request(request)
+            raise
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            self.emulator._untrack(threading.current_thread())
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that vanished mid-reply is routine; never a traceback on stderr.
+        _logger.debug("connection error", exc_info=True)
 
 
 class EmulatorServer:
@@ -65,7 +101,11 @@ class EmulatorServer:
       ``/_emulator/`` routes;
     - ``max_file_bytes`` (uploads, 413 beyond), ``max_body_bytes`` (JSON
       bodies), ``sync_timeout`` (a synchronous request waiting longer gets 504),
-      ``validation_time`` (seconds a LoRA validation takes), ``models``.
+      ``validation_time`` (seconds a LoRA validation takes), ``models``;
+    - ``max_connections``: connections served at once (each holds a thread);
+      one more is answered ``503`` and closed; ``idle_timeout``: seconds a
+      connection may stay silent (between requests, or in the middle of one)
+      before it is closed; ``stop_timeout``: the bound on :meth:`stop`.
     """
 
     def __init__(
@@ -85,6 +125,9 @@ class EmulatorServer:
         validation_time: float = 0.05,
         models: Optional[Iterable[ModelSpec]] = None,
         clock: Callable[[], float] = time.time,
+        max_connections: int = 512,
+        idle_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
     ) -> None:
         if preset not in TURN_PRESETS:
             raise ValueError("preset must be one of {}".format(", ".join(TURN_PRESETS)))
@@ -109,8 +152,15 @@ class EmulatorServer:
         self.stopping = threading.Event()
         self._server: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
-        self._sockets: Set[socket.socket] = set()
-        self._sockets_lock = threading.Lock()
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if not idle_timeout > 0:
+            raise ValueError("idle_timeout must be a positive number of seconds")
+        self.max_connections = max_connections
+        self.idle_timeout = float(idle_timeout)
+        self.stop_timeout = float(stop_timeout)
+        self._connections: Dict[threading.Thread, socket.socket] = {}
+        self._connections_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -135,23 +185,72 @@ class EmulatorServer:
             self.stop()
 
     def stop(self) -> None:
-        """Stop serving, close every connection, join every thread, delete stored files."""
+        """Stop serving, close every connection, join every connection thread, delete stored files.
+
+        In-flight requests are told the server is stopping (a synchronous
+        request waiting for its turn gets a 503) and may still write their
+        reply: the read side of every connection is shut first, so idle
+        keep-alive connections end at once. Threads still running after
+        ``stop_timeout / 2`` seconds have their sockets closed outright; a
+        thread still alive after ``stop_timeout`` is logged and left (it is a
+        daemon, so it cannot keep the process alive).
+        """
         server, self._server = self._server, None
         if server is None:
             return
         self.stopping.set()
-        server.shutdown()
-        with self._sockets_lock:
-            open_sockets = list(self._sockets)
-        for sock in open_sockets:  # wake handler threads blocked on idle keep-alive reads
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()  # joins the handler threads
+        server.shutdown()  # no more accepts: the set of connection threads can only shrink from here
+        server.server_close()
         if self._thread is not None:
             self._thread.join()
+        deadline = time.monotonic() + self.stop_timeout
+        self._shutdown_connections(socket.SHUT_RD)
+        if not self._join_connections(time.monotonic() + self.stop_timeout / 2):
+            self._shutdown_connections(socket.SHUT_RDWR)
+            if not self._join_connections(deadline):
+                _logger.warning("%d emulator connection threads did not stop within %g s",
+                                len(self._connections), self.stop_timeout)
         self.state.close()
+
+    def _shutdown_connections(self, how: int) -> None:
+        with self._connections_lock:
+            sockets = list(self._connections.values())
+        for sock in sockets:
+            try:
+                sock.shutdown(how)
+            except OSError:
+                pass  # already closed by its thread
+
+    def _join_connections(self, deadline: float) -> bool:
+        """Join every connection thread until ``deadline``; True when all have ended."""
+        with self._connections_lock:
+            threads = list(self._connections)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._connections_lock:
+            return not any(t.is_alive() for t in self._connections)
+
+    def _admit(self, sock: socket.socket) -> bool:
+        """False when ``max_connections`` connections are already open (the caller refuses this one)."""
+        with self._connections_lock:
+            admitted = len(self._connections) < self.max_connections and not self.stopping.is_set()
+        if not admitted:
+            self.state.count("refused_connections")
+        return admitted
+
+    def _track(self, thread: threading.Thread, sock: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections[thread] = sock
+
+    def _untrack(self, thread: threading.Thread) -> None:
+        with self._connections_lock:
+            self._connections.pop(thread, None)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served right now (each holds one thread)."""
+        with self._connections_lock:
+            return len(self._connections)
 
     def __enter__(self) -> "EmulatorServer":
         return self.start()
@@ -164,13 +263,7 @@ class EmulatorServer:
         return "EmulatorServer({})".format(where)
 
     def connection_opened(self, sock: socket.socket) -> None:
-        with self._sockets_lock:
-            self._sockets.add(sock)
         self.state.count("connections")
-
-    def connection_closed(self, sock: socket.socket) -> None:
-        with self._sockets_lock:
-            self._sockets.discard(sock)
 
     # -- addresses -----------------------------------------------------------------------------------------
 

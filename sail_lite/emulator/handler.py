@@ -46,6 +46,7 @@ _logger = logging.getLogger("sail_lite.emulator")
 
 _DRAIN_LIMIT = 1 << 20  # unread bodies up to this size are drained to keep the connection; larger ones close it
 _MAX_ARCHIVE = 1 << 30
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}\Z")
 
 Reply = Tuple[int, Any, Dict[str, str]]
 
@@ -62,8 +63,8 @@ class _Context:
         self.org: Organization
         self.api_key = ""
 
-    def json(self) -> Any:
-        return self.handler.read_json()
+    def json(self, limit: Optional[int] = None) -> Any:
+        return self.handler.read_json(limit)
 
     def header(self, name: str) -> Optional[str]:
         return self.handler.headers.get(name)
@@ -87,7 +88,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "sail-emulator"
     sys_version = ""
-    timeout = 300  # an idle keep-alive connection is closed after this many seconds
+    timeout: Optional[float] = None  # set per connection from EmulatorServer.idle_timeout
 
     routes: List[_Route] = []  # filled in below, once
     _reader: Optional[BodyReader] = None
@@ -95,16 +96,12 @@ class Handler(BaseHTTPRequestHandler):
     # -- connection lifecycle ------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        threading.current_thread().name = "sail-emulator-connection"
+        # Every read and write waits at most idle_timeout: a silent or half-sent request cannot hold
+        # its thread for ever (StreamRequestHandler.setup applies self.timeout to the socket).
+        self.timeout = self.emulator.idle_timeout
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.emulator.connection_opened(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.emulator.connection_closed(self.connection)
 
     @property
     def emulator(self) -> "EmulatorServer":
@@ -136,41 +133,60 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body_reader(self) -> BodyReader:
         if self._reader is None:
-            chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-            length_text = self.headers.get("Content-Length")
+            encoding = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+            if encoding not in ("", "chunked", "identity"):
+                self.close_connection = True
+                raise ApiError(400, "Transfer-Encoding {!r} is not supported: send chunked or a Content-Length"
+                               .format(encoding[:40]), code="invalid_body")
+            chunked = encoding == "chunked"
             length = None
-            if length_text is not None:
-                if not length_text.strip().isdigit():
-                    raise ApiError(400, "Content-Length must be a non-negative integer", code="invalid_body")
-                length = int(length_text)
-            self._reader = BodyReader(self.rfile, length, chunked)
+            if not chunked:
+                length_text = self.headers.get("Content-Length")
+                if length_text is not None:
+                    if not _CONTENT_LENGTH.match(length_text.strip()):  # ASCII digits only: "²".isdigit() is True
+                        self.close_connection = True
+                        raise ApiError(400, "Content-Length must be a non-negative integer in ASCII digits",
+                                       code="invalid_body")
+                    length = int(length_text.strip())
+            self._reader = BodyReader(self.rfile, length, chunked, on_first_read=self._continue)
         return self._reader
 
-    def read_json(self) -> Any:
+    def handle_expect_100(self) -> bool:
+        # Say "100 Continue" only when a route starts reading the body, i.e. after authentication.
+        return True
+
+    def _continue(self) -> None:
+        if (self.headers.get("Expect") or "").strip().lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def read_json(self, limit: Optional[int] = None) -> Any:
+        """The body as JSON, at most ``limit`` bytes (``max_body_bytes``): 413 beyond, 400 if malformed."""
         reader = self._body_reader()
-        declared = self.headers.get("Content-Length")
-        limit = self.emulator.max_body_bytes
-        if declared is not None and int(declared) > limit:
-            raise ApiError(413, "the request body is {} bytes; the limit is {}".format(declared, limit),
+        limit = self.emulator.max_body_bytes if limit is None else limit
+        if reader.remaining is not None and reader.remaining > limit:
+            self.close_connection = True  # 413 without reading the rest
+            raise ApiError(413, "the request body is {} bytes; the limit is {}".format(reader.remaining, limit),
                            code="request_too_large")
-        chunks = []
-        size = 0
+        buffer = bytearray()
         while True:
-            data = reader.read()
+            data = reader.read(min(1 << 20, limit + 1 - len(buffer)))
             if not data:
                 break
-            size += len(data)
-            if size > limit:
+            buffer += data
+            if len(buffer) > limit:
+                self.close_connection = True
                 raise ApiError(413, "the request body exceeds {} bytes".format(limit), code="request_too_large")
-            chunks.append(data)
-        raw = b"".join(chunks)
-        if not raw.strip():
+        if not buffer.strip():
             return {}
         try:
-            return json.loads(raw.decode("utf-8"))
+            return json.loads(buffer)
+        except RecursionError:
+            raise ApiError(400, "the request body nests JSON too deeply", code="invalid_json") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise ApiError(400, "the request body is not valid JSON ({})".format(
                 getattr(exc, "msg", "not UTF-8")), code="invalid_json") from None
+        finally:
+            del buffer  # the parsed object is all that is kept
 
     # -- dispatch ------------------------------------------------------------------------------------------
 
@@ -200,6 +216,8 @@ class Handler(BaseHTTPRequestHandler):
             status, body, headers = route.func(self, context)
         except ApiError as exc:
             status, body, headers = exc.status, exc.body(), exc.headers
+        except RecursionError:  # a body that parsed but nests too deeply for the checks that walk it
+            status, body, headers = 400, ApiError(400, "the request nests too deeply", code="invalid_json").body(), {}
         except Exception:  # a bug must not take the server down: a 500 with a body, and the traceback logged
             _logger.exception("emulator error on %s %s", method, path)
             status, body, headers = 500, ApiError(500, "internal emulator error").body(), {}
@@ -247,7 +265,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             return  # closing anyway: do not wait for bytes nobody needs
         try:
-            if not self._body_reader().drain(_DRAIN_LIMIT):
+            reader = self._body_reader()
+            if not reader.started and not reader.ended and \
+                    (self.headers.get("Expect") or "").strip().lower() == "100-continue":
+                self.close_connection = True  # the client waits for a 100 we will not send: never ask for the body
+                return
+            if not reader.drain(_DRAIN_LIMIT):
                 self.close_connection = True
         except (ApiError, OSError, ValueError):
             self.close_connection = True
@@ -401,8 +424,8 @@ class Handler(BaseHTTPRequestHandler):
         emulator = self.emulator
         boundary = boundary_of(self.headers.get("Content-Type") or "")
         reader = self._body_reader()
-        declared = self.headers.get("Content-Length")
-        if declared is not None and int(declared) > emulator.max_file_bytes + _DRAIN_LIMIT:
+        declared = reader.remaining
+        if declared is not None and declared > emulator.max_file_bytes + _DRAIN_LIMIT:
             self.close_connection = True  # 413 without reading the rest
             raise ApiError(413, "the upload is {} bytes; the file limit is {}".format(declared, emulator.max_file_bytes),
                            code="file_too_large")
@@ -521,6 +544,20 @@ class Handler(BaseHTTPRequestHandler):
         elif self.command == "DELETE":
             faults.clear()
         return 200, {"object": "list", "data": [f.to_dict() for f in faults.list()]}, {}
+
+
+def refuse_connection(sock: socket.socket) -> None:
+    """Answer a connection over ``max_connections`` with a 503 (best effort) before it is closed."""
+    error = ApiError(503, "the emulator is serving its maximum number of connections: retry shortly",
+                     code="too_many_connections", headers={"Retry-After": "1"})
+    payload = json.dumps(error.body(), separators=(",", ":")).encode("utf-8")
+    head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\n"
+            "Retry-After: 1\r\nConnection: close\r\n\r\n").format(len(payload)).encode("latin-1")
+    try:
+        sock.settimeout(0.5)
+        sock.sendall(head + payload)
+    except OSError:
+        pass
 
 
 def _seconds(value: float) -> str:

@@ -183,10 +183,9 @@ def test_too_large_upload_is_413_before_the_body_is_read():
         head = ("POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n"
                 "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n").format(
                     server.api_key, claimed).encode()
-        started = time.monotonic()
+        # Only the head is sent: a server that waited for the 10 GiB would never answer.
         status, body = status_and_json(raw_exchange(server, head + b"--B\r\n"))
         assert status == 413 and body["error"]["code"] == "file_too_large"
-        assert time.monotonic() - started < 5
         # Chunked, with no length to judge by: the limit is enforced while streaming.
         api = Api(server)
         parts = multipart(b"B", [(b'Content-Disposition: form-data; name="purpose"', b"lora"),
