@@ -99,9 +99,15 @@ class EmulatorServer:
     - ``api_key`` / ``organizations``: the default organization's key, and
       more organizations as ``{org_id: [keys]}``; ``admin_token`` guards
       ``/_emulator/`` routes;
-    - ``max_file_bytes`` (uploads, 413 beyond), ``max_body_bytes`` (JSON
-      bodies), ``sync_timeout`` (a synchronous request waiting longer gets 504),
-      ``validation_time`` (seconds a LoRA validation takes), ``models``;
+    - ``max_file_bytes`` (uploads, 413 beyond; streamed to disk),
+      ``max_body_bytes`` (JSON bodies, 413 beyond: 32 MiB by default, room for
+      the largest valid raw-token prompt of 2,000,000 ids), ``max_batch_bytes``
+      (``POST /batches``, 256 MiB as wire.md), ``sync_timeout`` (a synchronous
+      request waiting longer gets 504), ``validation_time`` (seconds a LoRA
+      validation takes), ``models``;
+    - ``unverified_models``: LoRA validations on these models end
+      ``unverified`` (the service could not check them; wire.md says such a
+      LoRA stays usable), so clients can be tested against that status;
     - ``max_connections``: connections served at once (each holds a thread);
       one more is answered ``503`` and closed; ``idle_timeout``: seconds a
       connection may stay silent (between requests, or in the middle of one)
@@ -120,11 +126,13 @@ class EmulatorServer:
         organizations: Optional[Mapping[str, Sequence[str]]] = None,
         admin_token: Optional[str] = None,
         max_file_bytes: int = 100 * 1024 ** 3,
-        max_body_bytes: int = 256 * 1024 ** 2,
+        max_body_bytes: int = 32 * 1024 ** 2,
+        max_batch_bytes: int = 256 * 1024 ** 2,
         sync_timeout: float = 60.0,
         validation_time: float = 0.05,
         models: Optional[Iterable[ModelSpec]] = None,
         clock: Callable[[], float] = time.time,
+        unverified_models: Iterable[str] = (),
         max_connections: int = 512,
         idle_timeout: float = 60.0,
         stop_timeout: float = 10.0,
@@ -142,12 +150,12 @@ class EmulatorServer:
         self.archive_secret = secrets.token_bytes(32)
         self.max_file_bytes = max_file_bytes
         self.max_body_bytes = max_body_bytes
+        self.max_batch_bytes = max_batch_bytes
         self.sync_timeout = sync_timeout
         orgs: Dict[str, Sequence[str]] = {"org_default": [self.api_key]}
         orgs.update(organizations or {})
         self.state = State(seed=seed, turn_times=turns, models=tuple(models or DEFAULT_MODELS), organizations=orgs,
-                           validation_time=validation_time, clock=clock)
-        self.max_ranks = {m.id: m.max_lora_rank for m in self.state.models.values() if m.max_lora_rank is not None}
+                           validation_time=validation_time, clock=clock, unverified_models=unverified_models)
         self.faults = FaultSet()
         self.stopping = threading.Event()
         self._server: Optional[_HTTPServer] = None

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import io
 import os
+import re
 import tarfile
 import urllib.error
 import urllib.parse
@@ -74,7 +75,7 @@ def verify(secret: bytes, archive_id: str, query: str, now: float) -> None:
     values = urllib.parse.parse_qs(query)
     expires_text = (values.get("expires") or [""])[0]
     sig = (values.get("sig") or [""])[0]
-    if not expires_text.isdigit() or not hmac.compare_digest(sig, _signature(secret, archive_id, int(expires_text))):
+    if not re.match(r"[0-9]{1,12}\Z", expires_text) or not hmac.compare_digest(sig, _signature(secret, archive_id, int(expires_text))):
         raise ApiError(403, "the signed checkpoint URL is invalid (bad or missing signature)", code="invalid_signature")
     if int(expires_text) < now:
         raise ApiError(403, "the signed checkpoint URL expired", code="url_expired")

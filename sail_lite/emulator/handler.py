@@ -20,7 +20,6 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Pattern, Tuple
 
-from ..adapters import check_adapter_files
 from .archives import ARCHIVE_PREFIX, ArchiveError, download, extract_adapter, redact, verify
 from .faults import AFTER, Fault
 from .multipart import BodyReader, boundary_of, parse_multipart
@@ -193,6 +192,8 @@ class Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """The stdlib's own rejections (bad request line, huge headers) get a wire.md JSON body too."""
         self.close_connection = True
+        if code == 501:  # the stdlib's answer to an unknown method: a client error, not a server one
+            code, message = 405, "method {!r} is not supported".format((self.command or "")[:20])
         error = ApiError(code, message or self.responses.get(code, ("error",))[0], code="invalid_http")
         self._reply(code, error.body(), {}, drain=False)
 
@@ -379,10 +380,9 @@ class Handler(BaseHTTPRequestHandler):
             data = download(url, max_bytes=_MAX_ARCHIVE)
             with tempfile.TemporaryDirectory(dir=emulator.state.storage_dir) as tmp:
                 config_path, weights_path = extract_adapter(data, tmp, max_member_bytes=_MAX_ARCHIVE)
-                report = check_adapter_files(config_path, weights_path, [params.model],
-                                             max_ranks=emulator.max_ranks)
-                if report.problems:
-                    return None, (report.problems[0].code, "; ".join(p.message for p in report.problems))
+                problem = emulator.state.adapter_problem(config_path, weights_path, params.model)
+                if problem:
+                    return None, problem
                 with open(weights_path, "rb") as handle:
                     return hashlib.sha256(handle.read()).digest(), None
         except ArchiveError as exc:
@@ -472,7 +472,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def create_batch(self, context: _Context) -> Reply:
         state = self.emulator.state
-        body = context.json()
+        body = context.json(self.emulator.max_batch_bytes)
         label, items = parse_batch_body(body, state.models)
         adapters = {}
         for custom_id, params in items:
@@ -497,7 +497,7 @@ class Handler(BaseHTTPRequestHandler):
         state = self.emulator.state
         query = urllib.parse.parse_qs(context.query)
         limit_text = (query.get("limit") or ["20"])[0]
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        if not re.match(r"[0-9]{1,4}\Z", limit_text) or not 1 <= int(limit_text) <= 1000:
             raise ApiError(400, "limit must be an integer from 1 to 1000", param="limit")
         after = (query.get("after_id") or [None])[0]
         batches = state.list_batches(context.org, int(limit_text), after)

@@ -11,6 +11,7 @@ completes. No thread or timer runs per response.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import secrets
 import shutil
@@ -18,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..adapters import AdapterReport, check_adapter_files
 from .model import Generation, generate
@@ -92,10 +93,12 @@ class FileRecord:
 
 
 class Validation:
-    __slots__ = ("model", "start_at", "end_at", "result", "response_id")
+    __slots__ = ("model", "start_at", "end_at", "result", "unverified", "response_id")
 
-    def __init__(self, model: str, start_at: float, end_at: float, result: Optional[Tuple[str, str]]) -> None:
+    def __init__(self, model: str, start_at: float, end_at: float, result: Optional[Tuple[str, str]], *,
+                 unverified: bool = False) -> None:
         self.model, self.start_at, self.end_at, self.result = model, start_at, end_at, result
+        self.unverified = unverified
         self.response_id = "resp_" + secrets.token_hex(12)
 
     def status(self, now: float) -> str:
@@ -103,6 +106,8 @@ class Validation:
             return "pending"
         if now < self.end_at:
             return "running"
+        if self.unverified:
+            return "unverified"
         return "failed" if self.result else "succeeded"
 
     def to_json(self, now: float) -> Dict[str, Any]:
@@ -184,12 +189,18 @@ class State:
         organizations: Mapping[str, List[str]],
         validation_time: float,
         clock: Callable[[], float] = time.time,
+        unverified_models: Iterable[str] = (),
     ) -> None:
         self.seed = seed
         self.turn_times = dict(turn_times)
         self.models: Dict[str, ModelSpec] = {m.id: m for m in models}
         self.validation_time = validation_time
         self.clock = clock
+        #: LoRA validations on these models end ``unverified`` (wire.md: could not be checked automatically).
+        self.unverified_models = frozenset(unverified_models)
+        unknown = self.unverified_models - set(self.models)
+        if unknown:
+            raise ValueError("unverified_models names unknown models: {}".format(", ".join(sorted(unknown))))
         self._configured_orgs = {org: list(keys) for org, keys in organizations.items()}
         self._lock = threading.RLock()
         self._storage = tempfile.mkdtemp(prefix="sail-emulator-")
@@ -264,6 +275,7 @@ class State:
                 "inference_runs_by_idempotency_key": dict(self.runs_by_key),
                 "requests": dict(self.requests),
                 "connections": self.counters["connections"],
+                "refused_connections": self.counters["refused_connections"],
                 "cancellations": self.counters["cancellations"],
                 "responses": dict(statuses),
                 "files": len(self.files),
@@ -447,30 +459,47 @@ class State:
 
     # -- LoRAs ---------------------------------------------------------------------------------------------
 
+    @property
+    def max_ranks(self) -> Dict[str, int]:
+        return {m.id: m.max_lora_rank for m in self.models.values() if m.max_lora_rank is not None}
+
+    def adapter_problem(self, config_path: str, weights_path: str, model: str) -> Optional[Tuple[str, str]]:
+        """Check an adapter's two files for ``model``: None, or (result code, message) saying what is wrong.
+
+        Never raises for hostile content: JSON nested too deeply for the parser
+        is a failure with a code like any other malformed file.
+        """
+        try:
+            report: AdapterReport = check_adapter_files(config_path, weights_path, [model], max_ranks=self.max_ranks)
+        except RecursionError:
+            return _nesting_problem(config_path)
+        if not report.problems:
+            return None
+        return report.problems[0].code, "; ".join(p.message for p in report.problems)
+
     def _validate(self, lora: LoRARecord, model: str, now: float) -> Validation:
+        half = self.validation_time / 2
+        if model in self.unverified_models:  # this deployment cannot check adapters automatically
+            return Validation(model, now + half, now + self.validation_time, None, unverified=True)
         config = self.files[lora.config_file_id]
         weights = self.files[lora.weights_file_id]
-        ranks = {m.id: m.max_lora_rank for m in self.models.values() if m.max_lora_rank is not None}
-        report: AdapterReport = check_adapter_files(config.path, weights.path, [model], max_ranks=ranks)
-        result = None
-        if report.problems:
-            first = report.problems[0]
-            result = (first.code, "; ".join(p.message for p in report.problems))
-        half = self.validation_time / 2
+        result = self.adapter_problem(config.path, weights.path, model)
         return Validation(model, now + half, now + self.validation_time, result)
 
     def create_lora(self, org: Organization, fields: Mapping[str, Any]) -> LoRARecord:
+        """Register a LoRA with one validation per supported model; all or nothing."""
         self.get_file(org, fields["config_file_id"], "config_file_id")
         weights = self.get_file(org, fields["weights_file_id"], "weights_file_id")
         now = self.clock()
+        lora = LoRARecord(org.id, fields, int(now), weights.digest)
+        if self.find_lora(org, lora.name) is not None:  # cheap early answer; checked again under the lock
+            raise _name_taken(lora.name)
+        # Validate before the LoRA is visible: a file that breaks the checks can never leave a half-created one.
+        lora.validations = [self._validate(lora, model, now) for model in lora.supported_models]
         with self._lock:
-            if any(l.org == org.id and l.name == fields["name"] for l in self.loras.values()):
-                raise ApiError(409, "a LoRA named {!r} already exists in your organization: pick another name".format(
-                    fields["name"]), code="lora_name_taken", param="name")
-            lora = LoRARecord(org.id, fields, int(now), weights.digest)
+            if any(l.org == org.id and l.name == lora.name for l in self.loras.values()):
+                raise _name_taken(lora.name)
             self.loras[lora.id] = lora
-        for model in lora.supported_models:
-            lora.validations.append(self._validate(lora, model, now))
         return lora
 
     def get_lora(self, org: Organization, name_or_id: str) -> LoRARecord:
@@ -544,6 +573,23 @@ class State:
         if detail:
             body["request_status"] = {cid: {"status": s} for cid, s in statuses.items()}
         return body
+
+
+def _name_taken(name: str) -> ApiError:
+    return ApiError(409, "a LoRA named {!r} already exists in your organization: pick another name".format(name),
+                    code="lora_name_taken", param="name")
+
+
+def _nesting_problem(config_path: str) -> Tuple[str, str]:
+    """Which of the two files nests JSON too deeply to parse."""
+    try:
+        with open(config_path, "rb") as handle:
+            json.loads(handle.read())
+    except RecursionError:
+        return "invalid_config_json", "adapter_config.json nests JSON too deeply to be an adapter config"
+    except (OSError, ValueError):
+        pass
+    return "invalid_safetensors", "the safetensors header nests JSON too deeply to be a tensor table"
 
 
 def _usage(input_tokens: int, output_tokens: int) -> Dict[str, Any]:
