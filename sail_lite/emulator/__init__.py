@@ -37,7 +37,7 @@ from .archives import pack_adapter, sign
 from .faults import Fault, FaultSet
 from .handler import Handler, refuse_connection
 from .model import EOS, VOCAB
-from .params import ModelSpec
+from .params import CATALOGUES, ModelSpec, canonical_window
 from .state import DEFAULT_MODELS, TURN_PRESETS, State
 
 _logger = logging.getLogger(__name__)
@@ -94,8 +94,19 @@ class EmulatorServer:
     Use it as a context manager (or :meth:`start` / :meth:`stop`). Options:
 
     - ``seed``: the reference model's seed (same seed and request: same output);
+    - ``windows``: the completion-window catalogue (wire.md). ``"current"``
+      (the default, the service today): ``asap``, ``balanced``, ``flex``, with
+      ``standard`` an alias of ``balanced``; ``priority`` and ``15m`` are a 400
+      ``unsupported_completion_window``; ``asap`` with ``background: true`` is
+      a 400 ``asap_background_unsupported``. ``"legacy"`` (the older docs and
+      the seed): ``asap``, ``priority`` (~1 min), ``standard`` (~5 min; alias
+      ``balanced``), ``flex``, and background requests may use ``asap``. Both:
+      a LoRA cannot use ``asap``; ``flex`` needs ``background: true``; batch
+      items default to ``standard``/``balanced`` and accept only that or ``flex``;
     - ``preset``: ``"fast"`` (turns of tens of milliseconds) or ``"realistic"``
-      (priority ~60 s, standard ~300 s); ``turn_times`` overrides per window;
+      (priority ~60 s, balanced/standard ~300 s, flex ~30 min); ``turn_times``
+      overrides per window, by any name of either catalogue (``{"balanced": 2}``;
+      ``standard`` sets ``balanced``), so one configuration serves both;
     - ``api_key`` / ``organizations``: the default organization's key, and
       more organizations as ``{org_id: [keys]}``; ``admin_token`` guards
       ``/_emulator/`` routes;
@@ -122,6 +133,7 @@ class EmulatorServer:
         seed: int = 0,
         preset: str = "fast",
         turn_times: Optional[Mapping[str, float]] = None,
+        windows: str = "current",
         api_key: Optional[str] = None,
         organizations: Optional[Mapping[str, Sequence[str]]] = None,
         admin_token: Optional[str] = None,
@@ -140,10 +152,8 @@ class EmulatorServer:
         if preset not in TURN_PRESETS:
             raise ValueError("preset must be one of {}".format(", ".join(TURN_PRESETS)))
         turns = dict(TURN_PRESETS[preset])
-        unknown = set(turn_times or {}) - set(turns)
-        if unknown:
-            raise ValueError("turn_times has unknown windows: {}".format(", ".join(sorted(unknown))))
-        turns.update(turn_times or {})
+        for name, seconds in (turn_times or {}).items():
+            turns[canonical_window(name)] = seconds  # ValueError for a name no catalogue knows
         self._address = (host, port)
         self.api_key = api_key or "sk_emulator_" + secrets.token_hex(16)
         self.admin_token = admin_token or "admin_" + secrets.token_hex(16)
@@ -155,7 +165,8 @@ class EmulatorServer:
         orgs: Dict[str, Sequence[str]] = {"org_default": [self.api_key]}
         orgs.update(organizations or {})
         self.state = State(seed=seed, turn_times=turns, models=tuple(models or DEFAULT_MODELS), organizations=orgs,
-                           validation_time=validation_time, clock=clock, unverified_models=unverified_models)
+                           validation_time=validation_time, clock=clock, unverified_models=unverified_models,
+                           windows=windows)
         self.faults = FaultSet()
         self.stopping = threading.Event()
         self._server: Optional[_HTTPServer] = None

@@ -397,7 +397,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def create_response(self, context: _Context) -> Reply:
         state = self.emulator.state
-        params = parse_response_body(context.json(), state.models)
+        params = parse_response_body(context.json(), state.models, catalogue=state.catalogue)
         return self._infer(context, params, "responses", "Idempotency-Key", state.response_json)
 
     def retrieve_response(self, context: _Context) -> Reply:
@@ -412,12 +412,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def chat(self, context: _Context) -> Reply:
         state = self.emulator.state
-        return self._infer(context, parse_chat_body(context.json(), state.models), "chat", "Idempotency-Key",
+        return self._infer(context, parse_chat_body(context.json(), state.models, state.catalogue), "chat", "Idempotency-Key",
                            state.chat_json)
 
     def messages(self, context: _Context) -> Reply:
         state = self.emulator.state
-        return self._infer(context, parse_messages_body(context.json(), state.models), "messages",
+        return self._infer(context, parse_messages_body(context.json(), state.models, state.catalogue), "messages",
                            "anthropic-idempotency-key", state.message_json)
 
     def create_file(self, context: _Context) -> Reply:
@@ -473,7 +473,7 @@ class Handler(BaseHTTPRequestHandler):
     def create_batch(self, context: _Context) -> Reply:
         state = self.emulator.state
         body = context.json(self.emulator.max_batch_bytes)
-        label, items = parse_batch_body(body, state.models)
+        label, items = parse_batch_body(body, state.models, state.catalogue)
         adapters = {}
         for custom_id, params in items:
             adapters[custom_id] = state.lora_adapter(context.org, params)

@@ -23,14 +23,16 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..adapters import AdapterReport, check_adapter_files
 from .model import Generation, generate
-from .params import ApiError, InferenceParams, ModelSpec
+from .params import CATALOGUES, ApiError, Catalogue, InferenceParams, ModelSpec, canonical_window
 
 __all__ = ["State", "Organization", "ResponseRecord", "Reservation", "TURN_PRESETS", "DEFAULT_MODELS"]
 
 #: Average simulated turn time per completion window, in seconds.
+#: Average simulated turn time per tier, in seconds (``balanced`` is also the older docs' ``standard``;
+#: ``priority`` is reachable only with the legacy catalogue).
 TURN_PRESETS: Mapping[str, Mapping[str, float]] = {
-    "fast": {"asap": 0.0, "priority": 0.05, "standard": 0.1, "flex": 0.2},
-    "realistic": {"asap": 0.5, "priority": 60.0, "standard": 300.0, "flex": 1800.0},
+    "fast": {"asap": 0.0, "priority": 0.05, "balanced": 0.1, "flex": 0.2},
+    "realistic": {"asap": 0.5, "priority": 60.0, "balanced": 300.0, "flex": 1800.0},
 }
 
 DEFAULT_MODELS: Tuple[ModelSpec, ...] = (
@@ -190,9 +192,14 @@ class State:
         validation_time: float,
         clock: Callable[[], float] = time.time,
         unverified_models: Iterable[str] = (),
+        windows: str = "current",
     ) -> None:
+        if windows not in CATALOGUES:
+            raise ValueError("windows must be one of {} (got {!r})".format(", ".join(CATALOGUES), windows))
         self.seed = seed
-        self.turn_times = dict(turn_times)
+        #: The completion windows offered (wire.md): "current" (asap, balanced, flex) or "legacy".
+        self.catalogue: Catalogue = CATALOGUES[windows]
+        self.turn_times = {canonical_window(name): seconds for name, seconds in turn_times.items()}
         self.models: Dict[str, ModelSpec] = {m.id: m for m in models}
         self.validation_time = validation_time
         self.clock = clock

@@ -72,7 +72,7 @@ def status_and_json(reply: bytes):
     ({"model": MODEL, "input": PLACEHOLDER, "raw_prompt_tokens": "1,2"}, "raw_prompt_tokens"),
     ({"model": "no/such", "input": "x"}, "GET /v1/models"),
     ({"model": MODEL, "input": PLACEHOLDER, "raw_prompt_tokens": [1],
-      "metadata": {"lora": "http://127.0.0.1:1/x.tar", "completion_window": "priority"}}, "tinker_adapter_config"),
+      "metadata": {"lora": "http://127.0.0.1:1/x.tar", "completion_window": "balanced"}}, "tinker_adapter_config"),
     ({"model": MODEL, "input": PLACEHOLDER, "raw_prompt_tokens": [1],
       "metadata": {"lora": "http://127.0.0.1:1/x.tar", "tinker_adapter_config": "{nope"}}, "tinker_adapter_config"),
 ])
@@ -275,7 +275,7 @@ def member(name, data=b"x", kind=tarfile.REGTYPE, link=""):
 def test_hostile_tinker_archives_fail_the_response(api, emulator, members, code, words):
     url = emulator.publish_tinker_archive(tar_with(*members), ttl_seconds=60)
     response = api.sample([1, 2], metadata={"lora": url, "tinker_adapter_config": "{}",
-                                            "completion_window": "priority"})
+                                            "completion_window": "balanced"})
     response = api.wait(response["id"])
     assert response["status"] == "failed" and response["error"]["code"] == code
     assert words in response["error"]["message"] and "sig=" not in response["error"]["message"]
@@ -286,5 +286,5 @@ def test_hostile_tinker_archives_fail_the_response(api, emulator, members, code,
 def test_not_a_tar_is_a_clear_failure(api, emulator):
     url = emulator.publish_tinker_archive(b"this is not a tar archive" * 40, ttl_seconds=60)
     response = api.wait(api.sample([1], metadata={"lora": url, "tinker_adapter_config": "{}",
-                                                  "completion_window": "priority"})["id"])
+                                                  "completion_window": "balanced"})["id"])
     assert response["error"]["code"] == "invalid_tinker_checkpoint"

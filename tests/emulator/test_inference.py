@@ -119,7 +119,7 @@ class FakeClock:
 
 def test_background_status_comes_from_the_clock():
     clock = FakeClock()
-    with EmulatorServer(turn_times={"priority": 40.0}, clock=clock) as server:
+    with EmulatorServer(turn_times={"balanced": 40.0}, clock=clock) as server:
         api = Api(server)
         created = api("POST", "/responses", json={"model": MODEL, "input": "x", "background": True})
         assert created.status_code == 202 and created.json()["status"] == "queued"
@@ -152,8 +152,86 @@ def test_windows_balanced_flex_and_lora_rules(api):
     assert_error_body(api("POST", "/responses", json={"model": "Qwen/Qwen3-8B", "input": "x",
                                                       "metadata": {"lora": "any"}}), 400, "lora_not_supported")
     assert_error_body(api("POST", "/responses", json={"model": "sail-emulator/asap-only", "input": "x",
-                                                      "metadata": {"completion_window": "priority"}}),
+                                                      "metadata": {"completion_window": "balanced"}}),
                       400, "unsupported_completion_window")
+
+
+def post_window(api, window, **fields):
+    body = {"model": MODEL, "input": "x", "max_output_tokens": 2}
+    if window is not None:
+        body["metadata"] = {"completion_window": window}
+    body.update(fields)
+    return api("POST", "/responses", json=body)
+
+
+@pytest.mark.parametrize("window", ["priority", "15m"])
+def test_the_current_catalogue_refuses_retired_windows_naming_the_ones_that_work(api, emulator, window):
+    error = assert_error_body(post_window(api, window, background=True), 400, "unsupported_completion_window")
+    assert error["param"] == "metadata.completion_window"
+    assert all(name in error["message"] for name in ("retired", "asap", "balanced", "flex"))
+    assert emulator.stats()["inference_runs"] == 0
+
+
+def test_the_current_catalogue_asap_balanced_flex_and_the_standard_alias():
+    clock = FakeClock()
+    turns = {"asap": 0.0, "balanced": 100.0, "flex": 1000.0, "priority": 5.0}  # priority: unreachable here
+    with EmulatorServer(turn_times=turns, clock=clock) as server:
+        api = Api(server)
+        assert post_window(api, "asap").json()["status"] == "completed"
+        balanced = post_window(api, "balanced", background=True).json()
+        standard = post_window(api, "standard", background=True).json()  # the alias: the same tier
+        default = post_window(api, None, background=True).json()  # a background request's default: balanced
+        flex = post_window(api, "flex", background=True).json()
+        assert standard["metadata"] == {"completion_window": "standard"}  # echoed as sent
+        clock.advance(100)
+        statuses = {name: api.ok("GET", "/responses/" + r["id"])["status"]
+                    for name, r in (("balanced", balanced), ("standard", standard), ("default", default),
+                                    ("flex", flex))}
+        assert statuses == {"balanced": "completed", "standard": "completed", "default": "completed",
+                            "flex": "queued"}
+        error = assert_error_body(post_window(api, "asap", background=True), 400, "asap_background_unsupported")
+        assert "balanced" in error["message"] and "flex" in error["message"]
+        assert_error_body(post_window(api, "asap", metadata={"completion_window": "asap", "lora": "x"}), 400,
+                          "lora_asap_unsupported")
+        assert_error_body(post_window(api, "soon"), 400, "invalid_completion_window")
+
+
+def test_the_legacy_catalogue_offers_priority_and_standard_for_code_written_against_the_older_docs():
+    clock = FakeClock()
+    with EmulatorServer(windows="legacy", preset="realistic", clock=clock) as server:
+        api = Api(server)
+        priority = post_window(api, "priority", background=True).json()
+        standard = post_window(api, "standard", background=True).json()
+        default = post_window(api, None, background=True).json()  # the older default: priority
+        asap = post_window(api, "asap", background=True)  # accepted by the older docs
+        assert asap.status_code == 202
+        clock.advance(60)  # priority ~1 min, standard ~5 min
+        assert [api.ok("GET", "/responses/" + r["id"])["status"] for r in (priority, standard, default)] == [
+            "completed", "queued", "completed"]
+        clock.advance(240)
+        assert api.ok("GET", "/responses/" + standard["id"])["status"] == "completed"
+        assert_error_body(post_window(api, "15m", background=True), 400, "invalid_completion_window")
+        assert_error_body(post_window(api, "asap", metadata={"completion_window": "asap", "lora": "x"}), 400,
+                          "lora_asap_unsupported")
+    with pytest.raises(ValueError, match="windows"):
+        EmulatorServer(windows="newest")
+    with pytest.raises(ValueError, match="soon"):
+        EmulatorServer(turn_times={"soon": 1})
+
+
+def test_batch_items_default_to_balanced_and_accept_only_balanced_standard_or_flex():
+    clock = FakeClock()
+    with EmulatorServer(turn_times={"balanced": 10.0, "flex": 50.0}, clock=clock) as server:
+        api = Api(server)
+        items = [{"custom_id": "d", "params": {"model": MODEL, "input": "x"}},
+                 {"custom_id": "s", "params": {"model": MODEL, "input": "x",
+                                               "metadata": {"completion_window": "standard"}}},
+                 {"custom_id": "f", "params": {"model": MODEL, "input": "x",
+                                               "metadata": {"completion_window": "flex"}}}]
+        batch = api.ok("POST", "/batches", json={"requests": items})
+        clock.advance(10)
+        assert api.ok("GET", "/batches/" + batch["id"])["request_status"] == {
+            "d": {"status": "COMPLETED"}, "s": {"status": "COMPLETED"}, "f": {"status": "QUEUED"}}
 
 
 def test_cancel_queued_then_terminal_unchanged():
@@ -173,10 +251,10 @@ def test_cancel_queued_then_terminal_unchanged():
 
 def test_sync_request_longer_than_the_sync_timeout_is_504_and_keeps_running():
     clock = FakeClock()
-    with EmulatorServer(turn_times={"priority": 600.0}, sync_timeout=0.05, clock=clock) as server:
+    with EmulatorServer(turn_times={"balanced": 600.0}, sync_timeout=0.05, clock=clock) as server:
         api = Api(server)
         reply = api("POST", "/responses", json={"model": MODEL, "input": "x",
-                                                "metadata": {"completion_window": "priority"}})
+                                                "metadata": {"completion_window": "balanced"}})
         error = assert_error_body(reply, 504, "sync_timeout")
         response_id = error["message"].split("response ")[1].split()[0]
         assert api.ok("GET", "/responses/" + response_id)["status"] == "queued"
@@ -271,7 +349,9 @@ def test_batch_lifecycle(api):
     ([{"custom_id": "Bad", "params": {"model": MODEL, "input": "x"}}], "custom_id"),
     ([{"custom_id": "a", "params": {"model": MODEL, "input": "x"}}] * 2, "twice"),
     ([{"custom_id": "a", "params": {"model": MODEL, "input": "x", "metadata": {"completion_window": "priority"}}}],
-     "standard or flex"),
+     "balanced or standard or flex"),
+    ([{"custom_id": "a", "params": {"model": MODEL, "input": "x", "metadata": {"completion_window": "asap"}}}],
+     "not accepted in a batch"),
     ([{"custom_id": "a", "params": {"model": "nope", "input": "x"}}], "requests[0].params"),
 ])
 def test_batch_rejections(api, requests_, words):

@@ -32,14 +32,14 @@ def wait_until(predicate, timeout=10.0):
 def test_stops_cleanly_without_leaking_threads_or_sockets():
     threads_before = {t.ident for t in threading.enumerate()}
     fds_before = _open_fds()
-    server = EmulatorServer(turn_times={"priority": 30.0})
+    server = EmulatorServer(turn_times={"balanced": 30.0})
     outcome = []
 
     def sync_request():
         api = Api(server)
         try:
             outcome.append(api("POST", "/responses", json={
-                "model": MODEL, "input": "x", "metadata": {"completion_window": "priority"}}).status_code)
+                "model": MODEL, "input": "x", "metadata": {"completion_window": "balanced"}}).status_code)
         except requests.RequestException as exc:  # recorded, so no unhandled exception in a thread
             outcome.append(exc)
         finally:
