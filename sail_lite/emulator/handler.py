@@ -31,6 +31,7 @@ from .params import (
     parse_chat_body,
     parse_lora_body,
     parse_lora_patch,
+    parse_count_tokens_body,
     parse_messages_body,
     parse_response_body,
 )
@@ -309,7 +310,7 @@ class Handler(BaseHTTPRequestHandler):
             if not token or not secrets.compare_digest(token, self.emulator.admin_token):
                 raise ApiError(401, "admin routes need Authorization: Bearer <admin token>", code="invalid_admin_token")
             return
-        if token is None and route.template == "/v1/messages":
+        if token is None and route.template in ("/v1/messages", "/v1/messages/count_tokens"):
             token = self.headers.get("x-api-key")
         if not token:
             raise ApiError(401, "missing API key: send Authorization: Bearer <your Sail API key>",
@@ -419,6 +420,11 @@ class Handler(BaseHTTPRequestHandler):
         state = self.emulator.state
         return self._infer(context, parse_messages_body(context.json(), state.models, state.catalogue), "messages",
                            "anthropic-idempotency-key", state.message_json)
+
+    def count_tokens(self, context: _Context) -> Reply:
+        """Anthropic's token counter: the prompt ``/messages`` would bill, with the byte-level tokenizer."""
+        _, prompt = parse_count_tokens_body(context.json(), self.emulator.state.models)
+        return 200, {"input_tokens": len(prompt)}, {}
 
     def create_file(self, context: _Context) -> Reply:
         emulator = self.emulator
@@ -578,6 +584,7 @@ Handler.routes = [
     _Route("POST", "/v1/responses/{id}/cancel", Handler.cancel_response, "key"),
     _Route("POST", "/v1/chat/completions", Handler.chat, "key"),
     _Route("POST", "/v1/messages", Handler.messages, "key"),
+    _Route("POST", "/v1/messages/count_tokens", Handler.count_tokens, "key"),
     _Route("POST", "/v1/files", Handler.create_file, "key"),
     _Route("GET", "/v1/files/{id}", Handler.retrieve_file, "key"),
     _Route("POST", "/v1/loras", Handler.create_lora, "key"),

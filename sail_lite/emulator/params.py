@@ -26,6 +26,7 @@ __all__ = [
     "parse_response_body",
     "parse_chat_body",
     "parse_messages_body",
+    "parse_count_tokens_body",
     "parse_batch_body",
     "parse_lora_body",
     "parse_lora_patch",
@@ -446,10 +447,7 @@ def parse_messages_body(body: Any, models: Mapping[str, ModelSpec], catalogue: O
     max_tokens = _int(body, "max_tokens", None, 1, MAX_OUTPUT_TOKENS)
     if max_tokens is None:
         raise _bad("max_tokens is required", "max_tokens")
-    system = body.get("system") or ""
-    if not isinstance(system, str):
-        system = _content_text(system, "system")
-    prompt = tuple(encode_text(_transcript(body.get("messages"), "messages", system)))
+    prompt = _messages_prompt(body)
     metadata = _metadata(body)
     lora, _ = _lora_source(metadata, spec, raw=False)
     strings, _ = _stops(body.get("stop_sequences"), raw=False, name="stop_sequences")
@@ -460,6 +458,21 @@ def parse_messages_body(body: Any, models: Mapping[str, ModelSpec], catalogue: O
         window=_window(metadata, spec, catalogue, background=False, has_lora=bool(lora)), lora=lora,
         fingerprint=fingerprint("messages", body),
     )
+
+
+def _messages_prompt(body: Mapping[str, Any]) -> Tuple[int, ...]:
+    """The prompt tokens of an Anthropic-shaped body (``system`` + ``messages``)."""
+    system = body.get("system") or ""
+    if not isinstance(system, str):
+        system = _content_text(system, "system")
+    return tuple(encode_text(_transcript(body.get("messages"), "messages", system)))
+
+
+def parse_count_tokens_body(body: Any, models: Mapping[str, ModelSpec]) -> Tuple[str, Tuple[int, ...]]:
+    """``POST /messages/count_tokens``: (model, prompt tokens), counted as ``/messages`` would count them."""
+    body = _object(body)
+    spec = _model(body, models)
+    return spec.id, _messages_prompt(body)
 
 
 def parse_batch_body(body: Any, models: Mapping[str, ModelSpec], catalogue: Optional[Catalogue] = None

@@ -382,4 +382,8 @@ def test_fuzzed_requests_on_every_route_get_4xx_never_500_and_the_server_keeps_s
                 error = json.loads(body)["error"]
                 assert error["message"], payload[:300]
         still_serving(server)
-        assert server.open_connections <= 1 and len({s for s in statuses if s >= 400}) >= 5
+        assert len({s for s in statuses if s >= 400}) >= 5
+        deadline = time.monotonic() + 10  # no connection thread is left behind (the last one may still be ending)
+        while server.open_connections > 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)

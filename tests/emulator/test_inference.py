@@ -394,3 +394,25 @@ def test_a_queued_response_costs_only_its_record():
     per_response = (after - before) / count
     assert per_response < 1536, "{:.0f} bytes per queued response".format(per_response)
     state.close()
+
+
+# -- count_tokens ---------------------------------------------------------------------------------------------
+
+def test_count_tokens_counts_what_messages_bills(api, emulator):
+    body = {"model": MODEL, "system": [{"type": "text", "text": "be brief"}],
+            "messages": [{"role": "user", "content": "héllo"}, {"role": "assistant", "content": "hi"},
+                         {"role": "user", "content": [{"type": "text", "text": "again"}]}]}
+    counted = api.ok("POST", "/messages/count_tokens", json=body)
+    assert counted == {"input_tokens": counted["input_tokens"]} and counted["input_tokens"] > len("héllo")
+    billed = api.ok("POST", "/messages", json=dict(body, max_tokens=2))["usage"]["input_tokens"]
+    assert counted["input_tokens"] == billed
+    assert emulator.stats()["inference_runs"] == 1  # counting runs no inference
+    import requests
+
+    url = emulator.base_url + "/messages/count_tokens"
+    assert requests.post(url, json=body, headers={"x-api-key": emulator.api_key}, timeout=10).json() == counted
+    assert_error_body(requests.post(url, json=body, timeout=10), 401, "missing_api_key")
+    assert_error_body(api("POST", "/messages/count_tokens", json={"model": MODEL, "messages": []}), 400)
+    assert_error_body(api("POST", "/messages/count_tokens", json={"model": "no/such", "messages": body["messages"]}),
+                      400, "model_not_found")
+    assert_error_body(api("GET", "/messages/count_tokens"), 405)
