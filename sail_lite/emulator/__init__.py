@@ -14,8 +14,8 @@ or from a shell: ``python -m sail_lite.emulator --port 8080``.
 It follows ``wire.md``: models, responses (sync and background, clock-derived
 statuses per completion window), chat completions, messages, streamed file
 uploads, LoRAs with real validation of the uploaded files, batches,
-idempotency keys, several organizations, Tinker checkpoint archives under
-signed expiring URLs, injectable faults (:class:`Fault`) and counters
+idempotency keys, several organizations, Tinker checkpoint archives and
+external weights under signed expiring URLs, injectable faults (:class:`Fault`) and counters
 (:meth:`EmulatorServer.stats`). Layout: ``state`` (memory), ``model`` (the
 reference sampler), ``params`` (request checks), ``handler`` (HTTP),
 ``faults``, ``archives`` (Tinker checkpoints), ``multipart`` (streaming
@@ -23,6 +23,7 @@ uploads).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ import time
 from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
-from .archives import pack_adapter, sign
+from .archives import EXTERNAL_FILES, expires_iso, pack_adapter, sign, sign_external
 from .faults import Fault, FaultSet
 from .handler import Handler, refuse_connection
 from .model import EOS, VOCAB
@@ -123,6 +124,19 @@ class EmulatorServer:
       one more is answered ``503`` and closed; ``idle_timeout``: seconds a
       connection may stay silent (between requests, or in the middle of one)
       before it is closed; ``stop_timeout``: the bound on :meth:`stop`.
+
+    Tinker checkpoints, served from the emulator itself under signed URLs
+    that expire by the server's clock (403 ``url_expired`` after, 403
+    ``invalid_signature`` if tampered with): :meth:`publish_tinker_checkpoint`
+    / :meth:`publish_tinker_archive` (a tar, as tinker < 0.36 exported), and
+    :meth:`publish_external_weights` (tinker 0.38 ``save_weights_external``):
+    ``publish_external_weights(config, weights, *, tinker_path=None,
+    ttl_seconds=3600.0) -> {"tinker_path": "tinker://<run>/external_weights/<name>",
+    "urls": {"adapter_config.json": url, "adapter_model.safetensors": url},
+    "expires": "<ISO-8601 UTC>"}``, the shape of tinker's
+    ``RestClient.get_external_weights_urls``; :meth:`external_weights_urls`
+    signs fresh URLs for a published path, as each tinker call does. Files are
+    streamed (``sendfile``), never held in memory.
     """
 
     def __init__(
@@ -325,9 +339,75 @@ class EmulatorServer:
     def publish_tinker_archive(self, data: bytes, *, ttl_seconds: float = 3600.0) -> str:
         """Serve raw archive bytes (any tar, even a hostile one) under a signed URL."""
         archive_id = "ckpt_" + secrets.token_hex(8)
-        path = self.state.storage_path("archive")
-        with open(path, "wb") as handle:
-            handle.write(data)
-        self.state.archives[archive_id] = path
-        expires = int(math.floor(self.state.clock() + ttl_seconds))
-        return sign(self.archive_secret, self.url, archive_id, expires)
+        self.state.archives[archive_id] = self.state.store("archive", data)
+        return sign(self.archive_secret, self.url, archive_id, self._expiry(ttl_seconds))
+
+    def publish_external_weights(
+        self,
+        config: "Mapping[str, Any] | bytes",
+        weights: "bytes | str | os.PathLike[str]",
+        *,
+        tinker_path: Optional[str] = None,
+        ttl_seconds: float = 3600.0,
+    ) -> Dict[str, Any]:
+        """Publish a PEFT adapter as tinker 0.38 external weights; return what ``get_external_weights_urls`` does.
+
+        ``config`` is the adapter_config (a dict, written as compact sorted JSON,
+        or the file's bytes, served as given); ``weights`` the safetensors bytes, or
+        the path of a file, copied in chunks (so a large adapter is never held in
+        memory). ``tinker_path`` defaults to a fresh
+        ``tinker://emulator-run-<hex>/external_weights/<hex>``; publishing the
+        same path again replaces its files. Returns::
+
+            {"tinker_path": "tinker://<run>/external_weights/<name>",
+             "urls": {"adapter_config.json": <signed URL>, "adapter_model.safetensors": <signed URL>},
+             "expires": "<ISO-8601 UTC>"}
+
+        A GET on each URL streams the file until ``expires`` (``ttl_seconds``
+        from now, by the server's clock); after that, or with a bad signature,
+        it is a 403 (code ``url_expired`` / ``invalid_signature``). The URLs
+        are credentials: the emulator never logs their query strings.
+        """
+        if tinker_path is None:
+            tinker_path = "tinker://emulator-run-{}/external_weights/{}".format(secrets.token_hex(4),
+                                                                                secrets.token_hex(4))
+        _check_tinker_path(tinker_path)
+        if isinstance(config, Mapping):
+            config_bytes = json.dumps(dict(config), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        elif isinstance(config, (bytes, bytearray)):
+            config_bytes = bytes(config)
+        else:
+            raise TypeError("config must be the adapter_config as a dict or the file's bytes")
+        if not isinstance(weights, (bytes, bytearray, memoryview, str, os.PathLike)):
+            raise TypeError("weights must be the safetensors bytes or the path of the file")
+        files = {EXTERNAL_FILES[0]: self.state.store("external", config_bytes),
+                 EXTERNAL_FILES[1]: self.state.store("external", weights)}
+        self.state.add_external_weights(tinker_path, files)
+        return self.external_weights_urls(tinker_path, ttl_seconds=ttl_seconds)
+
+    def external_weights_urls(self, tinker_path: str, *, ttl_seconds: float = 3600.0) -> Dict[str, Any]:
+        """Fresh signed URLs for a published external-weights path (as each tinker call signs anew).
+
+        Same shape as :meth:`publish_external_weights`; ``KeyError`` for a path
+        never published (or forgotten by :meth:`reset`).
+        """
+        with self.state._lock:
+            weights_id = self.state.external_ids.get(tinker_path)
+        if weights_id is None:
+            raise KeyError("no external weights were published at {}".format(tinker_path))
+        expires = self._expiry(ttl_seconds)
+        urls = {name: sign_external(self.archive_secret, self.url, weights_id, name, expires)
+                for name in EXTERNAL_FILES}
+        return {"tinker_path": tinker_path, "urls": urls, "expires": expires_iso(expires)}
+
+    def _expiry(self, ttl_seconds: float) -> int:
+        if not ttl_seconds > 0:
+            raise ValueError("ttl_seconds must be a positive number of seconds")
+        return int(math.floor(self.state.clock() + ttl_seconds))
+
+
+def _check_tinker_path(tinker_path: str) -> None:
+    run, marker, name = tinker_path[len("tinker://"):].partition("/external_weights/")
+    if not tinker_path.startswith("tinker://") or not marker or not run or not name or "/" in name:
+        raise ValueError("tinker_path must look like tinker://<run>/external_weights/<name> (got {!r})".format(
+            tinker_path[:200]))

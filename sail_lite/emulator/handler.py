@@ -20,7 +20,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Pattern, Tuple
 
-from .archives import ARCHIVE_PREFIX, ArchiveError, download, extract_adapter, redact, verify
+from .archives import ARCHIVE_PREFIX, EXTERNAL_PREFIX, ArchiveError, download, extract_adapter, redact, verify
 from .faults import AFTER, Fault
 from .multipart import BodyReader, boundary_of, parse_multipart
 from .params import (
@@ -68,6 +68,10 @@ class _Context:
 
     def header(self, name: str) -> Optional[str]:
         return self.handler.headers.get(name)
+
+
+class _Sent(Exception):
+    """A route that wrote its own reply (a streamed file): nothing more to send."""
 
 
 class _Route:
@@ -216,6 +220,8 @@ class Handler(BaseHTTPRequestHandler):
             context = _Context(self, match, query)
             self._authenticate(route, context)
             status, body, headers = route.func(self, context)
+        except _Sent:
+            return
         except ApiError as exc:
             status, body, headers = exc.status, exc.body(), exc.headers
         except RecursionError:  # a body that parsed but nests too deeply for the checks that walk it
@@ -529,8 +535,34 @@ class Handler(BaseHTTPRequestHandler):
         path = state.archives.get(archive_id)
         if path is None:
             raise ApiError(404, "no such checkpoint archive", code="not_found")
-        with open(path, "rb") as handle:
-            return 200, handle.read(), {"Content-Type": "application/x-tar"}
+        return self._send_file(path, "application/x-tar")
+
+    def external_weights(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        weights_id, filename = context.match["id"], context.match["file"]
+        verify(self.emulator.archive_secret, weights_id + "/" + filename, context.query, state.clock())
+        content_type = "application/json" if filename.endswith(".json") else "application/octet-stream"
+        return self._send_file(state.external_file(weights_id, filename), content_type)
+
+    def _send_file(self, path: str, content_type: str) -> Reply:
+        """Stream a stored file as a 200 (``sendfile``: no copy of it in memory), then say it was sent."""
+        try:
+            handle = open(path, "rb")
+        except OSError:
+            raise ApiError(404, "the file is gone (the emulator was reset)", code="not_found") from None
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            self._finish_body()
+            head = ("HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nx-request-id: req_{}\r\n{}\r\n"
+                    .format(content_type, size, secrets.token_hex(8),
+                            "Connection: close\r\n" if self.close_connection else ""))
+            self.log_request(200)
+            try:
+                self.wfile.write(head.encode("latin-1"))
+                self.connection.sendfile(handle)
+            except OSError:
+                self.close_connection = True
+        raise _Sent()
 
     def admin_stats(self, context: _Context) -> Reply:
         return 200, self.emulator.stats(), {}
@@ -596,6 +628,7 @@ Handler.routes = [
     _Route("GET", "/v1/batches/{id}", Handler.retrieve_batch, "key"),
     _Route("GET", "/v1/batches/{id}/{custom_id}", Handler.batch_item, "key"),
     _Route("GET", ARCHIVE_PREFIX + "{id}.tar", Handler.archive, "none"),
+    _Route("GET", EXTERNAL_PREFIX + "{id}/{file}", Handler.external_weights, "none"),
     _Route("GET", "/_emulator/stats", Handler.admin_stats, "admin"),
     _Route("POST", "/_emulator/reset", Handler.admin_reset, "admin"),
     _Route("GET", "/_emulator/faults", Handler.admin_faults, "admin"),

@@ -224,6 +224,8 @@ class State:
         self.batches: "collections.OrderedDict[str, BatchRecord]" = collections.OrderedDict()
         self.idempotency: Dict[Tuple[str, str, str, str], Reservation] = {}
         self.archives: Dict[str, str] = {}
+        self.external: Dict[str, Dict[str, str]] = {}  # weights id -> {file name: path}
+        self.external_ids: Dict[str, str] = {}  # tinker path -> weights id
         self.counters: Dict[str, int] = collections.Counter()
         self.runs_by_key: Dict[str, int] = collections.Counter()
         self.requests: Dict[str, int] = collections.Counter()
@@ -250,6 +252,37 @@ class State:
     def storage_path(self, prefix: str) -> str:
         """A fresh path in the server's private storage folder."""
         return os.path.join(self._storage, "{}-{}".format(prefix, secrets.token_hex(8)))
+
+    def store(self, prefix: str, data: Any) -> str:
+        """Write bytes, or copy a file (by path) in chunks, into private storage; returns the stored path."""
+        path = self.storage_path(prefix)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            with open(path, "wb") as out:
+                out.write(data)
+        else:
+            with open(os.fspath(data), "rb") as source, open(path, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+        return path
+
+    def add_external_weights(self, tinker_path: str, files: Mapping[str, str]) -> str:
+        """Remember a published external-weights checkpoint; a tinker path published again is replaced."""
+        weights_id = "xw_" + secrets.token_hex(8)
+        with self._lock:
+            old = self.external_ids.get(tinker_path)
+            if old is not None:
+                for path in self.external.pop(old, {}).values():
+                    _remove_file(path)
+            self.external[weights_id] = dict(files)
+            self.external_ids[tinker_path] = weights_id
+        return weights_id
+
+    def external_file(self, weights_id: str, filename: str) -> str:
+        """The stored path of one published file, or a 404."""
+        with self._lock:
+            path = self.external.get(weights_id, {}).get(filename)
+        if path is None:
+            raise ApiError(404, "no such external weights file", code="not_found")
+        return path
 
     # -- organizations and counters ------------------------------------------------------------------------
 
@@ -580,6 +613,13 @@ class State:
         if detail:
             body["request_status"] = {cid: {"status": s} for cid, s in statuses.items()}
         return body
+
+
+def _remove_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _name_taken(name: str) -> ApiError:
