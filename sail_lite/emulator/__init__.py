@@ -38,7 +38,7 @@ from .archives import EXTERNAL_FILES, expires_iso, pack_adapter, sign, sign_exte
 from .faults import Fault, FaultSet
 from .handler import Handler, refuse_connection
 from .model import EOS, VOCAB
-from .params import CATALOGUES, ModelSpec, canonical_window
+from .params import ModelSpec, canonical_window
 from .state import DEFAULT_MODELS, TURN_PRESETS, State
 
 _logger = logging.getLogger(__name__)

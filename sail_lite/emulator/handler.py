@@ -7,20 +7,17 @@ connection after the reply, so a keep-alive stream never desynchronises.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import secrets
 import socket
-import tempfile
-import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Pattern, Tuple
 
-from .archives import ARCHIVE_PREFIX, EXTERNAL_PREFIX, ArchiveError, download, extract_adapter, redact, verify
+from .archives import ARCHIVE_PREFIX, EXTERNAL_PREFIX, verify
 from .faults import AFTER, Fault
 from .multipart import BodyReader, boundary_of, parse_multipart
 from .params import (
@@ -45,7 +42,6 @@ __all__ = ["Handler"]
 _logger = logging.getLogger("sail_lite.emulator")
 
 _DRAIN_LIMIT = 1 << 20  # unread bodies up to this size are drained to keep the connection; larger ones close it
-_MAX_ARCHIVE = 1 << 30
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}\Z")
 
 Reply = Tuple[int, Any, Dict[str, str]]
@@ -331,35 +327,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _infer(self, context: _Context, params: InferenceParams, route: str, key_header: str,
                render: Callable[[ResponseRecord], Dict[str, Any]]) -> Reply:
-        state = self.emulator.state
-        key = self.headers.get(key_header)
-        if key is not None and not 1 <= len(key) <= 255:
-            raise ApiError(400, "{} must be 1 to 255 characters".format(key_header), param=key_header)
-        if key is not None and state.models[params.model].asap_only:
-            raise ApiError(400, "model {} serves asap requests only and does not accept {}: resend without "
-                           "it".format(params.model, key_header), code="unsupported_asap_only_request")
-        adapter = state.lora_adapter(context.org, params)
-        if key is not None:
-            reservation, fresh = state.reserve(context.org, context.api_key, key, route, params.fingerprint)
-            if not fresh:
-                return reservation.status, render(reservation.ref), {}
-        try:
-            failure = None
-            if params.tinker_url is not None:
-                adapter, failure = self._tinker_adapter(params)
-            record = state.create_response(context.org, params, adapter=adapter, failure=failure,
-                                           idempotency_key=key)
-        except BaseException:
-            if key is not None:
-                state.release(context.org, context.api_key, key, route)
-            raise
-        status = 202 if params.background else 200
-        try:
-            if not params.background:
-                self._wait_for(record)
-        finally:
-            if key is not None:
-                reservation.ref, reservation.status, reservation.done = record, status, True
+        record, status = self.emulator.state.infer(
+            context.org, context.api_key, params, route=route, key=self.headers.get(key_header),
+            key_header=key_header, own_url=self.emulator.url, wait=self._wait_for)
         return status, render(record), {}
 
     def _wait_for(self, record: ResponseRecord) -> None:
@@ -375,25 +345,6 @@ class Handler(BaseHTTPRequestHandler):
                            code="sync_timeout", type="timeout_error")
         if emulator.stopping.wait(remaining):
             raise ApiError(503, "the emulator is stopping", code="server_stopping")
-
-    def _tinker_adapter(self, params: InferenceParams) -> Tuple[Optional[bytes], Optional[Tuple[str, str]]]:
-        """Download, unpack and check a Tinker checkpoint: (adapter digest, None) or (None, failure)."""
-        url = params.tinker_url or ""
-        emulator = self.emulator
-        if urllib.parse.urlsplit(url).netloc != urllib.parse.urlsplit(emulator.url).netloc:
-            return None, ("tinker_checkpoint_url_invalid", "the emulator only loads Tinker checkpoints it published "
-                          "(EmulatorServer.publish_tinker_checkpoint); {} is not one".format(redact(url)))
-        try:
-            data = download(url, max_bytes=_MAX_ARCHIVE)
-            with tempfile.TemporaryDirectory(dir=emulator.state.storage_dir) as tmp:
-                config_path, weights_path = extract_adapter(data, tmp, max_member_bytes=_MAX_ARCHIVE)
-                problem = emulator.state.adapter_problem(config_path, weights_path, params.model)
-                if problem:
-                    return None, problem
-                with open(weights_path, "rb") as handle:
-                    return hashlib.sha256(handle.read()).digest(), None
-        except ArchiveError as exc:
-            return None, (exc.code, exc.message)
 
     # -- routes --------------------------------------------------------------------------------------------
 
@@ -486,23 +437,8 @@ class Handler(BaseHTTPRequestHandler):
         state = self.emulator.state
         body = context.json(self.emulator.max_batch_bytes)
         label, items = parse_batch_body(body, state.models, state.catalogue)
-        adapters = {}
-        for custom_id, params in items:
-            adapters[custom_id] = state.lora_adapter(context.org, params)
-            if params.tinker_url is not None:
-                adapter, failure = self._tinker_adapter(params)
-                if failure:
-                    raise ApiError(400, "requests[{}]: {}".format(custom_id, failure[1]), code=failure[0])
-                adapters[custom_id] = adapter
-        key = self.headers.get("Idempotency-Key")
-        if key is not None:
-            reservation, fresh = state.reserve(context.org, context.api_key, key, "batches",
-                                               fingerprint("batches", body))
-            if not fresh:
-                return 200, state.batch_json(reservation.ref, detail=False), {}
-        batch = state.create_batch(context.org, label, items, adapters)
-        if key is not None:
-            reservation.ref, reservation.done = batch, True
+        batch = state.submit_batch(context.org, context.api_key, self.headers.get("Idempotency-Key"),
+                                   fingerprint("batches", body), label, items, own_url=self.emulator.url)
         return 200, state.batch_json(batch, detail=False), {}
 
     def list_batches(self, context: _Context) -> Reply:

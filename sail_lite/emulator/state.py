@@ -11,6 +11,7 @@ completes. No thread or timer runs per response.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 import secrets
@@ -18,10 +19,12 @@ import shutil
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..adapters import AdapterReport, check_adapter_files
+from .archives import ArchiveError, download, extract_adapter, redact
 from .model import Generation, generate
 from .params import CATALOGUES, ApiError, Catalogue, InferenceParams, ModelSpec, canonical_window
 
@@ -42,6 +45,7 @@ DEFAULT_MODELS: Tuple[ModelSpec, ...] = (
 )
 
 IN_PROGRESS_RETRY_AFTER = "5"
+MAX_ARCHIVE_BYTES = 1 << 30  # a Tinker checkpoint archive (and each file in it) may be at most this large
 
 
 class Organization:
@@ -325,27 +329,128 @@ class State:
 
     # -- idempotency ---------------------------------------------------------------------------------------
 
-    def reserve(self, org: Organization, api_key: str, key: str, route: str, fingerprint: bytes
-                ) -> Tuple[Reservation, bool]:
-        """(reservation, fresh). A replay returns the existing reservation; errors per wire.md."""
+    def run_idempotent(
+        self,
+        org: Organization,
+        api_key: str,
+        key: Optional[str],
+        route: str,
+        fingerprint: bytes,
+        commit: Callable[[], Any],
+        *,
+        status: int = 200,
+        settle: Optional[Callable[[Any], None]] = None,
+        key_header: str = "Idempotency-Key",
+    ) -> Tuple[Any, int]:
+        """The idempotency protocol of wire.md, in one place: ``(result, status)``.
+
+        Without a key: ``commit()``, then ``settle(result)``. With one, held per
+        (organization, API key, route, key):
+        - a replay of a finished request returns the stored result and status,
+          without running ``commit`` again (its current state, e.g. a
+          background response's latest status);
+        - the same key with another body (``fingerprint``) is a 400
+          ``idempotency_error``; a replay while the first request is still in
+          ``commit`` or ``settle`` (a synchronous request waiting for its turn)
+          is a 409 ``request_in_progress`` with ``Retry-After``;
+        - a ``commit`` that raises (validation: nothing was done) gives the key
+          back; once it returns, the key holds its result even if ``settle``
+          raises (a 504 sync timeout: the response keeps running, a replay finds it).
+        """
+        if key is None:
+            result = commit()
+            if settle is not None:
+                settle(result)
+            return result, status
         slot = (org.id, api_key, route, key)
         with self._lock:
             held = self.idempotency.get(slot)
             if held is None:
                 held = self.idempotency[slot] = Reservation(fingerprint)
-                return held, True
-        if held.fingerprint != fingerprint:
-            raise ApiError(400, "this Idempotency-Key was already used with a different request body: "
-                           "use a new key for a new request", code="idempotency_error", param="Idempotency-Key")
-        if not held.done:
-            raise ApiError(409, "a request with this Idempotency-Key is still in progress: retry after a few seconds",
-                           code="request_in_progress", headers={"Retry-After": IN_PROGRESS_RETRY_AFTER})
-        return held, False
+                fresh = True
+            else:
+                fresh = False
+        if not fresh:
+            with self._lock:
+                done = held.done
+            if held.fingerprint != fingerprint:
+                raise ApiError(400, "this {} was already used with a different request body: use a new key for "
+                               "a new request".format(key_header), code="idempotency_error", param=key_header)
+            if not done:
+                raise ApiError(409, "a request with this {} is still in progress: retry after a few seconds".format(
+                               key_header), code="request_in_progress",
+                               headers={"Retry-After": IN_PROGRESS_RETRY_AFTER})
+            return held.ref, held.status
+        try:
+            result = commit()
+        except BaseException:
+            with self._lock:
+                self.idempotency.pop(slot, None)
+            raise
+        try:
+            if settle is not None:
+                settle(result)
+        finally:
+            with self._lock:
+                held.ref, held.status, held.done = result, status, True
+        return result, status
 
-    def release(self, org: Organization, api_key: str, key: str, route: str) -> None:
-        """Give a key back: the request it held was rejected before doing any work."""
-        with self._lock:
-            self.idempotency.pop((org.id, api_key, route, key), None)
+    # -- inference, shared by responses, chat, messages ----------------------------------------------------
+
+    def infer(self, org: Organization, api_key: str, params: InferenceParams, *, route: str,
+              key: Optional[str], key_header: str, own_url: str,
+              wait: Callable[[ResponseRecord], None]) -> Tuple[ResponseRecord, int]:
+        """Run one inference request under its idempotency key: (record, 200 or 202 for background).
+
+        ``wait`` holds a synchronous request until its turn ends (the server's
+        sync timeout and shutdown are its business); ``own_url`` is the server
+        root, the only place Tinker checkpoints are loaded from.
+        """
+        if key is not None and not 1 <= len(key) <= 255:
+            raise ApiError(400, "{} must be 1 to 255 characters".format(key_header), param=key_header)
+        if key is not None and self.models[params.model].asap_only:
+            raise ApiError(400, "model {} serves asap requests only and does not accept {}: resend without "
+                           "it".format(params.model, key_header), code="unsupported_asap_only_request")
+        adapter = self.lora_adapter(org, params)
+
+        def commit() -> ResponseRecord:
+            failure = None
+            loaded = adapter
+            if params.tinker_url is not None:
+                loaded, failure = self.tinker_adapter(params, own_url=own_url)
+            return self.create_response(org, params, adapter=loaded, failure=failure, idempotency_key=key)
+
+        return self.run_idempotent(org, api_key, key, route, params.fingerprint, commit,
+                                   status=202 if params.background else 200,
+                                   settle=None if params.background else wait, key_header=key_header)
+
+    def tinker_adapter(self, params: InferenceParams, *, own_url: str
+                       ) -> Tuple[Optional[bytes], Optional[Tuple[str, str]]]:
+        """Download, unpack and check a Tinker checkpoint archive: (adapter digest, None) or (None, failure).
+
+        Only archives this server published are loaded (the URL's host must be
+        ``own_url``'s); a failure is the response's error code and message, and
+        never shows the URL's signed query.
+        """
+        url = params.tinker_url or ""
+        if urllib.parse.urlsplit(url).netloc != urllib.parse.urlsplit(own_url).netloc:
+            return None, ("tinker_checkpoint_url_invalid", "the emulator only loads Tinker checkpoints it published "
+                          "(EmulatorServer.publish_tinker_checkpoint); {} is not one".format(redact(url)))
+        try:
+            data = download(url, max_bytes=MAX_ARCHIVE_BYTES)
+            with tempfile.TemporaryDirectory(dir=self.storage_dir) as tmp:
+                config_path, weights_path = extract_adapter(data, tmp, max_member_bytes=MAX_ARCHIVE_BYTES)
+                del data
+                problem = self.adapter_problem(config_path, weights_path, params.model)
+                if problem:
+                    return None, problem
+                digest = hashlib.sha256()
+                with open(weights_path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                return digest.digest(), None
+        except ArchiveError as exc:
+            return None, (exc.code, exc.message)
 
     # -- LoRA resolution (shared by every inference endpoint) ----------------------------------------------
 
@@ -572,6 +677,24 @@ class State:
             return [l for l in self.loras.values() if l.org == org.id]
 
     # -- batches -------------------------------------------------------------------------------------------
+
+    def submit_batch(self, org: Organization, api_key: str, key: Optional[str], fingerprint: bytes,
+                     label: Optional[str], items: List[Tuple[str, InferenceParams]], *, own_url: str) -> BatchRecord:
+        """Create a batch under its idempotency key; every item's LoRA or Tinker checkpoint is checked first
+        (one bad item rejects the batch with a 400 naming it, and consumes no key)."""
+
+        def commit() -> BatchRecord:
+            adapters: Dict[str, Optional[bytes]] = {}
+            for custom_id, params in items:
+                adapters[custom_id] = self.lora_adapter(org, params)
+                if params.tinker_url is not None:
+                    adapter, failure = self.tinker_adapter(params, own_url=own_url)
+                    if failure:
+                        raise ApiError(400, "requests[{}]: {}".format(custom_id, failure[1]), code=failure[0])
+                    adapters[custom_id] = adapter
+            return self.create_batch(org, label, items, adapters)
+
+        return self.run_idempotent(org, api_key, key, "batches", fingerprint, commit)[0]
 
     def create_batch(self, org: Organization, label: Optional[str], items: List[Tuple[str, InferenceParams]],
                      adapters: Mapping[str, Optional[bytes]]) -> BatchRecord:
