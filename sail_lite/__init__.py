@@ -4,8 +4,7 @@ Importing this package imports neither the emulator (``sail_lite.emulator``)
 nor Tinker: ``SailTokenCompleter`` and the checkpoint URL helpers load
 ``sail_lite.tinker`` on first access.
 """
-import logging
-from typing import Any
+import logging as _logging
 
 from ._version import __version__
 from .client import Client, Timeout
@@ -14,6 +13,7 @@ from .errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    TLSError,
     AuthenticationError,
     BadRequestError,
     ClientClosedError,
@@ -34,13 +34,13 @@ from .errors import (
     ResponseCancelledError,
     ResponseExpiredError,
     ResponseFailedError,
+    ResponseTooLargeError,
     SailError,
     ServerError,
     UnprocessableEntityError,
     UploadNotRewindableError,
 )
 from .polling import PollPolicy
-from .resources.tokens import SamplingOptions, validate_sampling_options
 from .retry import RetryPolicy
 from .types import (
     Batch,
@@ -52,6 +52,7 @@ from .types import (
     Model,
     Response,
     SampledTokens,
+    TokenCount,
     Usage,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "Timeout",
     "RetryPolicy",
     "PollPolicy",
+    "ResponseFuture",
     "SamplingOptions",
     "validate_sampling_options",
     "SailTokenCompleter",
@@ -75,6 +77,7 @@ __all__ = [
     "Model",
     "Response",
     "SampledTokens",
+    "TokenCount",
     "Usage",
     "SailError",
     "ConfigurationError",
@@ -83,8 +86,10 @@ __all__ = [
     "AdapterError",
     "APIConnectionError",
     "APITimeoutError",
+    "TLSError",
     "UploadNotRewindableError",
     "MalformedResponseError",
+    "ResponseTooLargeError",
     "APIStatusError",
     "BadRequestError",
     "IdempotencyError",
@@ -107,14 +112,27 @@ __all__ = [
 ]
 
 _LAZY_TINKER = ("SailTokenCompleter", "get_tinker_checkpoint_signed_url", "get_tinker_checkpoint_signed_url_async")
+# Loaded on first use, so that importing sail_lite stays cheap (no concurrent.futures, no resources).
+_LAZY = {"ResponseFuture": "._future", "SamplingOptions": ".resources.tokens",
+         "validate_sampling_options": ".resources.tokens"}
 
 # The library stays silent unless the application configures logging (or SAIL_LOG is set).
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY_TINKER:
         from . import tinker
 
         return getattr(tinker, name)
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError("module 'sail_lite' has no attribute {!r}".format(name))
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_TINKER))

@@ -1,109 +1,167 @@
 """``sail-lite demo``: the main job, end to end, in one command.
 
 Samples token ids with logprobs from raw-token prompts, then pre-flights,
-uploads, validates and uses a LoRA. With ``SAIL_API_KEY`` set it talks to
-the Sail API (``SAIL_BASE_URL`` optional); otherwise it starts an in-process
-emulator first, so it runs anywhere with no network and no account.
-Results go to stdout; progress lines go to stderr.
+uploads, validates and uses a LoRA. Where it runs: with ``--api-key`` (or
+``SAIL_API_KEY``) against the Sail API, or the server ``--base-url`` (or
+``SAIL_BASE_URL``) names; with no key, or with ``--offline``, against an
+emulator it starts in-process, so it runs anywhere with no network and no
+account. Results go to stdout; progress lines go to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
-import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from ._progress import ProgressBar
 
-__all__ = ["main"]
+__all__ = ["DESCRIPTION", "WINDOWS", "add_arguments", "run", "run_from_args"]
 
 MODEL = "moonshotai/Kimi-K2.6"
 PROMPTS = ("Question: 2+2?\nAnswer:", "The capital of France is", "def fibonacci(n):", "Once upon a time")
+#: Raw-token sampling always runs in the background, and background requests cannot use asap.
+WINDOWS = ("balanced", "flex", "standard")
+SHOWN_LOGPROBS = 6
+DESCRIPTION = (
+    "The main job, end to end: sample token ids with logprobs from raw-token prompts, then pre-flight, "
+    "upload, validate and use a LoRA. It runs against the server --base-url/$SAIL_BASE_URL names (the Sail "
+    "API by default) when an API key is given (--api-key or $SAIL_API_KEY); with no key, or with --offline, "
+    "it starts an emulator in-process. Results go to stdout, progress to stderr."
+)
+
+
+class DemoUsageError(ValueError):
+    """The demo's options contradict each other (the CLI exits 2)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's own options (the CLI adds ``--window`` and the connection options)."""
+    parser.add_argument("--model", default=MODEL, help="model to sample (default: {})".format(MODEL))
+    parser.add_argument("--max-tokens", type=int, default=24, metavar="N", help="tokens per sample (default 24)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="temperature of the first samples (default 1.0; 0 samples greedily); the base/LoRA "
+                             "comparison is always greedy")
+    parser.add_argument("--offline", action="store_true",
+                        help="use an in-process emulator even when SAIL_API_KEY is set")
 
 
 @contextlib.contextmanager
-def _connection(environ: Any, err: TextIO) -> Iterator[Tuple[str, Optional[str], str]]:
-    """``(api_key, base_url, where)``: the real service when SAIL_API_KEY is set, else an emulator."""
-    key = environ.get("SAIL_API_KEY")
+def _connection(
+    api_key: Optional[str], base_url: Optional[str], offline: bool, environ: Mapping[str, str], err: TextIO
+) -> Iterator[Tuple[str, Optional[str], str, Any]]:
+    """``(api_key, base_url, where, poll)``: the given server or the Sail API when there is a key, else an
+    emulator (whose turns take milliseconds, so it is polled every few milliseconds; ``poll`` None: defaults)."""
+    from ._redact import redact_url
+
+    if offline and (api_key or base_url):
+        raise DemoUsageError("--offline runs against an in-process emulator: drop --api-key and --base-url")
+    key = None if offline else (api_key or environ.get("SAIL_API_KEY") or None)
+    if base_url and not key:
+        raise DemoUsageError("--base-url {} needs an API key too: pass --api-key KEY or set SAIL_API_KEY".format(
+            redact_url(base_url)))
     if key:
-        yield key, environ.get("SAIL_BASE_URL"), "the Sail API"
+        url = base_url or environ.get("SAIL_BASE_URL") or None
+        yield key, url, redact_url(url) if url else "the Sail API", None
         return
     from .emulator import EmulatorServer
+    from .polling import PollPolicy
 
     with EmulatorServer() as server:
-        err.write("no SAIL_API_KEY: started an offline emulator at {}\n".format(server.base_url))
-        yield server.api_key, server.base_url, "the offline emulator"
+        why = "--offline" if offline else "no API key"
+        err.write("{}: started an offline emulator at {}\n".format(why, server.base_url))
+        yield server.api_key, server.base_url, "the offline emulator at {}".format(server.base_url), \
+            PollPolicy(initial_interval=0.01, default_max_interval=0.05, max_interval={})
 
 
-def _show(out: TextIO, label: str, tokens: Sequence[int], logprobs: Optional[Sequence[float]], reason: str) -> None:
-    text = bytes(t for t in tokens if 0 <= t < 256).decode("utf-8", "replace")
-    mean = sum(logprobs) / len(logprobs) if logprobs else float("nan")
-    out.write("  {:<28} -> {!r} ({} tokens, stop_reason={}, mean logprob {:.3f})\n".format(
-        label, text[:40], len(tokens), reason, mean))
+def _text(tokens: Sequence[int]) -> str:
+    return repr(bytes(t for t in tokens if 0 <= t < 256).decode("utf-8", "replace")[:40])
 
 
-def run(client: Any, out: TextIO, err: TextIO, *, max_tokens: int, window: str) -> int:
-    """The demo on an open client; returns the process exit code."""
+def _logprobs(logprobs: Optional[Sequence[float]]) -> str:
+    if not logprobs:
+        return "no logprobs returned"
+    shown = " ".join("{:.2f}".format(lp) for lp in logprobs[:SHOWN_LOGPROBS])
+    more = " ..." if len(logprobs) > SHOWN_LOGPROBS else ""
+    return "logprobs {}{} (mean {:.2f})".format(shown, more, sum(logprobs) / len(logprobs))
+
+
+def _validation(lora: Any, model: str) -> str:
+    validation = lora.latest_validation(model)
+    status = validation.status if validation is not None else None
+    if status is None:
+        return "not validated on {}".format(model)
+    if status == "unverified":
+        return "validation unverified on {} (usable: the service could not check it automatically)".format(model)
+    return "validation {} on {}".format(status, model)
+
+
+def _gather(futures: Sequence[Any], progress: ProgressBar) -> List[Any]:
+    results = []
+    for done, future in enumerate(futures, 1):
+        results.append(future.result())
+        progress(done, len(futures))
+    return results
+
+
+def run(client: Any, out: TextIO, err: TextIO, *, max_tokens: int, window: str, temperature: float = 1.0,
+        model: str = MODEL, tty: bool = False) -> int:
+    """The demo on an open client; returns the process exit code (errors raise ``SailError``)."""
     from .adapters import make_adapter
 
     prompts: List[List[int]] = [list(p.encode("utf-8")) for p in PROMPTS]
-    out.write("1. Sampling {} raw-token prompts on {} ({} window, logprobs on):\n".format(
-        len(prompts), MODEL, window))
+    how = "greedily (temperature 0: the most likely token each step)" if temperature == 0 else \
+        "at temperature {:g}".format(temperature)
+    out.write("1. Sampling {} raw-token prompts on {} {}, {} window, logprobs on:\n".format(
+        len(prompts), model, how, window))
     started = time.monotonic()
-    progress = ProgressBar("   sampling", err, in_bytes=False)
-    futures = [client.tokens.submit(p, model=MODEL, max_tokens=max_tokens, temperature=0.0,
-                                    completion_window=window, stop=["\n"]) for p in prompts]
-    base = []
-    for done, future in enumerate(futures, 1):
-        base.append(future.result())
-        progress(done, len(futures))
-    for prompt, result in zip(PROMPTS, base):
-        _show(out, repr(prompt), result.tokens, result.logprobs, result.stop_reason)
-    out.write("   {} samples in {:.2f} s\n".format(len(base), time.monotonic() - started))
+    first = _gather([client.tokens.submit(p, model=model, max_tokens=max_tokens, temperature=temperature,
+                                          completion_window=window, stop=["\n"]) for p in prompts],
+                    ProgressBar("   sampling", err, in_bytes=False, tty=tty))
+    for prompt, result in zip(PROMPTS, first):
+        out.write("   {:<28} -> {}  ({} tokens, stop_reason={})\n".format(
+            repr(prompt), _text(result.tokens), len(result.tokens), result.stop_reason))
+        out.write("   {:<28}    {}\n".format("", _logprobs(result.logprobs)))
+    out.write("   {} samples in {:.2f} s\n".format(len(first), time.monotonic() - started))
 
     name = "sail-lite-demo-" + uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="sail-lite-demo-") as folder:
-        adapter = make_adapter(os.path.join(folder, "adapter"), base_model=MODEL, rank=8, seed=7)
-        out.write("2. Uploading LoRA {!r} from {} (pre-flight, upload, validation):\n".format(name, adapter))
-        lora = client.loras.upload(adapter, name=name, supported_models=[MODEL], wait=True,
-                                   progress=ProgressBar("   uploading", err))
-    validation = lora.latest_validation(MODEL)
-    out.write("   LoRA {} is {} on {}\n".format(lora.id, validation.status if validation else "unvalidated", MODEL))
+        adapter = make_adapter(os.path.join(folder, "adapter"), base_model=model, rank=8, seed=7)
+        out.write("2. Uploading LoRA {!r} (a generated rank-8 PEFT adapter): pre-flight, upload, validation\n".format(
+            name))
+        lora = client.loras.upload(adapter, name=name, supported_models=[model], wait=True,
+                                   progress=ProgressBar("   uploading", err, tty=tty))
+    out.write("   LoRA {!r} (id {}): {}\n".format(lora.name, lora.id, _validation(lora, model)))
 
-    lora_window = "priority" if window == "asap" else window
-    out.write("3. The same prompts with the LoRA (temperature 0, {} window):\n".format(lora_window))
-    tuned = [f.result() for f in [client.tokens.submit(p, model=MODEL, max_tokens=max_tokens, temperature=0.0,
-                                                       completion_window=lora_window, stop=["\n"], lora=name)
-                                  for p in prompts]]
+    out.write("3. Greedy decoding (temperature 0) of the same prompts, without and with LoRA {!r}, {} window:\n"
+              .format(name, window))
+    pairs = [(client.tokens.submit(p, model=model, max_tokens=max_tokens, temperature=0.0,
+                                   completion_window=window, stop=["\n"]),
+              client.tokens.submit(p, model=model, max_tokens=max_tokens, temperature=0.0,
+                                   completion_window=window, stop=["\n"], lora=name)) for p in prompts]
+    results = _gather([f for pair in pairs for f in pair], ProgressBar("   sampling", err, in_bytes=False, tty=tty))
     changed = 0
-    for prompt, before, after in zip(PROMPTS, base, tuned):
-        _show(out, repr(prompt), after.tokens, after.logprobs, after.stop_reason)
-        changed += before.tokens != after.tokens
-    out.write("   the LoRA changed {} of {} greedy samples\n".format(changed, len(prompts)))
+    for index, prompt in enumerate(PROMPTS):
+        base, tuned = results[2 * index], results[2 * index + 1]
+        out.write("   {}\n      base model: {}\n      with LoRA:  {}\n".format(
+            repr(prompt), _text(base.tokens), _text(tuned.tokens)))
+        changed += base.tokens != tuned.tokens
+    out.write("   LoRA {!r} changed {} of {} greedy continuations\n".format(name, changed, len(prompts)))
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    parser = argparse.ArgumentParser(prog="sail-lite demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--max-tokens", type=int, default=24)
-    parser.add_argument("--window", default="priority", help="completion window for the base samples")
-    args = parser.parse_args(argv)
+def run_from_args(args: argparse.Namespace, *, out: TextIO, err: TextIO, api_key: Optional[str],
+                  base_url: Optional[str], window: str, environ: Mapping[str, str], tty: bool) -> int:
+    """``sail-lite demo``: pick the server (see the module docstring), then :func:`run`."""
     from .client import Client
-    from .errors import SailError
 
-    with _connection(os.environ, err) as (api_key, base_url, where):
+    if args.max_tokens < 1:
+        raise DemoUsageError("--max-tokens must be >= 1, got {}".format(args.max_tokens))
+    with _connection(api_key, base_url, args.offline, environ, err) as (key, url, where, poll):
         out.write("sail-lite demo against {}\n".format(where))
-        try:
-            with Client(api_key, base_url=base_url) as client:
-                return run(client, out, err, max_tokens=args.max_tokens, window=args.window)
-        except SailError as exc:
-            err.write("sail-lite demo: error: {}\n".format(exc))
-            return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+        with Client(key, base_url=url, poll=poll, environ=environ) as client:
+            return run(client, out, err, max_tokens=args.max_tokens, window=window, temperature=args.temperature,
+                       model=args.model, tty=tty)

@@ -9,7 +9,6 @@ memory an upload costs stays flat whatever the file's size.
 from __future__ import annotations
 
 import os
-import uuid
 from typing import IO, Callable, Iterator, List, Optional, Tuple, Union
 
 from .errors import InvalidRequestError, UploadNotRewindableError
@@ -66,7 +65,7 @@ class MultipartUpload:
         self.filename = filename or default_name
         self._progress = progress
         self._sent_once = False
-        boundary = "sail-lite-" + uuid.uuid4().hex
+        boundary = "sail-lite-" + os.urandom(16).hex()
         self.content_type = "multipart/form-data; boundary=" + boundary
         head = b"".join(
             "--{}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n{}\r\n".format(

@@ -1,38 +1,60 @@
-"""One HTTP attempt: a ``requests`` call in, ``(status, headers, body)`` out.
+"""One HTTP attempt: ``(method, path, headers, body)`` in, ``Reply(status, headers, body)`` out.
 
-Never retries and never logs. Maps every ``requests``/``urllib3`` failure to
-:class:`~sail_lite.errors.APIConnectionError` (or its timeout subclass) with
-a message that names the method and path but never a query string, so a
-signed URL cannot leak through an error.
+Never retries and never logs. The hot path (every create and every poll)
+goes to urllib3's connection pool directly: ``requests.Session`` costs
+about four times the CPU per call in merging settings we already resolved
+once. What users rely on from requests is kept by building the pool with
+requests' own helpers: environment proxies and ``NO_PROXY`` (resolved by
+the client), CA bundles and ``verify=``, proxy authentication.
+
+Two bounds hold on every attempt, whatever the server does:
+
+- wall-clock: the whole reply (status line, headers, body) must arrive by
+  the attempt's ``reply_by`` time, or a watchdog thread shuts the socket
+  down and the attempt fails with :class:`APITimeoutError` (a per-read
+  timeout alone lets a server that drips a byte a second hold a call
+  forever);
+- size: a body, counted after decompression, may not pass
+  ``max_response_bytes`` (:class:`ResponseTooLargeError`).
+
+Every library failure becomes :class:`APIConnectionError` (or a subclass)
+whose message names the method and path, never a query string.
 """
 from __future__ import annotations
 
-import re
+import heapq
+import itertools
+import socket
+import ssl
+import threading
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
 
-from .errors import APIConnectionError, APITimeoutError
+from ._redact import redact_url
+from .errors import APIConnectionError, APITimeoutError, ResponseTooLargeError, TLSError
 
-__all__ = ["Reply", "Transport", "redact_url"]
+__all__ = ["Reply", "Transport"]
 
-_QUERY = re.compile(r"\?[^\s'\"]*")
-
-
-def redact_url(text: str) -> str:
-    """``text`` with every URL query string replaced by ``?<redacted>``."""
-    return _QUERY.sub("?<redacted>", text)
+_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
 class Reply:
-    """What one HTTP attempt brought back."""
+    """What one HTTP attempt brought back (``headers`` has lower-case names)."""
 
     status: int
-    headers: CaseInsensitiveDict
+    headers: Mapping[str, str]
     body: bytes
 
     @property
@@ -41,58 +63,262 @@ class Reply:
 
 
 class Transport:
-    """A ``requests.Session`` with a connection pool of ``pool_size``.
+    """A urllib3 pool of ``pool_size`` keep-alive connections to ``base_url``'s host.
 
     The pool blocks when every connection is busy instead of opening extra
-    ones it would then throw away, so no concurrency level produces
-    "Connection pool is full" warnings: at most ``pool_size`` requests are
-    on the wire at once. Thread-safe as ``requests.Session`` is for sending.
+    ones it would throw away, so at most ``pool_size`` requests are on the
+    wire at once. Thread-safe.
     """
 
-    def __init__(self, *, pool_size: int, user_agent: str) -> None:
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, pool_block=True, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers["User-Agent"] = user_agent
-        self._session = session
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        pool_size: int,
+        user_agent: str,
+        verify: Union[bool, str] = True,
+        proxies: Optional[Mapping[str, str]] = None,
+        max_response_bytes: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, pool_block=True, max_retries=0)
+        request = requests.PreparedRequest()
+        request.prepare(method="GET", url=base_url)
+        proxies = dict(proxies or {})
+        try:
+            if hasattr(self._adapter, "get_connection_with_tls_context"):  # requests >= 2.32.2
+                pool = self._adapter.get_connection_with_tls_context(request, verify, proxies=proxies)
+            else:  # pragma: no cover - older requests
+                pool = self._adapter.get_connection(base_url, proxies)
+            self._adapter.cert_verify(pool, base_url, verify, None)
+        except (OSError, ValueError, requests.exceptions.RequestException) as exc:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError("cannot set up connections to {}: {}".format(
+                redact_url(base_url), redact_url(str(exc)))) from None
+        # Through a plain-HTTP proxy the request line carries the absolute URL (requests' own rule).
+        absolute = self._adapter.request_url(request, proxies) != request.path_url
+        self._prefix = base_url if absolute else request.path_url.rstrip("/")
+        self._watchdog = _Watchdog(clock)
+        pool.ConnectionCls = _guarded(pool.ConnectionCls, self._watchdog)
+        self._pool = pool
+        self._user_agent = user_agent
+        self._max_response_bytes = max_response_bytes
+        self._clock = clock
 
     def send(
         self,
         method: str,
-        url: str,
+        path: str,
         *,
         headers: Mapping[str, str],
-        body: Union[bytes, Any, None],
+        body: Any,
         timeout: Tuple[float, float],
-        path: str,
+        reply_by: float,
     ) -> Reply:
         """Send one request and read the whole reply.
 
-        Raises :class:`APITimeoutError` or :class:`APIConnectionError` when no
-        complete reply arrives (including a body cut short by the peer).
+        ``timeout`` is ``(connect, read)`` per socket operation; ``reply_by``
+        (on the transport's clock) bounds the whole reply once the request
+        is sent. Raises :class:`APITimeoutError`,
+        :class:`APIConnectionError` (``request_sent`` false when nothing
+        reached the server), :class:`TLSError` or
+        :class:`ResponseTooLargeError`; never returns a partial body.
         """
+        send_headers = dict(headers)
+        send_headers.setdefault("User-Agent", self._user_agent)
+        send_headers.setdefault("Accept-Encoding", "gzip, deflate")
+        if body is not None and not isinstance(body, (bytes, bytearray)):
+            send_headers["Content-Length"] = str(len(body))  # a streamed upload knows its length
+        alarm = self._watchdog.prepare(reply_by)
+        response = None
         try:
-            response = self._session.request(
-                method, url, headers=dict(headers), data=body, timeout=timeout, allow_redirects=False
+            response = self._pool.urlopen(
+                method, self._prefix + path, body=body, headers=send_headers,
+                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                retries=False, redirect=False, assert_same_host=False,
+                preload_content=False, decode_content=True, enforce_content_length=True,
             )
-            content = response.content
-        except (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout) as exc:
-            raise APITimeoutError(
-                "{} {} timed out: {}".format(method, path, _describe(exc))
-            ) from None
-        except (requests.exceptions.RequestException, OSError) as exc:
-            # Covers refused/reset connections, a body cut short
-            # (ChunkedEncodingError), and an upload source failing mid-way.
-            raise APIConnectionError(
-                "{} {} failed before a complete reply: {}".format(method, path, _describe(exc))
-            ) from None
-        return Reply(status=response.status_code, headers=response.headers, body=content)
+            content = self._read(response, method, path)
+            status, reply_headers = response.status, response.headers
+        except ResponseTooLargeError:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                # "from None": urllib3's exceptions repeat the full URL and their own causes in their
+                # text; what they say is in our message, redacted, so the chain adds only leak risk.
+                raise _connection_error(exc, method, path, alarm.fired) from None
+            raise
+        finally:
+            alarm.disarm()  # before the connection can go back to the pool
+            self._watchdog.release()
+            if response is not None:
+                if alarm.fired or not response.closed:
+                    response.close()  # a half-read or shut-down connection is never reused
+                response.release_conn()
+        return Reply(status=status, headers={k.lower(): v for k, v in reply_headers.items()}, body=content)
+
+    def _read(self, response: Any, method: str, path: str) -> bytes:
+        chunks: List[bytes] = []
+        size = 0
+        for chunk in response.stream(_CHUNK, decode_content=True):
+            size += len(chunk)
+            if size > self._max_response_bytes:
+                raise ResponseTooLargeError(
+                    "{} {}: the reply is larger than max_response_bytes={} (counted after decompression); "
+                    "nothing was kept".format(method, path, self._max_response_bytes),
+                    status=response.status, request_id=response.headers.get("x-request-id"),
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
-        self._session.close()
+        self._watchdog.close()
+        self._adapter.close()
+
+
+def _connection_error(exc: Exception, method: str, path: str, wall_clock_expired: bool) -> APIConnectionError:
+    what = "{} {}".format(method, path)
+    if wall_clock_expired:
+        return APITimeoutError("{} timed out: no complete reply within the attempt's time bound".format(what))
+    if isinstance(exc, (SSLError, ssl.SSLError)):
+        return TLSError("{}: TLS failed ({}); check verify=, REQUESTS_CA_BUNDLE or SSL_CERT_FILE".format(
+            what, _describe(exc)))
+    if isinstance(exc, ConnectTimeoutError):
+        return APITimeoutError("{} timed out connecting: {}".format(what, _describe(exc)), request_sent=False)
+    if isinstance(exc, (ReadTimeoutError, socket.timeout)):
+        return APITimeoutError("{} timed out: {}".format(what, _describe(exc)))
+    if isinstance(exc, (NewConnectionError, ProxyError)):
+        return APIConnectionError("{} could not connect: {}".format(what, _describe(exc)), request_sent=False)
+    # A reset, a body cut short, an upload source failing mid-way.
+    return APIConnectionError("{} failed before a complete reply: {}".format(what, _describe(exc)))
 
 
 def _describe(exc: BaseException) -> str:
     text = "{}: {}".format(type(exc).__name__, exc) if str(exc) else type(exc).__name__
     return redact_url(text)
+
+
+# --- the wall-clock bound ------------------------------------------------------
+
+
+class _Alarm:
+    """One attempt's bound: fired at most once, never after it is disarmed."""
+
+    __slots__ = ("reply_by", "sock", "fired", "_disarmed", "_lock")
+
+    def __init__(self, reply_by: float) -> None:
+        self.reply_by = reply_by
+        self.sock: Optional[socket.socket] = None
+        self.fired = False
+        self._disarmed = False
+        self._lock = threading.Lock()
+
+    def fire(self) -> None:
+        with self._lock:
+            if self._disarmed or self.sock is None:
+                return
+            self.fired = True
+            try:
+                if isinstance(self.sock, socket.socket):
+                    # socket.socket.shutdown, not SSLSocket's: wakes the blocked reader without
+                    # tearing the TLS object out from under it.
+                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+                else:  # a TLS-in-TLS transport (HTTPS through an HTTPS proxy)
+                    self.sock.shutdown(socket.SHUT_RDWR)
+            except Exception:  # already closed: nothing left to wake
+                pass
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._disarmed = True
+
+    @property
+    def disarmed(self) -> bool:
+        return self._disarmed
+
+
+class _Watchdog:
+    """One thread that shuts down the socket of any attempt that passes its ``reply_by``.
+
+    ``prepare`` parks the bound for the calling thread; the connection arms
+    it with its socket when it starts reading the reply (see
+    :func:`_guarded`). Entries are a heap; disarmed ones are dropped lazily.
+    The thread starts on the first armed alarm.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._local = threading.local()
+        self._heap: List[Tuple[float, int, _Alarm]] = []
+        self._sequence = itertools.count()
+        self._condition = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+
+    def prepare(self, reply_by: float) -> _Alarm:
+        alarm = _Alarm(reply_by)
+        self._local.alarm = alarm
+        return alarm
+
+    def release(self) -> None:
+        self._local.alarm = None
+
+    def arm(self, sock: Any) -> None:
+        alarm: Optional[_Alarm] = getattr(self._local, "alarm", None)
+        if alarm is None or sock is None:
+            return
+        alarm.sock = sock
+        with self._condition:
+            if self._closed:
+                return
+            heap = self._heap
+            while heap and heap[0][2].disarmed:
+                heapq.heappop(heap)
+            heapq.heappush(heap, (alarm.reply_by, next(self._sequence), alarm))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sail-lite-watchdog", daemon=True)
+                self._thread.start()
+            elif heap[0][2] is alarm:
+                self._condition.notify()
+        if self._clock() >= alarm.reply_by:
+            alarm.fire()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while True:
+                    if self._closed:
+                        return
+                    if not self._heap:
+                        self._condition.wait()
+                        continue
+                    reply_by, _, alarm = self._heap[0]
+                    if alarm.disarmed:
+                        heapq.heappop(self._heap)
+                        continue
+                    wait = reply_by - self._clock()
+                    if wait <= 0:
+                        heapq.heappop(self._heap)
+                        break
+                    self._condition.wait(wait)
+            alarm.fire()
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._heap.clear()
+            self._condition.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+
+def _guarded(base: type, watchdog: _Watchdog) -> type:
+    """``base`` (a urllib3 connection class) whose reply reading is watched by ``watchdog``."""
+
+    def getresponse(self: Any, *args: Any, **kwargs: Any) -> Any:
+        watchdog.arm(self.sock)
+        return base.getresponse(self, *args, **kwargs)
+
+    return type("Guarded" + base.__name__, (base,), {"getresponse": getresponse})

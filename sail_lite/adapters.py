@@ -152,8 +152,8 @@ def read_safetensors_header(
                     .format(length, file_size - 8))
     try:
         header = json.loads(source.read(length).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise _fail("invalid_safetensors", "the safetensors header is not valid JSON") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _fail("invalid_safetensors", "the safetensors header is not valid JSON (or nested too deeply)") from None
     if not isinstance(header, dict):
         raise _fail("invalid_safetensors", "the safetensors header must be a JSON object of tensors")
     data_size = file_size - 8 - length
@@ -203,9 +203,9 @@ def load_adapter_config(path: PathLike) -> Dict[str, Any]:
         raise _fail("missing_file", "cannot read {}: {}".format(os.fspath(path), exc.strerror)) from None
     try:
         config = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _fail("invalid_config_json", "adapter_config.json is not valid JSON ({})".format(
-            getattr(exc, "msg", "not UTF-8"))) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else getattr(exc, "msg", "not UTF-8")
+        raise _fail("invalid_config_json", "adapter_config.json is not valid JSON ({})".format(reason)) from None
     if not isinstance(config, dict):
         raise _fail("invalid_config_json", "adapter_config.json must hold a JSON object")
     return config

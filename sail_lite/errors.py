@@ -13,17 +13,22 @@ wait). All of them pickle, so they cross process boundaries intact.
     ├── InvalidRequestError         bad arguments, caught before any I/O (also ValueError)
     │   ├── LoRANameError           a LoRA name breaking the naming rules
     │   └── AdapterError            a PEFT adapter folder that fails pre-flight (.problems)
-    ├── APIConnectionError          the request did not get an HTTP reply
-    │   ├── APITimeoutError         ... because a connect or read timed out
+    ├── APIConnectionError          the request did not get an HTTP reply (also ConnectionError)
+    │   ├── APITimeoutError         ... because a connect timed out or the reply did not arrive
+    │   │                           whole within the attempt's wall-clock bound (also TimeoutError)
+    │   ├── TLSError                ... because the server's certificate failed verification
+    │   │                           (never retried)
     │   └── UploadNotRewindableError  a streamed upload failed and cannot be re-sent
-    ├── MalformedResponseError      a 2xx reply we could not parse (truncated, HTML, wrong shape)
+    ├── MalformedResponseError      a 2xx reply we could not parse (truncated, HTML, wrong shape,
+    │   │                           nested too deeply)
+    │   └── ResponseTooLargeError   a reply body (decompressed) larger than max_response_bytes
     ├── APIStatusError              the server answered with a non-2xx status
     │   ├── BadRequestError         400
     │   │   └── IdempotencyError    400 code=idempotency_error
     │   ├── AuthenticationError     401
-    │   ├── PermissionDeniedError   403
-    │   ├── NotFoundError           404
-    │   ├── RequestTimeoutError     408
+    │   ├── PermissionDeniedError   403 (also PermissionError)
+    │   ├── NotFoundError           404 (also LookupError)
+    │   ├── RequestTimeoutError     408 (also TimeoutError)
     │   ├── ConflictError           409 (a LoRA name taken; request_in_progress)
     │   ├── RequestTooLargeError    413
     │   ├── UnprocessableEntityError 422
@@ -52,8 +57,10 @@ __all__ = [
     "AdapterError",
     "APIConnectionError",
     "APITimeoutError",
+    "TLSError",
     "UploadNotRewindableError",
     "MalformedResponseError",
+    "ResponseTooLargeError",
     "APIStatusError",
     "BadRequestError",
     "IdempotencyError",
@@ -106,6 +113,7 @@ class SailError(Exception):
         response_id: Optional[str] = None,
         attempts: Optional[int] = None,
         retry_after: Optional[float] = None,
+        idempotency_key: Optional[str] = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -117,6 +125,11 @@ class SailError(Exception):
         self.response_id = response_id
         self.attempts = attempts
         self.retry_after = retry_after
+        self.idempotency_key = idempotency_key
+
+    @property
+    def status_code(self) -> Optional[int]:
+        return self.status
 
     def __reduce__(self) -> Tuple[Any, ...]:
         state = dict(self.__dict__)
@@ -131,6 +144,7 @@ class SailError(Exception):
             ("request", self.request_id),
             ("attempts", self.attempts),
             ("retry after", self.retry_after),
+            ("idempotency key", self.idempotency_key),
         ):
             if value is not None:
                 details.append("{} {}".format(label, value))
@@ -165,12 +179,29 @@ class AdapterError(InvalidRequestError):
             self.code = getattr(self.problems[0], "code", None)
 
 
-class APIConnectionError(SailError):
-    """No HTTP reply was received (connection refused, reset, DNS, TLS...)."""
+class APIConnectionError(SailError, ConnectionError):
+    """No complete HTTP reply was received (connection refused, reset, DNS, a cut-off body...).
+
+    ``request_sent`` is ``False`` when the failure came before the request
+    could reach the server (e.g. the connection was refused), so even a
+    write without an idempotency key may be sent again.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.request_sent = request_sent
 
 
 class APITimeoutError(APIConnectionError, TimeoutError):
-    """A connect or read timeout expired before the server replied."""
+    """A connect timed out, or the whole reply did not arrive within the attempt's time bound."""
+
+
+class TLSError(APIConnectionError):
+    """The server's TLS certificate failed verification (wrong CA, name, expiry).
+
+    Not retried: fix ``verify=`` (a CA bundle path), ``REQUESTS_CA_BUNDLE``
+    or ``SSL_CERT_FILE``, or the server's certificate.
+    """
 
 
 class UploadNotRewindableError(APIConnectionError):
@@ -182,6 +213,10 @@ class UploadNotRewindableError(APIConnectionError):
 
 class MalformedResponseError(SailError):
     """The server replied 2xx but the body is not the JSON we expect."""
+
+
+class ResponseTooLargeError(MalformedResponseError):
+    """A reply body, counted after decompression, passed the client's ``max_response_bytes``."""
 
 
 class APIStatusError(SailError):
@@ -200,7 +235,7 @@ class AuthenticationError(APIStatusError):
     """401: the API key is missing or wrong."""
 
 
-class PermissionDeniedError(APIStatusError):
+class PermissionDeniedError(APIStatusError, PermissionError):
     """403: the API key may not do this."""
 
 
@@ -208,7 +243,7 @@ class NotFoundError(APIStatusError, LookupError):
     """404: no such object in your organization."""
 
 
-class RequestTimeoutError(APIStatusError):
+class RequestTimeoutError(APIStatusError, TimeoutError):
     """408: the server timed out waiting for a synchronous completion."""
 
 

@@ -15,13 +15,16 @@ from typing import FrozenSet, Mapping, Optional
 from .errors import (
     APIConnectionError,
     APIStatusError,
+    ConfigurationError,
     SailError,
+    TLSError,
     UploadNotRewindableError,
 )
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
 _RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_REFUSED_UNRUN = frozenset({429, 503, 529})  # load shedding: the server ran nothing
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,15 @@ class RetryPolicy:
     uniform in ``[0, min(max_delay, initial_delay * multiplier ** n)]`` for
     the n-th retry (n from 0).
 
-    Retried: connection errors and timeouts, and the statuses in
-    ``retry_statuses`` (409 only with code ``request_in_progress``). A POST is
-    retried only when it carries an idempotency key, which the client always
-    adds, so a replay never runs inference twice.
+    Retried (the one definition of "transient", which the poller uses too):
+    connection errors and timeouts (not a failed certificate check), and the
+    statuses in ``retry_statuses`` (409 only with code
+    ``request_in_progress``). A write is retried only when it is
+    replay-safe (it carries an idempotency key, which the client adds to
+    every create, so a replay never runs inference twice), or when the
+    failure proves the request never reached the server.
+
+    Bad fields raise :class:`~sail_lite.errors.ConfigurationError`.
     """
 
     max_retries: int = 2
@@ -49,13 +57,20 @@ class RetryPolicy:
     retry_statuses: FrozenSet[int] = _RETRYABLE_STATUSES
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ValueError("RetryPolicy.max_retries must be >= 0, got {}".format(self.max_retries))
-        for name in ("initial_delay", "max_delay", "max_retry_after"):
-            if getattr(self, name) < 0:
-                raise ValueError("RetryPolicy.{} must be >= 0".format(name))
-        if self.multiplier < 1:
-            raise ValueError("RetryPolicy.multiplier must be >= 1, got {}".format(self.multiplier))
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or not 0 <= self.max_retries <= 100:
+            raise ConfigurationError("RetryPolicy.max_retries must be an int from 0 to 100, got {!r}".format(
+                self.max_retries))
+        for name, low in (("initial_delay", 0.0), ("max_delay", 0.0), ("max_retry_after", 0.0), ("multiplier", 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < math.inf:
+                raise ConfigurationError("RetryPolicy.{} must be a finite number >= {}, got {!r}".format(
+                    name, low, value))
+        statuses = self.retry_statuses
+        if isinstance(statuses, (str, bytes)) or not hasattr(statuses, "__iter__") or not all(
+                isinstance(code, int) and not isinstance(code, bool) for code in statuses):
+            raise ConfigurationError("RetryPolicy.retry_statuses must be a set of HTTP status ints, got {!r}".format(
+                statuses))
+        object.__setattr__(self, "retry_statuses", frozenset(statuses))
 
     @property
     def max_attempts(self) -> int:
@@ -64,18 +79,36 @@ class RetryPolicy:
     def should_retry(self, error: SailError, *, replay_safe: bool) -> bool:
         """Whether ``error`` is worth another attempt.
 
-        ``replay_safe`` is true for reads and for writes that carry an
-        idempotency key; other writes are never retried.
+        ``replay_safe`` is true for reads, for writes that carry an
+        idempotency key and for writes that are idempotent by nature.
+        Other writes are retried only when the server cannot have acted:
+        the connection was never made, or it refused for load (429, 503,
+        529) before running anything.
         """
-        if not replay_safe or isinstance(error, UploadNotRewindableError):
+        if isinstance(error, (UploadNotRewindableError, TLSError)):
             return False
         if isinstance(error, APIConnectionError):
-            return True
+            return replay_safe or not error.request_sent
+        if not replay_safe and error.status not in _REFUSED_UNRUN:
+            return False
         if isinstance(error, APIStatusError) and error.status in self.retry_statuses:
             if error.status == 409:
                 return error.code == "request_in_progress"
             return True
         return False
+
+    def delay_before_retry(
+        self, error: SailError, attempt: int, *, replay_safe: bool, rng: random.Random
+    ) -> Optional[float]:
+        """Seconds to wait before attempt ``attempt + 1`` after ``error``, or ``None`` to give up.
+
+        Gives up when ``attempt`` was the last, the error is not worth
+        another attempt, or the server asked for a longer wait than
+        ``max_retry_after``.
+        """
+        if attempt >= self.max_attempts or not self.should_retry(error, replay_safe=replay_safe):
+            return None
+        return self.delay(attempt - 1, error.retry_after, rng)
 
     def backoff(self, retry_index: int, rng: random.Random) -> float:
         """Full-jitter exponential delay before retry number ``retry_index`` (from 0)."""

@@ -24,8 +24,9 @@ from concurrent.futures import Future
 from typing import Any, Callable, Deque, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from .client import Client
+from ._checks import positive_int, seconds as positive_seconds
 from .errors import ConfigurationError, InvalidRequestError, ResponseExpiredError, ResponseFailedError, _rebuild
-from .resources._common import normalize_stop, positive_int, positive_seconds
+from .resources._common import normalize_stop
 from .resources.tokens import SamplingOptions, StopArg, to_sampled_tokens, validate_sampling_options
 from .types import Response
 
@@ -222,9 +223,8 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         request. Cancelling the future cancels the response on the server.
         """
         body = self.request_body(prompt, stop, max_tokens=max_tokens)
-        return self.client.responses._submit(
-            body, self._to_result, idempotency_key=None, timeout=self.timeout, deadline=self.deadline
-        )
+        call = self.client._requester.call(timeout=self.timeout, deadline=self.deadline)
+        return self.client.responses._submit(body, self._to_result, call)
 
     def request_body(self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None
                      ) -> Dict[str, Any]:

@@ -63,13 +63,15 @@ import logging
 import os
 import re
 import struct
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ._transport import redact_url
+from ._checks import seconds
+from ._redact import redact_url
 from .adapters import (
     CONFIG_NAME,
     MAX_HEADER_BYTES,
@@ -627,7 +629,7 @@ def upload_external_weights(
     first (:class:`AdapterError` lists every problem). ``progress(done,
     total)`` follows the bytes of both files. With ``wait``, blocks until
     every model's validation is usable (:class:`LoRAValidationError` when
-    one fails), at most ``deadline`` seconds. ``delete_tinker_checkpoint``
+    one fails); ``deadline`` (seconds) bounds the uploads and the wait. ``delete_tinker_checkpoint``
     deletes the external-weights checkpoint on Tinker once the LoRA exists.
 
     Raises :class:`PermissionDeniedError` (``code="url_expired"``) for
@@ -636,6 +638,7 @@ def upload_external_weights(
     and its digest-suffixed variant.
     """
     clock = now or (lambda: _dt.datetime.now(_dt.timezone.utc))
+    deadline_at = None if deadline is None else time.monotonic() + seconds("deadline", deadline)
     weights = resolve_external_weights(source, service_client=service_client, tinker_path=tinker_path)
     if weights.expires is not None:
         can_resign = weights.tinker_path is not None and service_client is not None
@@ -654,7 +657,7 @@ def upload_external_weights(
     try:
         try:
             return _publish(client, weights, downloads, models=models, name=name, display_name=display_name,
-                            description=description, wait=wait, deadline=deadline, preflight=preflight,
+                            description=description, wait=wait, deadline_at=deadline_at, preflight=preflight,
                             progress=progress, delete_tinker_checkpoint=delete_tinker_checkpoint,
                             service_client=service_client)
         except PermissionDeniedError as exc:
@@ -663,7 +666,7 @@ def upload_external_weights(
             _logger.info("the signed URLs of %s expired mid-way; re-signing once", weights.tinker_path)
             weights = _resign(weights, service_client)
             return _publish(client, weights, downloads, models=models, name=name, display_name=display_name,
-                            description=description, wait=wait, deadline=deadline, preflight=preflight,
+                            description=description, wait=wait, deadline_at=deadline_at, preflight=preflight,
                             progress=progress, delete_tinker_checkpoint=delete_tinker_checkpoint,
                             service_client=service_client)
     finally:
@@ -695,7 +698,7 @@ def _resign(weights: ExternalWeights, service_client: Any) -> ExternalWeights:
 
 
 def _publish(client: "Client", weights: ExternalWeights, downloads: _Downloads, *, models: List[str], name: str,
-             display_name: Optional[str], description: Optional[str], wait: bool, deadline: Optional[float],
+             display_name: Optional[str], description: Optional[str], wait: bool, deadline_at: Optional[float],
              preflight: bool, progress: Optional[Progress], delete_tinker_checkpoint: bool,
              service_client: Any) -> PublishedLoRA:
     _config_key, config_url = weights.url(CONFIG_NAME)
@@ -712,7 +715,7 @@ def _publish(client: "Client", weights: ExternalWeights, downloads: _Downloads, 
             sha = source.hash_all()
             reused = _reusable(existing, sha, weights.tinker_path)
             if reused is not None:
-                return _finish(client, reused, models, wait, deadline, delete_tinker_checkpoint, service_client)
+                return _finish(client, reused, models, wait, deadline_at, delete_tinker_checkpoint, service_client)
             name = "{}-{}".format(name[:55].rstrip("-"), sha[:8])
             existing = _existing(client, name)
             if existing is not None:
@@ -721,7 +724,7 @@ def _publish(client: "Client", weights: ExternalWeights, downloads: _Downloads, 
                     raise ConflictError(
                         "LoRAs named {!r} and {!r} exist with other weights: pass another name=".format(
                             name[:-9], name), status=409, code="name_taken")
-                return _finish(client, reused, models, wait, deadline, delete_tinker_checkpoint, service_client)
+                return _finish(client, reused, models, wait, deadline_at, delete_tinker_checkpoint, service_client)
         total = len(config_bytes) + size
 
         def tracker(offset: int) -> Optional[Progress]:
@@ -730,8 +733,9 @@ def _publish(client: "Client", weights: ExternalWeights, downloads: _Downloads, 
             return lambda sent, _size: progress(offset + sent, total)
 
         config_file = client.files.create(_NamedBytes(config_bytes, CONFIG_NAME), purpose="lora",
-                                          progress=tracker(0))
-        weights_file = client.files.create(source, purpose="lora", progress=tracker(len(config_bytes)))
+                                          progress=tracker(0), deadline=_remaining(deadline_at))
+        weights_file = client.files.create(source, purpose="lora", progress=tracker(len(config_bytes)),
+                                           deadline=_remaining(deadline_at))
         if source.tell() != size:
             raise APIConnectionError("the upload of {} ended after {} of {} bytes".format(
                 WEIGHTS_NAME, source.tell(), size))
@@ -746,7 +750,7 @@ def _publish(client: "Client", weights: ExternalWeights, downloads: _Downloads, 
     )
     _logger.info("published %s as LoRA %s (%d bytes)", weights.tinker_path or "external weights", name, size)
     published = PublishedLoRA(lora, weights.tinker_path, sha, False, config_file.id, weights_file.id)
-    return _finish(client, published, models, wait, deadline, delete_tinker_checkpoint, service_client)
+    return _finish(client, published, models, wait, deadline_at, delete_tinker_checkpoint, service_client)
 
 
 def _read_config(downloads: _Downloads, url: str) -> bytes:
@@ -807,14 +811,17 @@ def _reusable(lora: LoRA, sha: str, tinker_path: Optional[str]) -> Optional[Publ
                          fields.get("weights"))
 
 
-def _finish(client: "Client", published: PublishedLoRA, models: List[str], wait: bool, deadline: Optional[float],
+def _remaining(deadline_at: Optional[float]) -> Optional[float]:
+    """Seconds left before ``deadline_at`` (monotonic), at least a millisecond; ``None`` without a deadline."""
+    return None if deadline_at is None else max(deadline_at - time.monotonic(), 1e-3)
+
+
+def _finish(client: "Client", published: PublishedLoRA, models: List[str], wait: bool, deadline_at: Optional[float],
             delete_tinker_checkpoint: bool, service_client: Any) -> PublishedLoRA:
     lora = published.lora
     if wait:
-        deadline_at = client._deadline_at(deadline)
         for model in models:
-            remaining = None if deadline_at is None else max(deadline_at - client._clock(), 1e-3)
-            lora = client.loras.wait_for_validation(lora.name, model, deadline=remaining)
+            lora = client.loras.wait_for_validation(lora.name, model, deadline=_remaining(deadline_at))
     if delete_tinker_checkpoint and published.tinker_path is not None:
         rest = _rest_client(service_client)
         delete = getattr(rest, _DELETE_METHOD, None)

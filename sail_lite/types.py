@@ -9,9 +9,11 @@ or lacks the one field that identifies it, raises
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from ._redact import redact_secrets
 from .errors import MalformedResponseError
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "LoRA",
     "LoRAValidation",
     "Batch",
+    "TokenCount",
 ]
 
 RESULT_STATUSES = frozenset({"completed", "incomplete"})
@@ -99,9 +102,19 @@ class Usage:
         return cls(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total)
 
 
+def _rebuild(cls: type, values: Dict[str, Any]) -> Any:
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class Response:
-    """A Responses API object (``resp_...``), background or not."""
+    """A Responses API object (``resp_...``), background or not.
+
+    The server echoes request metadata, which may hold a signed URL (a
+    Tinker checkpoint in ``metadata.lora``): its ``repr`` and its pickles
+    show such URLs with the query string redacted. The object itself keeps
+    the values as received (``metadata``, ``raw``) for code that needs them.
+    """
 
     id: str
     status: str
@@ -129,6 +142,19 @@ class Response:
             incomplete_details=_optional_dict(data, "incomplete_details"),
             raw=dict(data),
         )
+
+    def __repr__(self) -> str:
+        shown = ", ".join("{}={!r}".format(f.name, redact_secrets(getattr(self, f.name)))
+                          for f in dataclasses.fields(self) if f.repr)
+        return "Response({})".format(shown)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        values = {f.name: redact_secrets(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return (_rebuild, (type(self), values))
+
+    def redacted(self) -> Dict[str, Any]:
+        """The payload as received, with signed-URL query strings redacted: for printing and logging."""
+        return redact_secrets(self.raw)  # type: ignore[no-any-return]
 
     @property
     def is_terminal(self) -> bool:
@@ -539,3 +565,19 @@ class Batch:
         return bool(self.request_status) and all(
             status in ("COMPLETED", "FAILED", "CANCELLED") for status in self.request_status.values()
         )
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """What ``client.messages.count_tokens`` answers: the input tokens the messages would cost."""
+
+    input_tokens: int
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> "TokenCount":
+        data = _object(payload, "a token count")
+        count = _int(data, "input_tokens")
+        if count is None:
+            raise MalformedResponseError("a token count has no 'input_tokens' int")
+        return cls(input_tokens=count, raw=dict(data))

@@ -8,7 +8,7 @@ import pytest
 from sail_lite import Client, PollPolicy, RetryPolicy
 
 FAST_POLL = PollPolicy(initial_interval=0.01, multiplier=1.5, default_max_interval=0.05,
-                       max_interval={"asap": 0.05, "priority": 0.05, "standard": 0.05, "flex": 0.05})
+                       max_interval={"asap": 0.05, "balanced": 0.05, "standard": 0.05, "flex": 0.05})
 FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05)
 
 

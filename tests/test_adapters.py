@@ -88,7 +88,7 @@ def test_missing_folder_names_both_files(tmp_path):
 
 def test_bad_config_json(tmp_path):
     folder = make_adapter(tmp_path / "a")
-    for content in (b"{nope", b"[1, 2]", b"\xff\xfe"):
+    for content in (b"{nope", b"[1, 2]", b"\xff\xfe", b'{"a":' * 50000 + b"1" + b"}" * 50000):
         with open(os.path.join(folder, "adapter_config.json"), "wb") as handle:
             handle.write(content)
         assert codes(check_adapter_dir(folder, [KIMI]).problems) == ["invalid_config_json"]
@@ -106,6 +106,7 @@ def header_file(length: int, header: bytes, data: bytes = b"") -> io.BytesIO:
     (header_file(2, b"[]"), "invalid_safetensors"),
     (header_file(4, b"\xff\xfe{}"), "invalid_safetensors"),
     (header_file(3, b"{x}"), "invalid_safetensors"),
+    (header_file(200000, b"[" * 100000 + b"]" * 100000), "invalid_safetensors"),  # hostile nesting
 ])
 def test_unreadable_headers(source, code):
     with pytest.raises(AdapterError) as info:

@@ -55,7 +55,7 @@ def test_sampling_body_follows_the_raw_token_wire_format():
         "stop": ["\n"],
         "include": ["message.output_text.logprobs"],
         "metadata": {
-            "completion_window": "priority",
+            "completion_window": "balanced",
             "lora": URL,
             "tinker_adapter_config": '{"peft_type":"LORA","r":8}',
             "tinker_lora_name": "step-7",
@@ -177,3 +177,16 @@ def test_repr_and_pickle_never_show_the_key_but_keep_it():
     clone = pickle.loads(pickle.dumps(client))
     assert clone.base_url == client.base_url and clone._api_key == "sk_very_secret"
     assert clone.retry == client.retry and clone.timeout == client.timeout
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({"SAIL_API_URL": "http://sail.local:8000"}, "http://sail.local:8000/v1"),
+    ({"SAIL_API_URL": "http://sail.local:8000/"}, "http://sail.local:8000/v1"),
+    ({"SAIL_API_URL": "http://sail.local:8000/v1"}, "http://sail.local:8000/v1"),
+    ({"SAIL_API_URL": "http://sdk.local", "SAIL_BASE_URL": "http://mine.local/v1"}, "http://mine.local/v1"),
+    ({}, "https://api.sailresearch.com/v1"),
+])
+def test_the_official_sdks_sail_api_url_is_honoured_after_sail_base_url(environ, expected):
+    from sail_lite import Client
+
+    assert Client("k", environ=environ).base_url == expected

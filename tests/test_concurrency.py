@@ -42,7 +42,7 @@ def _child_uses_inherited_client(client, queue):
 def test_a_forked_child_rebuilds_its_session(emulator):
     with make_client(emulator) as client:
         client.models.list()  # the parent has a live pooled connection now
-        parent_transport = client._transport
+        parent_transport = client._requester.transport
         context = multiprocessing.get_context("fork")
         queue = context.Queue()
         child = context.Process(target=_child_uses_inherited_client, args=(client, queue))
@@ -50,7 +50,7 @@ def test_a_forked_child_rebuilds_its_session(emulator):
         status, payload = queue.get(timeout=30)
         child.join(30)
         assert status == "ok" and MODEL in payload
-        assert client._transport is parent_transport  # the parent's session is untouched
+        assert client._requester.transport is parent_transport  # the parent's session is untouched
         assert [m.id for m in client.models.list()]
 
 

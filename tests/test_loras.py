@@ -58,7 +58,7 @@ def test_upload_validate_and_use(client, emulator, tmp_path):
     assert {item.name for item in client.loras.list()} == {"funnier-v1", "other-v1"}
     assert client.loras.retrieve(lora.id).name == "funnier-v1"
     chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                          lora="funnier-v1", completion_window="priority")
+                                          lora="funnier-v1", completion_window="balanced")
     assert chat.content
 
 
@@ -99,6 +99,22 @@ def test_duplicate_name_is_a_conflict_naming_the_lora(client, tmp_path):
     with pytest.raises(ConflictError, match="dup-name") as info:
         client.loras.upload(folder, name="dup-name", supported_models=[MODEL], wait=False)
     assert info.value.status == 409
+
+
+def test_a_taken_name_is_refused_before_any_byte_is_uploaded(client, emulator, tmp_path):
+    folder = adapter(tmp_path)
+    client.loras.upload(folder, name="taken-name", supported_models=[MODEL], wait=False)
+    uploads = emulator.stats()["requests"].get("POST /v1/files")
+    progress = []
+    with pytest.raises(ConflictError) as info:
+        client.loras.upload(folder, name="taken-name", supported_models=[MODEL], wait=False,
+                            progress=lambda done, total: progress.append(done), preflight=False)
+    assert emulator.stats()["requests"].get("POST /v1/files") == uploads == 2  # nothing sent the second time
+    assert progress == [] and emulator.stats()["requests"]["POST /v1/loras"] == 1
+    error = info.value
+    assert error.status == 409 and error.code == "lora_name_taken"
+    assert "'taken-name' already exists" in str(error) and "pick another name" in str(error)
+    assert "client.loras.update" in str(error)
 
 
 def test_a_lost_create_reply_still_returns_our_lora(emulator, tmp_path):

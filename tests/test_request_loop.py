@@ -188,12 +188,12 @@ def test_deadline_bounds_attempts_and_sleeps(emulator):
 def test_in_progress_replay_waits_and_gets_the_stored_result():
     from sail_lite.emulator import EmulatorServer
 
-    with EmulatorServer(turn_times={"asap": 0.0, "priority": 0.6, "standard": 0.6, "flex": 0.6}) as server:
+    with EmulatorServer(turn_times={"standard": 0.6, "flex": 0.6}) as server:
         first = {}
 
         def original():
             with make_client(server) as c:
-                first["r"] = c.responses.create(model=MODEL, input="hi", completion_window="priority",
+                first["r"] = c.responses.create(model=MODEL, input="hi", completion_window="standard",
                                                 idempotency_key="sync-key")
 
         thread = threading.Thread(target=original)
@@ -206,7 +206,7 @@ def test_in_progress_replay_waits_and_gets_the_stored_result():
             time.sleep(min(seconds, 0.25))
 
         with make_client(server, sleep=short_sleep, retry=RetryPolicy(max_retries=8)) as c:
-            replay = c.responses.create(model=MODEL, input="hi", completion_window="priority",
+            replay = c.responses.create(model=MODEL, input="hi", completion_window="standard",
                                         idempotency_key="sync-key")
         thread.join()
         assert 5.0 in sleeps  # Retry-After of the 409 request_in_progress

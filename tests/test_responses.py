@@ -35,7 +35,7 @@ def test_sync_create_returns_the_finished_response(client):
 
 
 def test_background_create_then_wait(client):
-    created = client.responses.create(model=MODEL, input="hello", background=True, completion_window="priority")
+    created = client.responses.create(model=MODEL, input="hello", background=True, completion_window="balanced")
     assert created.status in ("queued", "in_progress")
     done = client.responses.wait(created.id)
     assert done.id == created.id and done.status == "completed" and done.output_text
@@ -99,7 +99,7 @@ def test_sampling_rejects_bad_prompts_before_any_request(client, emulator):
 def test_cancelling_a_future_cancels_on_the_server():
     from sail_lite.emulator import EmulatorServer
 
-    with EmulatorServer(turn_times={"asap": 0, "priority": 5.0, "standard": 5.0, "flex": 5.0}) as server:
+    with EmulatorServer(turn_times={"standard": 5.0, "flex": 5.0}) as server:
         with make_client(server) as client:
             future = client.tokens.submit(PROMPT, model=MODEL, max_tokens=8)
             deadline = time.monotonic() + 5
@@ -116,7 +116,7 @@ def test_cancelling_a_future_cancels_on_the_server():
 def test_wait_deadline_carries_the_response_id_and_work_can_resume():
     from sail_lite.emulator import EmulatorServer
 
-    with EmulatorServer(turn_times={"asap": 0, "priority": 0.6, "standard": 0.6, "flex": 0.6}) as server:
+    with EmulatorServer(turn_times={"standard": 0.6, "flex": 0.6}) as server:
         with make_client(server) as client:
             created = client.responses.create(model=MODEL, input="x", background=True, completion_window="flex")
             with pytest.raises(DeadlineExceededError) as info:
@@ -153,7 +153,7 @@ def test_thousands_in_flight_on_few_threads():
     from sail_lite.emulator import EmulatorServer
 
     count = 2000
-    with EmulatorServer(turn_times={"asap": 0, "priority": 0.3, "standard": 0.3, "flex": 0.3}) as server:
+    with EmulatorServer(turn_times={"standard": 0.3, "flex": 0.3}) as server:
         before = len(client_threads())
         with make_client(server, max_workers=8) as client:
             futures = [client.tokens.submit([1, 2, i], model=MODEL, max_tokens=2, logprobs=False)
@@ -164,7 +164,7 @@ def test_thousands_in_flight_on_few_threads():
                 time.sleep(0.02)
             results = [f.result() for f in futures]
         assert len({r.response_id for r in results}) == count
-        assert peak - before <= 8 + 1  # the pool plus the scheduler
+        assert peak - before <= 8 + 2  # the pool, the poll scheduler and the transport's watchdog
         assert server.stats()["inference_runs"] == count
     assert len(client_threads()) <= before
 
@@ -172,12 +172,12 @@ def test_thousands_in_flight_on_few_threads():
 def test_close_stops_threads_and_fails_waiters_with_the_response_id():
     from sail_lite.emulator import EmulatorServer
 
-    with EmulatorServer(turn_times={"asap": 0, "priority": 30, "standard": 30, "flex": 30}) as server:
+    with EmulatorServer(turn_times={"standard": 30, "flex": 30}) as server:
         before = {t.ident for t in client_threads()}
         client = make_client(server)
         future = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4)
         deadline = time.monotonic() + 5
-        while client._poller.in_flight == 0 and time.monotonic() < deadline:
+        while client._requester.poller.in_flight == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         client.close()
         with pytest.raises(ClientClosedError) as info:
@@ -211,7 +211,7 @@ def test_lora_and_window_conveniences_land_in_metadata(client):
                                        lora="funny", completion_window="asap")
     with pytest.raises(Exception) as info:  # no such LoRA on the server
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
-                                       lora="no-such-lora", completion_window="priority")
+                                       lora="no-such-lora", completion_window="balanced")
     assert info.value.status in (400, 404) and "no-such-lora" in str(info.value)
 
 
@@ -225,8 +225,10 @@ def test_batches(client):
     result = client.batches.result(batch.id, "q-1")
     assert result.status == "completed" and result.output_text
     assert batch.id in [b.id for b in client.batches.list(limit=10)]
-    with pytest.raises(InvalidRequestError, match="standard or flex"):
-        client.batches.create(items, completion_window="priority")
+    with pytest.raises(InvalidRequestError, match="asap"):
+        client.batches.create(items, completion_window="asap")
+    with pytest.warns(DeprecationWarning, match="retired"):  # seed-era code keeps working
+        assert client.batches.create(items, completion_window="priority").id
     with pytest.raises(InvalidRequestError, match="twice"):
         client.batches.create(items + items[:1])
     with pytest.raises(InvalidRequestError, match="custom_id"):

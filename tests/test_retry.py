@@ -9,6 +9,8 @@ import pytest
 from sail_lite import RetryPolicy
 from sail_lite.errors import (
     APIConnectionError,
+    ConfigurationError,
+    TLSError,
     APITimeoutError,
     ConflictError,
     UploadNotRewindableError,
@@ -68,7 +70,13 @@ def _status(status, code=None):
         (_status(503, "model_capacity_unavailable"), True, True),
         (_status(504), True, True),
         (_status(529), True, True),
-        (_status(503), False, False),
+        (_status(503), False, True),  # load shedding: nothing ran, even a keyless write may go again
+        (_status(429), False, True),
+        (_status(500), False, False),  # the server may have acted: a keyless write is not re-sent
+        (_status(501), True, False),
+        (APIConnectionError("refused", request_sent=False), False, True),
+        (APITimeoutError("connect", request_sent=False), False, True),
+        (TLSError("bad certificate"), True, False),
         (_status(400), True, False),
         (_status(401), True, False),
         (_status(403), True, False),
@@ -111,8 +119,11 @@ def test_parse_retry_after(headers, expected):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_retries": -1}, {"initial_delay": -0.1}, {"multiplier": 0.5}, {"max_retry_after": -1}],
+    [{"max_retries": -1}, {"initial_delay": -0.1}, {"multiplier": 0.5}, {"max_retry_after": -1},
+     {"max_retries": 2.5}, {"max_retries": True}, {"max_retries": 10**6}, {"initial_delay": float("nan")},
+     {"max_delay": float("inf")}, {"multiplier": "2"}, {"retry_statuses": "500"}, {"retry_statuses": [500.0]}],
 )
 def test_policy_rejects_nonsense(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError) as info:
         RetryPolicy(**kwargs)
+    assert "RetryPolicy." + next(iter(kwargs)) in str(info.value)

@@ -41,7 +41,7 @@ def test_everything_but_the_completer_works_without_tinker_packages():
         from sail_lite.emulator import EmulatorServer
         with EmulatorServer() as server, Client(server.api_key, base_url=server.base_url, environ={}) as client:
             sampled = client.tokens.sample([1, 2, 3], model="moonshotai/Kimi-K2.6", max_tokens=4,
-                                           completion_window="asap")
+                                           completion_window="flex")
             assert len(sampled.tokens) == len(sampled.logprobs) >= 1
             try:
                 SailTokenCompleter(model="moonshotai/Kimi-K2.6", max_tokens=4, client=client)

@@ -1,19 +1,23 @@
-"""Tinker checkpoint archives: packing, signed expiring URLs, download and safe extraction.
+"""Tinker checkpoints: archives and external weights, signed expiring URLs, download and safe extraction.
 
-A checkpoint is a tar holding ``adapter_config.json`` and
-``adapter_model.safetensors`` (possibly under a folder). The emulator serves
-each archive at ``/_tinker/archives/<id>.tar?expires=<unix>&sig=<hmac>``;
-the signature is an HMAC-SHA256 of the id and expiry under a per-server
-secret. Extraction refuses absolute names, ``..``, links, devices and
+A checkpoint archive (tinker < 0.36) is a tar holding ``adapter_config.json``
+and ``adapter_model.safetensors`` (possibly under a folder), served at
+``/_tinker/archives/<id>.tar?expires=<unix>&sig=<hmac>``. External weights
+(tinker 0.38 ``save_weights_external``) are the same two files served one by
+one at ``/_tinker/external/<id>/<file name>?expires=<unix>&sig=<hmac>``. The
+signature is an HMAC-SHA256 of what the URL names and its expiry under a
+per-server secret. Extraction refuses absolute names, ``..``, links, devices and
 anything that is not a regular file or folder, and reads only the two
 adapter files, bounded in size.
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import io
 import os
+import re
 import tarfile
 import urllib.error
 import urllib.parse
@@ -24,6 +28,10 @@ from .params import ApiError
 
 __all__ = [
     "ARCHIVE_PREFIX",
+    "EXTERNAL_PREFIX",
+    "EXTERNAL_FILES",
+    "sign_external",
+    "expires_iso",
     "ArchiveError",
     "pack_adapter",
     "sign",
@@ -34,6 +42,8 @@ __all__ = [
 ]
 
 ARCHIVE_PREFIX = "/_tinker/archives/"
+EXTERNAL_PREFIX = "/_tinker/external/"
+EXTERNAL_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _MEMBERS = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -69,12 +79,24 @@ def sign(secret: bytes, base: str, archive_id: str, expires: int) -> str:
     return "{}{}{}.tar?{}".format(base, ARCHIVE_PREFIX, archive_id, query)
 
 
+def sign_external(secret: bytes, base: str, weights_id: str, filename: str, expires: int) -> str:
+    """The signed URL of one external-weights file."""
+    query = urllib.parse.urlencode({"expires": expires, "sig": _signature(secret, weights_id + "/" + filename,
+                                                                          expires)})
+    return "{}{}{}/{}?{}".format(base, EXTERNAL_PREFIX, weights_id, filename, query)
+
+
+def expires_iso(expires: int) -> str:
+    """A Unix time as ISO-8601 UTC (``2026-11-01T12:00:00+00:00``; ``datetime.fromisoformat`` reads it on 3.8)."""
+    return datetime.datetime.fromtimestamp(expires, datetime.timezone.utc).isoformat()
+
+
 def verify(secret: bytes, archive_id: str, query: str, now: float) -> None:
     """Raise a 403 :class:`ApiError` unless the query holds a valid, unexpired signature."""
     values = urllib.parse.parse_qs(query)
     expires_text = (values.get("expires") or [""])[0]
     sig = (values.get("sig") or [""])[0]
-    if not expires_text.isdigit() or not hmac.compare_digest(sig, _signature(secret, archive_id, int(expires_text))):
+    if not re.match(r"[0-9]{1,12}\Z", expires_text) or not hmac.compare_digest(sig, _signature(secret, archive_id, int(expires_text))):
         raise ApiError(403, "the signed checkpoint URL is invalid (bad or missing signature)", code="invalid_signature")
     if int(expires_text) < now:
         raise ApiError(403, "the signed checkpoint URL expired", code="url_expired")

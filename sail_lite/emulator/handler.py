@@ -7,21 +7,17 @@ connection after the reply, so a keep-alive stream never desynchronises.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import secrets
 import socket
-import tempfile
-import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Pattern, Tuple
 
-from ..adapters import check_adapter_files
-from .archives import ARCHIVE_PREFIX, ArchiveError, download, extract_adapter, redact, verify
+from .archives import ARCHIVE_PREFIX, EXTERNAL_PREFIX, verify
 from .faults import AFTER, Fault
 from .multipart import BodyReader, boundary_of, parse_multipart
 from .params import (
@@ -32,6 +28,7 @@ from .params import (
     parse_chat_body,
     parse_lora_body,
     parse_lora_patch,
+    parse_count_tokens_body,
     parse_messages_body,
     parse_response_body,
 )
@@ -45,7 +42,7 @@ __all__ = ["Handler"]
 _logger = logging.getLogger("sail_lite.emulator")
 
 _DRAIN_LIMIT = 1 << 20  # unread bodies up to this size are drained to keep the connection; larger ones close it
-_MAX_ARCHIVE = 1 << 30
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}\Z")
 
 Reply = Tuple[int, Any, Dict[str, str]]
 
@@ -62,11 +59,15 @@ class _Context:
         self.org: Organization
         self.api_key = ""
 
-    def json(self) -> Any:
-        return self.handler.read_json()
+    def json(self, limit: Optional[int] = None) -> Any:
+        return self.handler.read_json(limit)
 
     def header(self, name: str) -> Optional[str]:
         return self.handler.headers.get(name)
+
+
+class _Sent(Exception):
+    """A route that wrote its own reply (a streamed file): nothing more to send."""
 
 
 class _Route:
@@ -87,7 +88,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "sail-emulator"
     sys_version = ""
-    timeout = 300  # an idle keep-alive connection is closed after this many seconds
+    timeout: Optional[float] = None  # set per connection from EmulatorServer.idle_timeout
 
     routes: List[_Route] = []  # filled in below, once
     _reader: Optional[BodyReader] = None
@@ -95,16 +96,12 @@ class Handler(BaseHTTPRequestHandler):
     # -- connection lifecycle ------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        threading.current_thread().name = "sail-emulator-connection"
+        # Every read and write waits at most idle_timeout: a silent or half-sent request cannot hold
+        # its thread for ever (StreamRequestHandler.setup applies self.timeout to the socket).
+        self.timeout = self.emulator.idle_timeout
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.emulator.connection_opened(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.emulator.connection_closed(self.connection)
 
     @property
     def emulator(self) -> "EmulatorServer":
@@ -136,47 +133,68 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body_reader(self) -> BodyReader:
         if self._reader is None:
-            chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-            length_text = self.headers.get("Content-Length")
+            encoding = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+            if encoding not in ("", "chunked", "identity"):
+                self.close_connection = True
+                raise ApiError(400, "Transfer-Encoding {!r} is not supported: send chunked or a Content-Length"
+                               .format(encoding[:40]), code="invalid_body")
+            chunked = encoding == "chunked"
             length = None
-            if length_text is not None:
-                if not length_text.strip().isdigit():
-                    raise ApiError(400, "Content-Length must be a non-negative integer", code="invalid_body")
-                length = int(length_text)
-            self._reader = BodyReader(self.rfile, length, chunked)
+            if not chunked:
+                length_text = self.headers.get("Content-Length")
+                if length_text is not None:
+                    if not _CONTENT_LENGTH.match(length_text.strip()):  # ASCII digits only: "²".isdigit() is True
+                        self.close_connection = True
+                        raise ApiError(400, "Content-Length must be a non-negative integer in ASCII digits",
+                                       code="invalid_body")
+                    length = int(length_text.strip())
+            self._reader = BodyReader(self.rfile, length, chunked, on_first_read=self._continue)
         return self._reader
 
-    def read_json(self) -> Any:
+    def handle_expect_100(self) -> bool:
+        # Say "100 Continue" only when a route starts reading the body, i.e. after authentication.
+        return True
+
+    def _continue(self) -> None:
+        if (self.headers.get("Expect") or "").strip().lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def read_json(self, limit: Optional[int] = None) -> Any:
+        """The body as JSON, at most ``limit`` bytes (``max_body_bytes``): 413 beyond, 400 if malformed."""
         reader = self._body_reader()
-        declared = self.headers.get("Content-Length")
-        limit = self.emulator.max_body_bytes
-        if declared is not None and int(declared) > limit:
-            raise ApiError(413, "the request body is {} bytes; the limit is {}".format(declared, limit),
+        limit = self.emulator.max_body_bytes if limit is None else limit
+        if reader.remaining is not None and reader.remaining > limit:
+            self.close_connection = True  # 413 without reading the rest
+            raise ApiError(413, "the request body is {} bytes; the limit is {}".format(reader.remaining, limit),
                            code="request_too_large")
-        chunks = []
-        size = 0
+        buffer = bytearray()
         while True:
-            data = reader.read()
+            data = reader.read(min(1 << 20, limit + 1 - len(buffer)))
             if not data:
                 break
-            size += len(data)
-            if size > limit:
+            buffer += data
+            if len(buffer) > limit:
+                self.close_connection = True
                 raise ApiError(413, "the request body exceeds {} bytes".format(limit), code="request_too_large")
-            chunks.append(data)
-        raw = b"".join(chunks)
-        if not raw.strip():
+        if not buffer.strip():
             return {}
         try:
-            return json.loads(raw.decode("utf-8"))
+            return json.loads(buffer)
+        except RecursionError:
+            raise ApiError(400, "the request body nests JSON too deeply", code="invalid_json") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise ApiError(400, "the request body is not valid JSON ({})".format(
                 getattr(exc, "msg", "not UTF-8")), code="invalid_json") from None
+        finally:
+            del buffer  # the parsed object is all that is kept
 
     # -- dispatch ------------------------------------------------------------------------------------------
 
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """The stdlib's own rejections (bad request line, huge headers) get a wire.md JSON body too."""
         self.close_connection = True
+        if code == 501:  # the stdlib's answer to an unknown method: a client error, not a server one
+            code, message = 405, "method {!r} is not supported".format((self.command or "")[:20])
         error = ApiError(code, message or self.responses.get(code, ("error",))[0], code="invalid_http")
         self._reply(code, error.body(), {}, drain=False)
 
@@ -198,8 +216,12 @@ class Handler(BaseHTTPRequestHandler):
             context = _Context(self, match, query)
             self._authenticate(route, context)
             status, body, headers = route.func(self, context)
+        except _Sent:
+            return
         except ApiError as exc:
             status, body, headers = exc.status, exc.body(), exc.headers
+        except RecursionError:  # a body that parsed but nests too deeply for the checks that walk it
+            status, body, headers = 400, ApiError(400, "the request nests too deeply", code="invalid_json").body(), {}
         except Exception:  # a bug must not take the server down: a 500 with a body, and the traceback logged
             _logger.exception("emulator error on %s %s", method, path)
             status, body, headers = 500, ApiError(500, "internal emulator error").body(), {}
@@ -247,7 +269,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             return  # closing anyway: do not wait for bytes nobody needs
         try:
-            if not self._body_reader().drain(_DRAIN_LIMIT):
+            reader = self._body_reader()
+            if not reader.started and not reader.ended and \
+                    (self.headers.get("Expect") or "").strip().lower() == "100-continue":
+                self.close_connection = True  # the client waits for a 100 we will not send: never ask for the body
+                return
+            if not reader.drain(_DRAIN_LIMIT):
                 self.close_connection = True
         except (ApiError, OSError, ValueError):
             self.close_connection = True
@@ -285,7 +312,7 @@ class Handler(BaseHTTPRequestHandler):
             if not token or not secrets.compare_digest(token, self.emulator.admin_token):
                 raise ApiError(401, "admin routes need Authorization: Bearer <admin token>", code="invalid_admin_token")
             return
-        if token is None and route.template == "/v1/messages":
+        if token is None and route.template in ("/v1/messages", "/v1/messages/count_tokens"):
             token = self.headers.get("x-api-key")
         if not token:
             raise ApiError(401, "missing API key: send Authorization: Bearer <your Sail API key>",
@@ -300,35 +327,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _infer(self, context: _Context, params: InferenceParams, route: str, key_header: str,
                render: Callable[[ResponseRecord], Dict[str, Any]]) -> Reply:
-        state = self.emulator.state
-        key = self.headers.get(key_header)
-        if key is not None and not 1 <= len(key) <= 255:
-            raise ApiError(400, "{} must be 1 to 255 characters".format(key_header), param=key_header)
-        if key is not None and state.models[params.model].asap_only:
-            raise ApiError(400, "model {} serves asap requests only and does not accept {}: resend without "
-                           "it".format(params.model, key_header), code="unsupported_asap_only_request")
-        adapter = state.lora_adapter(context.org, params)
-        if key is not None:
-            reservation, fresh = state.reserve(context.org, context.api_key, key, route, params.fingerprint)
-            if not fresh:
-                return reservation.status, render(reservation.ref), {}
-        try:
-            failure = None
-            if params.tinker_url is not None:
-                adapter, failure = self._tinker_adapter(params)
-            record = state.create_response(context.org, params, adapter=adapter, failure=failure,
-                                           idempotency_key=key)
-        except BaseException:
-            if key is not None:
-                state.release(context.org, context.api_key, key, route)
-            raise
-        status = 202 if params.background else 200
-        try:
-            if not params.background:
-                self._wait_for(record)
-        finally:
-            if key is not None:
-                reservation.ref, reservation.status, reservation.done = record, status, True
+        record, status = self.emulator.state.infer(
+            context.org, context.api_key, params, route=route, key=self.headers.get(key_header),
+            key_header=key_header, own_url=self.emulator.url, wait=self._wait_for)
         return status, render(record), {}
 
     def _wait_for(self, record: ResponseRecord) -> None:
@@ -345,26 +346,6 @@ class Handler(BaseHTTPRequestHandler):
         if emulator.stopping.wait(remaining):
             raise ApiError(503, "the emulator is stopping", code="server_stopping")
 
-    def _tinker_adapter(self, params: InferenceParams) -> Tuple[Optional[bytes], Optional[Tuple[str, str]]]:
-        """Download, unpack and check a Tinker checkpoint: (adapter digest, None) or (None, failure)."""
-        url = params.tinker_url or ""
-        emulator = self.emulator
-        if urllib.parse.urlsplit(url).netloc != urllib.parse.urlsplit(emulator.url).netloc:
-            return None, ("tinker_checkpoint_url_invalid", "the emulator only loads Tinker checkpoints it published "
-                          "(EmulatorServer.publish_tinker_checkpoint); {} is not one".format(redact(url)))
-        try:
-            data = download(url, max_bytes=_MAX_ARCHIVE)
-            with tempfile.TemporaryDirectory(dir=emulator.state.storage_dir) as tmp:
-                config_path, weights_path = extract_adapter(data, tmp, max_member_bytes=_MAX_ARCHIVE)
-                report = check_adapter_files(config_path, weights_path, [params.model],
-                                             max_ranks=emulator.max_ranks)
-                if report.problems:
-                    return None, (report.problems[0].code, "; ".join(p.message for p in report.problems))
-                with open(weights_path, "rb") as handle:
-                    return hashlib.sha256(handle.read()).digest(), None
-        except ArchiveError as exc:
-            return None, (exc.code, exc.message)
-
     # -- routes --------------------------------------------------------------------------------------------
 
     def models(self, context: _Context) -> Reply:
@@ -374,7 +355,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def create_response(self, context: _Context) -> Reply:
         state = self.emulator.state
-        params = parse_response_body(context.json(), state.models)
+        params = parse_response_body(context.json(), state.models, catalogue=state.catalogue)
         return self._infer(context, params, "responses", "Idempotency-Key", state.response_json)
 
     def retrieve_response(self, context: _Context) -> Reply:
@@ -389,20 +370,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def chat(self, context: _Context) -> Reply:
         state = self.emulator.state
-        return self._infer(context, parse_chat_body(context.json(), state.models), "chat", "Idempotency-Key",
+        return self._infer(context, parse_chat_body(context.json(), state.models, state.catalogue), "chat", "Idempotency-Key",
                            state.chat_json)
 
     def messages(self, context: _Context) -> Reply:
         state = self.emulator.state
-        return self._infer(context, parse_messages_body(context.json(), state.models), "messages",
+        return self._infer(context, parse_messages_body(context.json(), state.models, state.catalogue), "messages",
                            "anthropic-idempotency-key", state.message_json)
+
+    def count_tokens(self, context: _Context) -> Reply:
+        """Anthropic's token counter: the prompt ``/messages`` would bill, with the byte-level tokenizer."""
+        _, prompt = parse_count_tokens_body(context.json(), self.emulator.state.models)
+        return 200, {"input_tokens": len(prompt)}, {}
 
     def create_file(self, context: _Context) -> Reply:
         emulator = self.emulator
         boundary = boundary_of(self.headers.get("Content-Type") or "")
         reader = self._body_reader()
-        declared = self.headers.get("Content-Length")
-        if declared is not None and int(declared) > emulator.max_file_bytes + _DRAIN_LIMIT:
+        declared = reader.remaining
+        if declared is not None and declared > emulator.max_file_bytes + _DRAIN_LIMIT:
             self.close_connection = True  # 413 without reading the rest
             raise ApiError(413, "the upload is {} bytes; the file limit is {}".format(declared, emulator.max_file_bytes),
                            code="file_too_large")
@@ -449,32 +435,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def create_batch(self, context: _Context) -> Reply:
         state = self.emulator.state
-        body = context.json()
-        label, items = parse_batch_body(body, state.models)
-        adapters = {}
-        for custom_id, params in items:
-            adapters[custom_id] = state.lora_adapter(context.org, params)
-            if params.tinker_url is not None:
-                adapter, failure = self._tinker_adapter(params)
-                if failure:
-                    raise ApiError(400, "requests[{}]: {}".format(custom_id, failure[1]), code=failure[0])
-                adapters[custom_id] = adapter
-        key = self.headers.get("Idempotency-Key")
-        if key is not None:
-            reservation, fresh = state.reserve(context.org, context.api_key, key, "batches",
-                                               fingerprint("batches", body))
-            if not fresh:
-                return 200, state.batch_json(reservation.ref, detail=False), {}
-        batch = state.create_batch(context.org, label, items, adapters)
-        if key is not None:
-            reservation.ref, reservation.done = batch, True
+        body = context.json(self.emulator.max_batch_bytes)
+        label, items = parse_batch_body(body, state.models, state.catalogue)
+        batch = state.submit_batch(context.org, context.api_key, self.headers.get("Idempotency-Key"),
+                                   fingerprint("batches", body), label, items, own_url=self.emulator.url)
         return 200, state.batch_json(batch, detail=False), {}
 
     def list_batches(self, context: _Context) -> Reply:
         state = self.emulator.state
         query = urllib.parse.parse_qs(context.query)
         limit_text = (query.get("limit") or ["20"])[0]
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        if not re.match(r"[0-9]{1,4}\Z", limit_text) or not 1 <= int(limit_text) <= 1000:
             raise ApiError(400, "limit must be an integer from 1 to 1000", param="limit")
         after = (query.get("after_id") or [None])[0]
         batches = state.list_batches(context.org, int(limit_text), after)
@@ -500,8 +471,34 @@ class Handler(BaseHTTPRequestHandler):
         path = state.archives.get(archive_id)
         if path is None:
             raise ApiError(404, "no such checkpoint archive", code="not_found")
-        with open(path, "rb") as handle:
-            return 200, handle.read(), {"Content-Type": "application/x-tar"}
+        return self._send_file(path, "application/x-tar")
+
+    def external_weights(self, context: _Context) -> Reply:
+        state = self.emulator.state
+        weights_id, filename = context.match["id"], context.match["file"]
+        verify(self.emulator.archive_secret, weights_id + "/" + filename, context.query, state.clock())
+        content_type = "application/json" if filename.endswith(".json") else "application/octet-stream"
+        return self._send_file(state.external_file(weights_id, filename), content_type)
+
+    def _send_file(self, path: str, content_type: str) -> Reply:
+        """Stream a stored file as a 200 (``sendfile``: no copy of it in memory), then say it was sent."""
+        try:
+            handle = open(path, "rb")
+        except OSError:
+            raise ApiError(404, "the file is gone (the emulator was reset)", code="not_found") from None
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            self._finish_body()
+            head = ("HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nx-request-id: req_{}\r\n{}\r\n"
+                    .format(content_type, size, secrets.token_hex(8),
+                            "Connection: close\r\n" if self.close_connection else ""))
+            self.log_request(200)
+            try:
+                self.wfile.write(head.encode("latin-1"))
+                self.connection.sendfile(handle)
+            except OSError:
+                self.close_connection = True
+        raise _Sent()
 
     def admin_stats(self, context: _Context) -> Reply:
         return 200, self.emulator.stats(), {}
@@ -523,6 +520,20 @@ class Handler(BaseHTTPRequestHandler):
         return 200, {"object": "list", "data": [f.to_dict() for f in faults.list()]}, {}
 
 
+def refuse_connection(sock: socket.socket) -> None:
+    """Answer a connection over ``max_connections`` with a 503 (best effort) before it is closed."""
+    error = ApiError(503, "the emulator is serving its maximum number of connections: retry shortly",
+                     code="too_many_connections", headers={"Retry-After": "1"})
+    payload = json.dumps(error.body(), separators=(",", ":")).encode("utf-8")
+    head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\n"
+            "Retry-After: 1\r\nConnection: close\r\n\r\n").format(len(payload)).encode("latin-1")
+    try:
+        sock.settimeout(0.5)
+        sock.sendall(head + payload)
+    except OSError:
+        pass
+
+
 def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else "{:g}".format(value)
 
@@ -541,6 +552,7 @@ Handler.routes = [
     _Route("POST", "/v1/responses/{id}/cancel", Handler.cancel_response, "key"),
     _Route("POST", "/v1/chat/completions", Handler.chat, "key"),
     _Route("POST", "/v1/messages", Handler.messages, "key"),
+    _Route("POST", "/v1/messages/count_tokens", Handler.count_tokens, "key"),
     _Route("POST", "/v1/files", Handler.create_file, "key"),
     _Route("GET", "/v1/files/{id}", Handler.retrieve_file, "key"),
     _Route("POST", "/v1/loras", Handler.create_lora, "key"),
@@ -552,6 +564,7 @@ Handler.routes = [
     _Route("GET", "/v1/batches/{id}", Handler.retrieve_batch, "key"),
     _Route("GET", "/v1/batches/{id}/{custom_id}", Handler.batch_item, "key"),
     _Route("GET", ARCHIVE_PREFIX + "{id}.tar", Handler.archive, "none"),
+    _Route("GET", EXTERNAL_PREFIX + "{id}/{file}", Handler.external_weights, "none"),
     _Route("GET", "/_emulator/stats", Handler.admin_stats, "admin"),
     _Route("POST", "/_emulator/reset", Handler.admin_reset, "admin"),
     _Route("GET", "/_emulator/faults", Handler.admin_faults, "admin"),

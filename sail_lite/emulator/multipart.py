@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 from typing import BinaryIO, Callable, Dict, Optional, Tuple
 
 from .params import ApiError
@@ -21,23 +22,60 @@ _MAX_FIELD = 64 * 1024
 _PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
-class BodyReader:
-    """Reads exactly one request body: ``Content-Length`` bytes, or a chunked stream."""
+_CHUNK_SIZE_LINE = re.compile(rb"[0-9A-Fa-f]{1,16}(?:;[^\r\n]*)?\r?\n\Z")
+_MAX_TRAILERS = 64
 
-    def __init__(self, rfile: BinaryIO, length: Optional[int], chunked: bool = False) -> None:
+
+class BodyReader:
+    """Reads exactly one request body: ``Content-Length`` bytes, or a chunked stream.
+
+    Every read is bounded by ``size`` whatever the client declared: a chunk
+    size must be hex digits (``-1`` or ``0x10`` is a 400, never a read to
+    EOF). A socket timeout while reading (the connection's idle timeout) is
+    a 408; after any error the reader is ``broken``: the connection must close,
+    nothing more is read from it.
+    """
+
+    def __init__(self, rfile: BinaryIO, length: Optional[int], chunked: bool = False,
+                 on_first_read: Optional[Callable[[], None]] = None) -> None:
         self._rfile = rfile
         self._left = length if not chunked else 0
         self._chunked = chunked
         self._ended = not chunked and not length
+        self._on_first_read = on_first_read
+        self.broken = False
+        self.started = False
         self.consumed = 0
 
     @property
     def ended(self) -> bool:
         return self._ended
 
+    @property
+    def remaining(self) -> Optional[int]:
+        """Bytes still to read when the length is known (``None`` for a chunked body)."""
+        return None if self._chunked else (self._left or 0)
+
     def read(self, size: int = _CHUNK) -> bytes:
         if self._ended:
             return b""
+        if self.broken:
+            raise ApiError(400, "the request body could not be read", code="invalid_body")
+        self.started = True
+        try:
+            if self._on_first_read is not None:
+                start, self._on_first_read = self._on_first_read, None
+                start()
+            return self._read(max(1, size))
+        except ApiError:
+            self.broken = True
+            raise
+        except (socket.timeout, OSError):
+            self.broken = True
+            raise ApiError(408, "the request body stopped arriving (the connection's idle timeout passed)",
+                           code="request_timeout", type="timeout_error") from None
+
+    def _read(self, size: int) -> bytes:
         if self._left == 0 and self._chunked:
             self._next_chunk()
             if self._ended:
@@ -49,27 +87,44 @@ class BodyReader:
         self.consumed += len(data)
         if self._left == 0:
             if self._chunked:
-                self._rfile.readline(8)  # the CRLF after a chunk
+                if self._rfile.readline(8) not in (b"\r\n", b"\n"):
+                    raise ApiError(400, "a chunk of the chunked body is longer than its declared size",
+                                   code="invalid_body")
             else:
                 self._ended = True
         return data
 
     def _next_chunk(self) -> None:
         line = self._rfile.readline(1024)
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise ApiError(400, "malformed chunked transfer encoding", code="invalid_body") from None
+        if not _CHUNK_SIZE_LINE.match(line):
+            raise ApiError(400, "malformed chunked transfer encoding (a chunk size must be hex digits)",
+                           code="invalid_body")
+        size = int(line.split(b";", 1)[0], 16)
         if size == 0:
-            while self._rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                pass  # trailers
+            for _ in range(_MAX_TRAILERS):
+                if self._rfile.readline(1024) in (b"\r\n", b"\n", b""):
+                    break
+            else:
+                raise ApiError(400, "too many trailers after the chunked body", code="invalid_body")
             self._ended = True
         self._left = size
 
     def drain(self, limit: int) -> bool:
-        """Read and drop up to ``limit`` bytes; True when the body was fully read."""
-        while not self._ended and self.consumed <= limit:
-            self.read()
+        """Read and drop up to ``limit`` more bytes; True when the body was fully read.
+
+        Gives up at once (False) when the declared rest is over ``limit``, or the
+        reader is broken: the caller closes the connection instead.
+        """
+        if self.broken:
+            return False
+        if self.remaining is not None and self.remaining > limit:
+            return False
+        budget = self.consumed + limit
+        try:
+            while not self._ended and self.consumed < budget:
+                self.read(min(_CHUNK, budget - self.consumed))
+        except ApiError:
+            return False
         return self._ended
 
 

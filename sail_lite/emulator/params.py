@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .model import encode_text
 
@@ -18,19 +18,23 @@ __all__ = [
     "ModelSpec",
     "InferenceParams",
     "WINDOWS",
+    "Catalogue",
+    "CATALOGUES",
+    "canonical_window",
     "RAW_PROMPT_PLACEHOLDER",
     "LOGPROBS_INCLUDE",
     "parse_response_body",
     "parse_chat_body",
     "parse_messages_body",
+    "parse_count_tokens_body",
     "parse_batch_body",
     "parse_lora_body",
     "parse_lora_patch",
     "fingerprint",
 ]
 
-WINDOWS = ("asap", "priority", "standard", "flex")
-WINDOW_ALIASES = {"balanced": "standard"}
+#: Every service tier the emulator knows, by its internal name (``balanced`` is the older docs' ``standard``).
+WINDOWS = ("asap", "priority", "balanced", "flex")
 RAW_PROMPT_PLACEHOLDER = "<raw token prompt; ignored when raw_prompt_tokens is set>"
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 MAX_PROMPT_TOKENS = 2_000_000
@@ -83,14 +87,66 @@ def _bad(message: str, param: Optional[str] = None, code: Optional[str] = None) 
 
 
 @dataclass(frozen=True)
+class Catalogue:
+    """The completion windows a server offers, by the names clients send (wire.md "Completion windows").
+
+    ``windows`` maps each accepted name to its tier (the key of ``turn_times``);
+    ``retired`` names get a 400 that names the windows that work;
+    ``background_asap``: whether ``asap`` may be used with ``background: true``;
+    ``default``: the window of a background or LoRA request that names none;
+    ``batch``: the names a batch item may use (the first is its default).
+    """
+
+    name: str
+    windows: Mapping[str, str]
+    retired: Tuple[str, ...]
+    background_asap: bool
+    default: str
+    batch: Tuple[str, ...]
+
+    def offered(self) -> str:
+        """The accepted names, for error messages (an alias shown with its tier)."""
+        names = []
+        for name, tier in self.windows.items():
+            names.append(name if name == tier else "{} (= {})".format(name, tier))
+        return ", ".join(names)
+
+
+CATALOGUES: Mapping[str, Catalogue] = {
+    # The service today (official sail SDK 0.17.1, October 2026; newer docs).
+    "current": Catalogue("current", {"asap": "asap", "balanced": "balanced", "standard": "balanced", "flex": "flex"},
+                         retired=("priority", "15m"), background_asap=False, default="balanced",
+                         batch=("balanced", "standard", "flex")),
+    # The older page of the docs (and the seed): priority ~1 min, standard ~5 min; asap with background accepted.
+    "legacy": Catalogue("legacy", {"asap": "asap", "priority": "priority", "standard": "balanced",
+                                   "balanced": "balanced", "flex": "flex"},
+                        retired=(), background_asap=True, default="priority", batch=("standard", "balanced", "flex")),
+}
+
+_TIER_ALIASES = {"standard": "balanced"}
+
+
+def canonical_window(name: str) -> str:
+    """The tier a window name (of either catalogue) means: ``standard`` is ``balanced``; ValueError if unknown."""
+    tier = _TIER_ALIASES.get(name, name)
+    if tier not in WINDOWS:
+        raise ValueError("unknown completion window {!r}: the emulator knows {} (and standard, = balanced)".format(
+            name, ", ".join(WINDOWS)))
+    return tier
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """A model the emulator serves."""
+    """A model the emulator serves; ``windows`` are tiers it offers (of either catalogue's names)."""
 
     id: str
     owned_by: str = "sail"
     max_lora_rank: Optional[int] = None  # None: no LoRA serving
     windows: Tuple[str, ...] = WINDOWS
     asap_only: bool = False  # rejects idempotency keys, like Sail's asap-only deployments
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "windows", tuple(canonical_window(w) for w in self.windows))
 
 
 @dataclass(frozen=True)
@@ -252,32 +308,41 @@ def _stops(value: Any, raw: bool, name: str = "stop") -> Tuple[Tuple[str, ...], 
     raise _bad("{} must be non-empty strings{}, not a mix".format(name, " or token ids" if raw else ""), name)
 
 
-def _window(metadata: Dict[str, str], spec: ModelSpec, *, background: bool, has_lora: bool,
-            allowed: Sequence[str] = WINDOWS, default: Optional[str] = None) -> str:
+def _window(metadata: Dict[str, str], spec: ModelSpec, catalogue: Catalogue, *, background: bool, has_lora: bool,
+            batch_item: bool = False) -> str:
+    """The tier a request runs in, or the 400 the service gives (wire.md "Completion windows")."""
+    param = "metadata.completion_window"
     asked = metadata.get("completion_window")
     if asked is None:
-        if default is not None:
-            window = default
+        if batch_item:
+            asked = catalogue.batch[0]
         elif spec.asap_only:
-            window = "asap"
+            asked = "asap"
         else:
-            window = "priority" if (background or has_lora) else "asap"
-    else:
-        window = WINDOW_ALIASES.get(asked, asked)
-        if window not in WINDOWS:
-            raise _bad("metadata.completion_window must be one of asap, priority, standard (or balanced), flex; "
-                       "got {!r}".format(asked), "metadata.completion_window", "invalid_completion_window")
-    if window not in allowed:
-        raise _bad("completion_window {!r} is not accepted here: use {}".format(window, " or ".join(allowed)),
-                   "metadata.completion_window", "invalid_completion_window")
+            asked = catalogue.default if (background or has_lora) else "asap"
+    elif batch_item and asked not in catalogue.batch:
+        raise _bad("completion_window {!r} is not accepted in a batch: use {}".format(
+            asked[:40], " or ".join(catalogue.batch)), param, "invalid_completion_window")
+    if asked in catalogue.retired:
+        raise _bad("the {!r} completion window is retired: use one of {}".format(asked, catalogue.offered()),
+                   param, "unsupported_completion_window")
+    window = catalogue.windows.get(asked)
+    if window is None:
+        raise _bad("metadata.completion_window must be one of {}; got {!r}".format(
+            catalogue.offered(), asked[:40]), param, "invalid_completion_window")
     if window not in spec.windows:
+        offered = [name for name, tier in catalogue.windows.items() if tier in spec.windows]
         raise _bad("model {} does not offer the {!r} completion window (it offers {})".format(
-            spec.id, window, ", ".join(spec.windows)), "metadata.completion_window", "unsupported_completion_window")
+            spec.id, asked, ", ".join(offered)), param, "unsupported_completion_window")
     if window == "flex" and not background:
         raise _bad("the flex completion window requires background: true", "background", "flex_requires_background")
+    others = ", ".join(name for name, tier in catalogue.windows.items() if tier != "asap")
     if window == "asap" and has_lora:
-        raise _bad("requests with a LoRA cannot use the asap completion window: use priority, standard or flex",
-                   "metadata.completion_window", "lora_asap_unsupported")
+        raise _bad("requests with a LoRA cannot use the asap completion window: use {}".format(others),
+                   param, "lora_asap_unsupported")
+    if window == "asap" and background and not catalogue.background_asap and not spec.asap_only:
+        raise _bad("background requests cannot use the asap completion window: use {} (or send "
+                   "background: false for asap)".format(others), param, "asap_background_unsupported")
     return window
 
 
@@ -307,8 +372,10 @@ def _lora_source(metadata: Dict[str, str], spec: ModelSpec, raw: bool) -> Tuple[
     return None, lora
 
 
-def parse_response_body(body: Any, models: Mapping[str, ModelSpec], *, batch_item: bool = False) -> InferenceParams:
+def parse_response_body(body: Any, models: Mapping[str, ModelSpec], *, batch_item: bool = False,
+                        catalogue: Optional[Catalogue] = None) -> InferenceParams:
     """``POST /responses`` (or a batch item's ``params``)."""
+    catalogue = catalogue or CATALOGUES["current"]
     body = _object(body)
     spec = _model(body, models)
     raw_tokens = body.get("raw_prompt_tokens")
@@ -332,10 +399,9 @@ def parse_response_body(body: Any, models: Mapping[str, ModelSpec], *, batch_ite
     lora, tinker_url = _lora_source(metadata, spec, raw)
     has_lora = bool(lora or tinker_url)
     if batch_item:
-        window = _window(metadata, spec, background=True, has_lora=has_lora, allowed=("standard", "flex"),
-                         default="standard")
+        window = _window(metadata, spec, catalogue, background=True, has_lora=has_lora, batch_item=True)
     else:
-        window = _window(metadata, spec, background=background, has_lora=has_lora)
+        window = _window(metadata, spec, catalogue, background=background, has_lora=has_lora)
     strings, tokens = _stops(body.get("stop"), raw)
     return InferenceParams(
         model=spec.id, prompt=prompt, raw=raw, max_tokens=max_tokens or DEFAULT_OUTPUT_TOKENS,
@@ -346,8 +412,10 @@ def parse_response_body(body: Any, models: Mapping[str, ModelSpec], *, batch_ite
     )
 
 
-def parse_chat_body(body: Any, models: Mapping[str, ModelSpec]) -> InferenceParams:
+def parse_chat_body(body: Any, models: Mapping[str, ModelSpec], catalogue: Optional[Catalogue] = None
+                    ) -> InferenceParams:
     """``POST /chat/completions`` (synchronous)."""
+    catalogue = catalogue or CATALOGUES["current"]
     body = _object(body)
     spec = _model(body, models)
     if body.get("stream"):
@@ -365,22 +433,21 @@ def parse_chat_body(body: Any, models: Mapping[str, ModelSpec]) -> InferencePara
         model=spec.id, prompt=prompt, raw=False, max_tokens=max_tokens or DEFAULT_OUTPUT_TOKENS,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0), top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         stop_strings=strings, stop_tokens=(), logprobs=False, background=False, metadata=metadata,
-        window=_window(metadata, spec, background=False, has_lora=bool(lora)), lora=lora,
+        window=_window(metadata, spec, catalogue, background=False, has_lora=bool(lora)), lora=lora,
         fingerprint=fingerprint("chat", body),
     )
 
 
-def parse_messages_body(body: Any, models: Mapping[str, ModelSpec]) -> InferenceParams:
+def parse_messages_body(body: Any, models: Mapping[str, ModelSpec], catalogue: Optional[Catalogue] = None
+                        ) -> InferenceParams:
     """``POST /messages`` (Anthropic shape, synchronous)."""
+    catalogue = catalogue or CATALOGUES["current"]
     body = _object(body)
     spec = _model(body, models)
     max_tokens = _int(body, "max_tokens", None, 1, MAX_OUTPUT_TOKENS)
     if max_tokens is None:
         raise _bad("max_tokens is required", "max_tokens")
-    system = body.get("system") or ""
-    if not isinstance(system, str):
-        system = _content_text(system, "system")
-    prompt = tuple(encode_text(_transcript(body.get("messages"), "messages", system)))
+    prompt = _messages_prompt(body)
     metadata = _metadata(body)
     lora, _ = _lora_source(metadata, spec, raw=False)
     strings, _ = _stops(body.get("stop_sequences"), raw=False, name="stop_sequences")
@@ -388,12 +455,28 @@ def parse_messages_body(body: Any, models: Mapping[str, ModelSpec]) -> Inference
         model=spec.id, prompt=prompt, raw=False, max_tokens=max_tokens,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0), top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         stop_strings=strings, stop_tokens=(), logprobs=False, background=False, metadata=metadata,
-        window=_window(metadata, spec, background=False, has_lora=bool(lora)), lora=lora,
+        window=_window(metadata, spec, catalogue, background=False, has_lora=bool(lora)), lora=lora,
         fingerprint=fingerprint("messages", body),
     )
 
 
-def parse_batch_body(body: Any, models: Mapping[str, ModelSpec]) -> Tuple[Optional[str], List[Tuple[str, InferenceParams]]]:
+def _messages_prompt(body: Mapping[str, Any]) -> Tuple[int, ...]:
+    """The prompt tokens of an Anthropic-shaped body (``system`` + ``messages``)."""
+    system = body.get("system") or ""
+    if not isinstance(system, str):
+        system = _content_text(system, "system")
+    return tuple(encode_text(_transcript(body.get("messages"), "messages", system)))
+
+
+def parse_count_tokens_body(body: Any, models: Mapping[str, ModelSpec]) -> Tuple[str, Tuple[int, ...]]:
+    """``POST /messages/count_tokens``: (model, prompt tokens), counted as ``/messages`` would count them."""
+    body = _object(body)
+    spec = _model(body, models)
+    return spec.id, _messages_prompt(body)
+
+
+def parse_batch_body(body: Any, models: Mapping[str, ModelSpec], catalogue: Optional[Catalogue] = None
+                     ) -> Tuple[Optional[str], List[Tuple[str, InferenceParams]]]:
     """``POST /batches``: (label, [(custom_id, params)])."""
     body = _object(body)
     if body.get("endpoint", "/v1/responses") != "/v1/responses":
@@ -417,7 +500,8 @@ def parse_batch_body(body: Any, models: Mapping[str, ModelSpec]) -> Tuple[Option
                        where + ".custom_id")
         seen.add(custom_id)
         try:
-            parsed.append((custom_id, parse_response_body(item.get("params"), models, batch_item=True)))
+            parsed.append((custom_id, parse_response_body(item.get("params"), models, batch_item=True,
+                                                          catalogue=catalogue)))
         except ApiError as exc:
             raise _bad("{}.params: {}".format(where, exc.message), where + ".params", exc.code) from None
     return label, parsed

@@ -11,25 +11,31 @@ completes. No thread or timer runs per response.
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import os
 import secrets
 import shutil
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..adapters import AdapterReport, check_adapter_files
+from .archives import ArchiveError, download, extract_adapter, redact
 from .model import Generation, generate
-from .params import ApiError, InferenceParams, ModelSpec
+from .params import CATALOGUES, ApiError, Catalogue, InferenceParams, ModelSpec, canonical_window
 
 __all__ = ["State", "Organization", "ResponseRecord", "Reservation", "TURN_PRESETS", "DEFAULT_MODELS"]
 
 #: Average simulated turn time per completion window, in seconds.
+#: Average simulated turn time per tier, in seconds (``balanced`` is also the older docs' ``standard``;
+#: ``priority`` is reachable only with the legacy catalogue).
 TURN_PRESETS: Mapping[str, Mapping[str, float]] = {
-    "fast": {"asap": 0.0, "priority": 0.05, "standard": 0.1, "flex": 0.2},
-    "realistic": {"asap": 0.5, "priority": 60.0, "standard": 300.0, "flex": 1800.0},
+    "fast": {"asap": 0.0, "priority": 0.05, "balanced": 0.1, "flex": 0.2},
+    "realistic": {"asap": 0.5, "priority": 60.0, "balanced": 300.0, "flex": 1800.0},
 }
 
 DEFAULT_MODELS: Tuple[ModelSpec, ...] = (
@@ -39,6 +45,7 @@ DEFAULT_MODELS: Tuple[ModelSpec, ...] = (
 )
 
 IN_PROGRESS_RETRY_AFTER = "5"
+MAX_ARCHIVE_BYTES = 1 << 30  # a Tinker checkpoint archive (and each file in it) may be at most this large
 
 
 class Organization:
@@ -92,10 +99,12 @@ class FileRecord:
 
 
 class Validation:
-    __slots__ = ("model", "start_at", "end_at", "result", "response_id")
+    __slots__ = ("model", "start_at", "end_at", "result", "unverified", "response_id")
 
-    def __init__(self, model: str, start_at: float, end_at: float, result: Optional[Tuple[str, str]]) -> None:
+    def __init__(self, model: str, start_at: float, end_at: float, result: Optional[Tuple[str, str]], *,
+                 unverified: bool = False) -> None:
         self.model, self.start_at, self.end_at, self.result = model, start_at, end_at, result
+        self.unverified = unverified
         self.response_id = "resp_" + secrets.token_hex(12)
 
     def status(self, now: float) -> str:
@@ -103,6 +112,8 @@ class Validation:
             return "pending"
         if now < self.end_at:
             return "running"
+        if self.unverified:
+            return "unverified"
         return "failed" if self.result else "succeeded"
 
     def to_json(self, now: float) -> Dict[str, Any]:
@@ -184,12 +195,23 @@ class State:
         organizations: Mapping[str, List[str]],
         validation_time: float,
         clock: Callable[[], float] = time.time,
+        unverified_models: Iterable[str] = (),
+        windows: str = "current",
     ) -> None:
+        if windows not in CATALOGUES:
+            raise ValueError("windows must be one of {} (got {!r})".format(", ".join(CATALOGUES), windows))
         self.seed = seed
-        self.turn_times = dict(turn_times)
+        #: The completion windows offered (wire.md): "current" (asap, balanced, flex) or "legacy".
+        self.catalogue: Catalogue = CATALOGUES[windows]
+        self.turn_times = {canonical_window(name): seconds for name, seconds in turn_times.items()}
         self.models: Dict[str, ModelSpec] = {m.id: m for m in models}
         self.validation_time = validation_time
         self.clock = clock
+        #: LoRA validations on these models end ``unverified`` (wire.md: could not be checked automatically).
+        self.unverified_models = frozenset(unverified_models)
+        unknown = self.unverified_models - set(self.models)
+        if unknown:
+            raise ValueError("unverified_models names unknown models: {}".format(", ".join(sorted(unknown))))
         self._configured_orgs = {org: list(keys) for org, keys in organizations.items()}
         self._lock = threading.RLock()
         self._storage = tempfile.mkdtemp(prefix="sail-emulator-")
@@ -206,6 +228,8 @@ class State:
         self.batches: "collections.OrderedDict[str, BatchRecord]" = collections.OrderedDict()
         self.idempotency: Dict[Tuple[str, str, str, str], Reservation] = {}
         self.archives: Dict[str, str] = {}
+        self.external: Dict[str, Dict[str, str]] = {}  # weights id -> {file name: path}
+        self.external_ids: Dict[str, str] = {}  # tinker path -> weights id
         self.counters: Dict[str, int] = collections.Counter()
         self.runs_by_key: Dict[str, int] = collections.Counter()
         self.requests: Dict[str, int] = collections.Counter()
@@ -232,6 +256,37 @@ class State:
     def storage_path(self, prefix: str) -> str:
         """A fresh path in the server's private storage folder."""
         return os.path.join(self._storage, "{}-{}".format(prefix, secrets.token_hex(8)))
+
+    def store(self, prefix: str, data: Any) -> str:
+        """Write bytes, or copy a file (by path) in chunks, into private storage; returns the stored path."""
+        path = self.storage_path(prefix)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            with open(path, "wb") as out:
+                out.write(data)
+        else:
+            with open(os.fspath(data), "rb") as source, open(path, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+        return path
+
+    def add_external_weights(self, tinker_path: str, files: Mapping[str, str]) -> str:
+        """Remember a published external-weights checkpoint; a tinker path published again is replaced."""
+        weights_id = "xw_" + secrets.token_hex(8)
+        with self._lock:
+            old = self.external_ids.get(tinker_path)
+            if old is not None:
+                for path in self.external.pop(old, {}).values():
+                    _remove_file(path)
+            self.external[weights_id] = dict(files)
+            self.external_ids[tinker_path] = weights_id
+        return weights_id
+
+    def external_file(self, weights_id: str, filename: str) -> str:
+        """The stored path of one published file, or a 404."""
+        with self._lock:
+            path = self.external.get(weights_id, {}).get(filename)
+        if path is None:
+            raise ApiError(404, "no such external weights file", code="not_found")
+        return path
 
     # -- organizations and counters ------------------------------------------------------------------------
 
@@ -264,6 +319,7 @@ class State:
                 "inference_runs_by_idempotency_key": dict(self.runs_by_key),
                 "requests": dict(self.requests),
                 "connections": self.counters["connections"],
+                "refused_connections": self.counters["refused_connections"],
                 "cancellations": self.counters["cancellations"],
                 "responses": dict(statuses),
                 "files": len(self.files),
@@ -273,27 +329,128 @@ class State:
 
     # -- idempotency ---------------------------------------------------------------------------------------
 
-    def reserve(self, org: Organization, api_key: str, key: str, route: str, fingerprint: bytes
-                ) -> Tuple[Reservation, bool]:
-        """(reservation, fresh). A replay returns the existing reservation; errors per wire.md."""
+    def run_idempotent(
+        self,
+        org: Organization,
+        api_key: str,
+        key: Optional[str],
+        route: str,
+        fingerprint: bytes,
+        commit: Callable[[], Any],
+        *,
+        status: int = 200,
+        settle: Optional[Callable[[Any], None]] = None,
+        key_header: str = "Idempotency-Key",
+    ) -> Tuple[Any, int]:
+        """The idempotency protocol of wire.md, in one place: ``(result, status)``.
+
+        Without a key: ``commit()``, then ``settle(result)``. With one, held per
+        (organization, API key, route, key):
+        - a replay of a finished request returns the stored result and status,
+          without running ``commit`` again (its current state, e.g. a
+          background response's latest status);
+        - the same key with another body (``fingerprint``) is a 400
+          ``idempotency_error``; a replay while the first request is still in
+          ``commit`` or ``settle`` (a synchronous request waiting for its turn)
+          is a 409 ``request_in_progress`` with ``Retry-After``;
+        - a ``commit`` that raises (validation: nothing was done) gives the key
+          back; once it returns, the key holds its result even if ``settle``
+          raises (a 504 sync timeout: the response keeps running, a replay finds it).
+        """
+        if key is None:
+            result = commit()
+            if settle is not None:
+                settle(result)
+            return result, status
         slot = (org.id, api_key, route, key)
         with self._lock:
             held = self.idempotency.get(slot)
             if held is None:
                 held = self.idempotency[slot] = Reservation(fingerprint)
-                return held, True
-        if held.fingerprint != fingerprint:
-            raise ApiError(400, "this Idempotency-Key was already used with a different request body: "
-                           "use a new key for a new request", code="idempotency_error", param="Idempotency-Key")
-        if not held.done:
-            raise ApiError(409, "a request with this Idempotency-Key is still in progress: retry after a few seconds",
-                           code="request_in_progress", headers={"Retry-After": IN_PROGRESS_RETRY_AFTER})
-        return held, False
+                fresh = True
+            else:
+                fresh = False
+        if not fresh:
+            with self._lock:
+                done = held.done
+            if held.fingerprint != fingerprint:
+                raise ApiError(400, "this {} was already used with a different request body: use a new key for "
+                               "a new request".format(key_header), code="idempotency_error", param=key_header)
+            if not done:
+                raise ApiError(409, "a request with this {} is still in progress: retry after a few seconds".format(
+                               key_header), code="request_in_progress",
+                               headers={"Retry-After": IN_PROGRESS_RETRY_AFTER})
+            return held.ref, held.status
+        try:
+            result = commit()
+        except BaseException:
+            with self._lock:
+                self.idempotency.pop(slot, None)
+            raise
+        try:
+            if settle is not None:
+                settle(result)
+        finally:
+            with self._lock:
+                held.ref, held.status, held.done = result, status, True
+        return result, status
 
-    def release(self, org: Organization, api_key: str, key: str, route: str) -> None:
-        """Give a key back: the request it held was rejected before doing any work."""
-        with self._lock:
-            self.idempotency.pop((org.id, api_key, route, key), None)
+    # -- inference, shared by responses, chat, messages ----------------------------------------------------
+
+    def infer(self, org: Organization, api_key: str, params: InferenceParams, *, route: str,
+              key: Optional[str], key_header: str, own_url: str,
+              wait: Callable[[ResponseRecord], None]) -> Tuple[ResponseRecord, int]:
+        """Run one inference request under its idempotency key: (record, 200 or 202 for background).
+
+        ``wait`` holds a synchronous request until its turn ends (the server's
+        sync timeout and shutdown are its business); ``own_url`` is the server
+        root, the only place Tinker checkpoints are loaded from.
+        """
+        if key is not None and not 1 <= len(key) <= 255:
+            raise ApiError(400, "{} must be 1 to 255 characters".format(key_header), param=key_header)
+        if key is not None and self.models[params.model].asap_only:
+            raise ApiError(400, "model {} serves asap requests only and does not accept {}: resend without "
+                           "it".format(params.model, key_header), code="unsupported_asap_only_request")
+        adapter = self.lora_adapter(org, params)
+
+        def commit() -> ResponseRecord:
+            failure = None
+            loaded = adapter
+            if params.tinker_url is not None:
+                loaded, failure = self.tinker_adapter(params, own_url=own_url)
+            return self.create_response(org, params, adapter=loaded, failure=failure, idempotency_key=key)
+
+        return self.run_idempotent(org, api_key, key, route, params.fingerprint, commit,
+                                   status=202 if params.background else 200,
+                                   settle=None if params.background else wait, key_header=key_header)
+
+    def tinker_adapter(self, params: InferenceParams, *, own_url: str
+                       ) -> Tuple[Optional[bytes], Optional[Tuple[str, str]]]:
+        """Download, unpack and check a Tinker checkpoint archive: (adapter digest, None) or (None, failure).
+
+        Only archives this server published are loaded (the URL's host must be
+        ``own_url``'s); a failure is the response's error code and message, and
+        never shows the URL's signed query.
+        """
+        url = params.tinker_url or ""
+        if urllib.parse.urlsplit(url).netloc != urllib.parse.urlsplit(own_url).netloc:
+            return None, ("tinker_checkpoint_url_invalid", "the emulator only loads Tinker checkpoints it published "
+                          "(EmulatorServer.publish_tinker_checkpoint); {} is not one".format(redact(url)))
+        try:
+            data = download(url, max_bytes=MAX_ARCHIVE_BYTES)
+            with tempfile.TemporaryDirectory(dir=self.storage_dir) as tmp:
+                config_path, weights_path = extract_adapter(data, tmp, max_member_bytes=MAX_ARCHIVE_BYTES)
+                del data
+                problem = self.adapter_problem(config_path, weights_path, params.model)
+                if problem:
+                    return None, problem
+                digest = hashlib.sha256()
+                with open(weights_path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                return digest.digest(), None
+        except ArchiveError as exc:
+            return None, (exc.code, exc.message)
 
     # -- LoRA resolution (shared by every inference endpoint) ----------------------------------------------
 
@@ -447,30 +604,47 @@ class State:
 
     # -- LoRAs ---------------------------------------------------------------------------------------------
 
+    @property
+    def max_ranks(self) -> Dict[str, int]:
+        return {m.id: m.max_lora_rank for m in self.models.values() if m.max_lora_rank is not None}
+
+    def adapter_problem(self, config_path: str, weights_path: str, model: str) -> Optional[Tuple[str, str]]:
+        """Check an adapter's two files for ``model``: None, or (result code, message) saying what is wrong.
+
+        Never raises for hostile content: JSON nested too deeply for the parser
+        is a failure with a code like any other malformed file.
+        """
+        try:
+            report: AdapterReport = check_adapter_files(config_path, weights_path, [model], max_ranks=self.max_ranks)
+        except RecursionError:
+            return _nesting_problem(config_path)
+        if not report.problems:
+            return None
+        return report.problems[0].code, "; ".join(p.message for p in report.problems)
+
     def _validate(self, lora: LoRARecord, model: str, now: float) -> Validation:
+        half = self.validation_time / 2
+        if model in self.unverified_models:  # this deployment cannot check adapters automatically
+            return Validation(model, now + half, now + self.validation_time, None, unverified=True)
         config = self.files[lora.config_file_id]
         weights = self.files[lora.weights_file_id]
-        ranks = {m.id: m.max_lora_rank for m in self.models.values() if m.max_lora_rank is not None}
-        report: AdapterReport = check_adapter_files(config.path, weights.path, [model], max_ranks=ranks)
-        result = None
-        if report.problems:
-            first = report.problems[0]
-            result = (first.code, "; ".join(p.message for p in report.problems))
-        half = self.validation_time / 2
+        result = self.adapter_problem(config.path, weights.path, model)
         return Validation(model, now + half, now + self.validation_time, result)
 
     def create_lora(self, org: Organization, fields: Mapping[str, Any]) -> LoRARecord:
+        """Register a LoRA with one validation per supported model; all or nothing."""
         self.get_file(org, fields["config_file_id"], "config_file_id")
         weights = self.get_file(org, fields["weights_file_id"], "weights_file_id")
         now = self.clock()
+        lora = LoRARecord(org.id, fields, int(now), weights.digest)
+        if self.find_lora(org, lora.name) is not None:  # cheap early answer; checked again under the lock
+            raise _name_taken(lora.name)
+        # Validate before the LoRA is visible: a file that breaks the checks can never leave a half-created one.
+        lora.validations = [self._validate(lora, model, now) for model in lora.supported_models]
         with self._lock:
-            if any(l.org == org.id and l.name == fields["name"] for l in self.loras.values()):
-                raise ApiError(409, "a LoRA named {!r} already exists in your organization: pick another name".format(
-                    fields["name"]), code="lora_name_taken", param="name")
-            lora = LoRARecord(org.id, fields, int(now), weights.digest)
+            if any(l.org == org.id and l.name == lora.name for l in self.loras.values()):
+                raise _name_taken(lora.name)
             self.loras[lora.id] = lora
-        for model in lora.supported_models:
-            lora.validations.append(self._validate(lora, model, now))
         return lora
 
     def get_lora(self, org: Organization, name_or_id: str) -> LoRARecord:
@@ -503,6 +677,24 @@ class State:
             return [l for l in self.loras.values() if l.org == org.id]
 
     # -- batches -------------------------------------------------------------------------------------------
+
+    def submit_batch(self, org: Organization, api_key: str, key: Optional[str], fingerprint: bytes,
+                     label: Optional[str], items: List[Tuple[str, InferenceParams]], *, own_url: str) -> BatchRecord:
+        """Create a batch under its idempotency key; every item's LoRA or Tinker checkpoint is checked first
+        (one bad item rejects the batch with a 400 naming it, and consumes no key)."""
+
+        def commit() -> BatchRecord:
+            adapters: Dict[str, Optional[bytes]] = {}
+            for custom_id, params in items:
+                adapters[custom_id] = self.lora_adapter(org, params)
+                if params.tinker_url is not None:
+                    adapter, failure = self.tinker_adapter(params, own_url=own_url)
+                    if failure:
+                        raise ApiError(400, "requests[{}]: {}".format(custom_id, failure[1]), code=failure[0])
+                    adapters[custom_id] = adapter
+            return self.create_batch(org, label, items, adapters)
+
+        return self.run_idempotent(org, api_key, key, "batches", fingerprint, commit)[0]
 
     def create_batch(self, org: Organization, label: Optional[str], items: List[Tuple[str, InferenceParams]],
                      adapters: Mapping[str, Optional[bytes]]) -> BatchRecord:
@@ -544,6 +736,30 @@ class State:
         if detail:
             body["request_status"] = {cid: {"status": s} for cid, s in statuses.items()}
         return body
+
+
+def _remove_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _name_taken(name: str) -> ApiError:
+    return ApiError(409, "a LoRA named {!r} already exists in your organization: pick another name".format(name),
+                    code="lora_name_taken", param="name")
+
+
+def _nesting_problem(config_path: str) -> Tuple[str, str]:
+    """Which of the two files nests JSON too deeply to parse."""
+    try:
+        with open(config_path, "rb") as handle:
+            json.loads(handle.read())
+    except RecursionError:
+        return "invalid_config_json", "adapter_config.json nests JSON too deeply to be an adapter config"
+    except (OSError, ValueError):
+        pass
+    return "invalid_safetensors", "the safetensors header nests JSON too deeply to be a tensor table"
 
 
 def _usage(input_tokens: int, output_tokens: int) -> Dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Request-building rules shared by the resources: metadata, windows, LoRAs.
+"""Request-building rules shared by the resources: windows, metadata, prompts, stops, messages.
 
 Everything here checks arguments before any I/O and raises
 :class:`~sail_lite.errors.InvalidRequestError` with a message that says
@@ -6,32 +6,86 @@ what to change.
 """
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, List, Mapping, Optional, Union
+import math
+import sys
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from ..errors import InvalidRequestError
+from .._checks import encode_json
+from ..errors import InvalidRequestError, MalformedResponseError
 
 __all__ = [
     "COMPLETION_WINDOWS",
+    "DEFAULT_WINDOW",
+    "RETIRED_WINDOWS",
     "RAW_PROMPT_PLACEHOLDER",
     "MAX_PROMPT_TOKENS",
     "build_metadata",
     "check_prompt_tokens",
+    "check_window",
     "compact_json",
+    "extra_fields",
+    "list_data",
+    "message_list",
     "normalize_stop",
-    "number_in",
-    "positive_int",
+    "string_list",
+    "system_prompt",
 ]
 
-COMPLETION_WINDOWS = ("asap", "priority", "standard", "balanced", "flex")
+# Sail's catalogue as of the official sail SDK 0.17.1 (October 2026) and the newer docs:
+# asap (immediate, no queue), balanced (the default), flex (best effort). "standard" is still
+# accepted as an alias of balanced. "priority" and "15m" (an older docs page, the seed) are retired.
+COMPLETION_WINDOWS = ("asap", "balanced", "flex", "standard")
+RETIRED_WINDOWS = ("priority", "15m")
+DEFAULT_WINDOW = "balanced"
 RAW_PROMPT_PLACEHOLDER = "<raw token prompt; ignored when raw_prompt_tokens is set>"
 MAX_PROMPT_TOKENS = 2000000
 _MAX_TOKEN_ID = 2**31 - 1
 
 
 def compact_json(value: Any) -> str:
-    """Deterministic compact JSON: sorted keys, no spaces."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Deterministic compact JSON text: sorted keys, no spaces (checked encodable)."""
+    return encode_json(value).decode("utf-8")
+
+
+def check_window(window: Any, *, background: Optional[bool], lora: bool) -> Optional[str]:
+    """A completion window as the service takes it today.
+
+    A retired name (``priority``, ``15m``) becomes ``balanced`` with one
+    ``DeprecationWarning``; ``asap`` is refused for background requests and
+    for LoRA requests (the service answers 400 to both); ``flex`` needs
+    ``background=True``.
+    """
+    if window is None:
+        return None
+    if window in RETIRED_WINDOWS:
+        warnings.warn(
+            "the {!r} completion window is retired (Sail docs and SDK 0.17.1): sending {!r} instead; "
+            "pass completion_window={!r} to silence this".format(window, DEFAULT_WINDOW, DEFAULT_WINDOW),
+            DeprecationWarning, stacklevel=_caller_stacklevel(),
+        )
+        return DEFAULT_WINDOW
+    if window not in COMPLETION_WINDOWS:
+        raise InvalidRequestError("completion_window {!r} is not one of {}".format(window, ", ".join(COMPLETION_WINDOWS)))
+    if window == "asap" and lora:
+        raise InvalidRequestError("LoRA requests cannot use the asap completion window: use balanced or flex")
+    if window == "asap" and background:
+        raise InvalidRequestError(
+            "background requests (and all raw-token sampling) cannot use the asap completion window: "
+            "use balanced (the default) or flex"
+        )
+    if window == "flex" and background is False:
+        raise InvalidRequestError("the flex completion window needs background=True")
+    return window
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside sail_lite."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("sail_lite"):
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return level
 
 
 def build_metadata(
@@ -46,8 +100,7 @@ def build_metadata(
     A dict or list value is JSON-encoded (wire.md: metadata values are
     strings); numbers and booleans are stringified; ``None`` values are
     dropped. ``lora`` and ``completion_window`` land in ``metadata`` and win
-    over the same keys there. ``background=False`` with ``flex`` is refused
-    (flex is background only), and so is a LoRA with ``asap``.
+    over the same keys there; the window is checked by :func:`check_window`.
     """
     if metadata is not None and not isinstance(metadata, Mapping):
         raise InvalidRequestError("metadata must be a mapping of str to str, got {}".format(type(metadata).__name__))
@@ -63,11 +116,12 @@ def build_metadata(
             result[key] = compact_json(value)
         elif isinstance(value, bool):
             result[key] = "true" if value else "false"
-        elif isinstance(value, (int, float)):
+        elif isinstance(value, (int, float)) and math.isfinite(value):
             result[key] = str(value)
         else:
             raise InvalidRequestError(
-                "metadata[{!r}] must be a string (or JSON-encodable), got {}".format(key, type(value).__name__)
+                "metadata[{!r}] must be a string (or a finite number, a bool, a list or dict), got {!r}".format(
+                    key, value)
             )
     if lora is not None:
         if not isinstance(lora, str) or not lora.strip():
@@ -75,41 +129,15 @@ def build_metadata(
         result["lora"] = lora
     if completion_window is not None:
         result["completion_window"] = completion_window
-    window = result.get("completion_window")
-    if window is not None and window not in COMPLETION_WINDOWS:
-        raise InvalidRequestError(
-            "completion_window {!r} is not one of {}".format(window, ", ".join(COMPLETION_WINDOWS))
-        )
-    if window == "asap" and result.get("lora"):
-        raise InvalidRequestError(
-            "LoRA requests cannot use the asap completion window: use priority, standard or flex"
-        )
-    if window == "flex" and background is False:
-        raise InvalidRequestError("the flex completion window needs background=True")
+    window = check_window(result.get("completion_window"), background=background, lora=bool(result.get("lora")))
+    if window is not None:
+        result["completion_window"] = window
     return result or None
-
-
-def positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequestError("{} must be an int >= 1, got {!r}".format(name, value))
-    return value
-
-
-def positive_seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise InvalidRequestError("{} must be a number of seconds > 0, got {!r}".format(name, value))
-    return float(value)
-
-
-def number_in(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise InvalidRequestError("{} must be a number from {} to {}, got {!r}".format(name, low, high, value))
-    return float(value)
 
 
 def check_prompt_tokens(tokens: Any) -> List[int]:
     """A raw-token prompt as a list: 1..2,000,000 ints, each 0..2^31-1."""
-    if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__iter__"):
+    if isinstance(tokens, (str, bytes, Mapping)) or not hasattr(tokens, "__iter__"):
         raise InvalidRequestError("the prompt must be a sequence of token ids (ints), got {}".format(type(tokens).__name__))
     result = list(tokens)
     if not result:
@@ -149,3 +177,56 @@ def normalize_stop(stop: Any) -> Optional[List[Union[str, int]]]:
         "stop must be a non-empty string, a list of non-empty strings, or a list of token ids (ints "
         "0..2^31-1), not a mix; got {!r}".format(items[:8])
     )
+
+
+def string_list(name: str, value: Any, *, non_empty: bool = False) -> List[str]:
+    """A list of non-empty strings from any iterable but a bare string."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise InvalidRequestError("{} must be a list of strings, got {}".format(name, type(value).__name__))
+    items = list(value)
+    if non_empty and not items:
+        raise InvalidRequestError("{} must not be empty".format(name))
+    if not all(isinstance(item, str) and item for item in items):
+        raise InvalidRequestError("{} must contain only non-empty strings, got {!r}".format(name, items[:8]))
+    return items
+
+
+def message_list(messages: Any) -> List[Dict[str, Any]]:
+    """Chat/Messages ``messages``: a non-empty list of ``{"role": str, "content": ...}`` objects."""
+    if isinstance(messages, (str, bytes, Mapping)) or not hasattr(messages, "__iter__"):
+        raise InvalidRequestError("messages must be a list of {'role': ..., 'content': ...} objects")
+    result = [dict(m) if isinstance(m, Mapping) else m for m in messages]
+    if not result or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in result):
+        raise InvalidRequestError("messages must be a non-empty list of {'role': ..., 'content': ...} objects")
+    return result
+
+
+def system_prompt(system: Any) -> Union[str, List[Dict[str, Any]]]:
+    """The Messages ``system``: a string, or a list of content blocks (objects)."""
+    if isinstance(system, str):
+        return system
+    if isinstance(system, (bytes, Mapping)) or not hasattr(system, "__iter__"):
+        raise InvalidRequestError("system must be a string or a list of content blocks, got {}".format(
+            type(system).__name__))
+    blocks = list(system)
+    if not all(isinstance(block, Mapping) for block in blocks):
+        raise InvalidRequestError("system blocks must be objects like {'type': 'text', 'text': ...}")
+    return [dict(block) for block in blocks]
+
+
+def extra_fields(extra_body: Any) -> Dict[str, Any]:
+    """``extra_body``: more top-level body fields, sent as given (known fields win over them)."""
+    if extra_body is None:
+        return {}
+    if not isinstance(extra_body, Mapping) or not all(isinstance(key, str) for key in extra_body):
+        raise InvalidRequestError("extra_body must be a mapping of field names to values, got {}".format(
+            type(extra_body).__name__))
+    return dict(extra_body)
+
+
+def list_data(payload: Any, what: str) -> Sequence[Any]:
+    """The ``data`` array of an ``{"object": "list", "data": [...]}`` reply."""
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    if not isinstance(data, list):
+        raise MalformedResponseError("expected a list object with a 'data' array of {}".format(what))
+    return data

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from ..errors import DeadlineExceededError, InvalidRequestError, MalformedResponseError
+from .._checks import path_id, positive_int
+from ..errors import InvalidRequestError, MalformedResponseError
 from ..types import Batch, Response
-from ._common import build_metadata
-from .responses import _path_id
+from ._common import build_metadata, check_window
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import Client
+    from .._requester import Requester
 
 __all__ = ["Batches", "BATCH_WINDOWS", "MAX_BATCH_REQUESTS"]
 
@@ -20,8 +20,10 @@ _CUSTOM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
 
 
 class Batches:
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+    """Batches of Responses requests. Every method takes ``timeout``, ``deadline`` and ``extra_headers``."""
+
+    def __init__(self, requester: "Requester") -> None:
+        self._requester = requester
 
     def create(
         self,
@@ -31,6 +33,8 @@ class Batches:
         completion_window: Optional[str] = None,
         idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
     ) -> Batch:
         """``POST /batches`` with ``requests`` = ``[{"custom_id": ..., "params": {Responses body}}]``.
 
@@ -40,11 +44,14 @@ class Batches:
         (``completion_window`` sets it on items that have none). Retried
         safely under one idempotency key.
         """
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
+                                    idempotency_key=idempotency_key)
         items = list(requests) if not isinstance(requests, (str, bytes, Mapping)) else None
         if not items or len(items) > MAX_BATCH_REQUESTS:
             raise InvalidRequestError(
                 "a batch needs 1 to {} requests, each {{'custom_id': ..., 'params': {{...}}}}".format(MAX_BATCH_REQUESTS)
             )
+        completion_window = check_window(completion_window, background=True, lora=False)
         if completion_window is not None and completion_window not in BATCH_WINDOWS:
             raise InvalidRequestError("batch items run on standard or flex, not {!r}".format(completion_window))
         seen = set()
@@ -64,7 +71,7 @@ class Batches:
             if not isinstance(params, Mapping) or not isinstance(params.get("model"), str):
                 raise InvalidRequestError("requests[{}].params must be a Responses body with a model".format(position))
             params = dict(params)
-            metadata = build_metadata(params.get("metadata"))
+            metadata = build_metadata(params.get("metadata"), background=True)
             if metadata is None:
                 metadata = {}
             window = metadata.get("completion_window") or completion_window
@@ -81,52 +88,58 @@ class Batches:
             wire_items.append({"custom_id": custom_id, "params": params})
         body: Dict[str, Any] = {"endpoint": "/v1/responses", "requests": wire_items}
         if label is not None:
+            if not isinstance(label, str):
+                raise InvalidRequestError("label must be a string, got {}".format(type(label).__name__))
             body["label"] = label
-        payload = self._client._request(
-            "POST", "/batches", json_body=body, idempotency_key=idempotency_key,
-            read_timeout=timeout if timeout is not None else self._client.timeout.upload,
-        )
+        payload = self._requester.request("POST", "/batches", call, json_body=body, kind="upload",
+                                          key_header="Idempotency-Key")
         return Batch.from_dict(payload)
 
-    def retrieve(self, batch_id: str) -> Batch:
+    def retrieve(self, batch_id: str, *, timeout: Optional[float] = None, deadline: Optional[float] = None,
+                 extra_headers: Optional[Mapping[str, str]] = None) -> Batch:
         """``GET /batches/{id}``, with each item's status in ``request_status``."""
-        return Batch.from_dict(self._client._request("GET", "/batches/" + _path_id(batch_id, "batch id")))
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return self._retrieve(path_id(batch_id, "batch id"), call)
 
-    def list(self, *, limit: Optional[int] = None, after_id: Optional[str] = None) -> List[Batch]:
+    def _retrieve(self, batch_id: str, call: Any) -> Batch:
+        return Batch.from_dict(self._requester.request("GET", "/batches/" + batch_id, call))
+
+    def list(self, *, limit: Optional[int] = None, after_id: Optional[str] = None, timeout: Optional[float] = None,
+             deadline: Optional[float] = None, extra_headers: Optional[Mapping[str, str]] = None) -> List[Batch]:
         """``GET /batches``: a page of batches, newest first; pass the last id as ``after_id`` for the next."""
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
         query = []
         if limit is not None:
-            query.append("limit={}".format(int(limit)))
+            query.append("limit={}".format(positive_int("limit", limit)))
         if after_id is not None:
-            query.append("after_id=" + _path_id(after_id, "after_id"))
+            query.append("after_id=" + path_id(after_id, "after_id"))
         path = "/batches" + ("?" + "&".join(query) if query else "")
-        payload = self._client._request("GET", path)
+        payload = self._requester.request("GET", path, call)
         if isinstance(payload, dict) and isinstance(payload.get("data"), list):
             payload = payload["data"]  # tolerate the list-object shape too
         if not isinstance(payload, list):
             raise MalformedResponseError("GET /batches did not return a JSON array")
         return [Batch.from_dict(item) for item in payload]
 
-    def result(self, batch_id: str, custom_id: str) -> Response:
+    def result(self, batch_id: str, custom_id: str, *, timeout: Optional[float] = None,
+               deadline: Optional[float] = None, extra_headers: Optional[Mapping[str, str]] = None) -> Response:
         """``GET /batches/{id}/{custom_id}``: that item's response object (any status)."""
-        path = "/batches/{}/{}".format(_path_id(batch_id, "batch id"), _path_id(custom_id, "custom_id"))
-        return Response.from_dict(self._client._request("GET", path))
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        path = "/batches/{}/{}".format(path_id(batch_id, "batch id"), path_id(custom_id, "custom_id"))
+        return Response.from_dict(self._requester.request("GET", path, call))
 
-    def wait(self, batch_id: str, *, deadline: Optional[float] = None) -> Batch:
-        """Block until every item is terminal; poll intervals grow as the poller's do.
+    def wait(self, batch_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None,
+             extra_headers: Optional[Mapping[str, str]] = None,
+             on_poll: Optional[Callable[[Batch], None]] = None) -> Batch:
+        """Block until every item is terminal, polling on the standard window's schedule.
 
-        Raises :class:`DeadlineExceededError` when ``deadline`` seconds pass.
+        ``on_poll(batch)`` sees every poll (progress). Raises
+        :class:`DeadlineExceededError` when ``deadline`` seconds pass; the
+        batch goes on on the server.
         """
-        client = self._client
-        deadline_at = client._deadline_at(deadline)
-        interval: Optional[float] = None
-        while True:
-            batch = self.retrieve(batch_id)
-            if batch.is_done:
-                return batch
-            jittered, interval = client.poll.next_interval(interval, "standard", client._rng)
-            if deadline_at is not None and client._clock() + jittered >= deadline_at:
-                raise DeadlineExceededError(
-                    "deadline passed while waiting for batch {}; it continues on the server".format(batch_id)
-                )
-            client._sleep(jittered)
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        batch_id = path_id(batch_id, "batch id")
+        return self._requester.poll_until(
+            lambda: self._retrieve(batch_id, call), lambda batch: batch.is_done, window="standard", call=call,
+            what="batch {}".format(batch_id), on_poll=on_poll,
+        )

@@ -3,19 +3,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
 
-from ..errors import InvalidRequestError
+from .._checks import model_id, number_in, positive_int
 from ..types import ChatCompletion
-from ._common import build_metadata, number_in, positive_int
+from ._common import build_metadata, extra_fields, message_list
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import Client
+    from .._requester import Requester
 
 __all__ = ["Chat", "Completions"]
 
 
 class Completions:
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+    def __init__(self, requester: "Requester") -> None:
+        self._requester = requester
 
     def create(
         self,
@@ -32,15 +32,18 @@ class Completions:
         idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
     ) -> ChatCompletion:
         """``POST /chat/completions``; blocks until the completion is ready.
 
         ``lora`` and ``completion_window`` land in ``metadata``. Retried
-        safely under one idempotency key.
+        safely under one idempotency key (on the error when it gives up).
         """
-        body: Dict[str, Any] = dict(extra_body or {})
-        body["model"] = _model(model)
-        body["messages"] = _messages(messages)
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
+                                    idempotency_key=idempotency_key)
+        body: Dict[str, Any] = extra_fields(extra_body)
+        body["model"] = model_id(model)
+        body["messages"] = message_list(messages)
         if max_completion_tokens is not None:
             body["max_completion_tokens"] = positive_int("max_completion_tokens", max_completion_tokens)
         if temperature is not None:
@@ -50,32 +53,13 @@ class Completions:
         wire_metadata = build_metadata(metadata, lora=lora, completion_window=completion_window, background=False)
         if wire_metadata:
             body["metadata"] = wire_metadata
-        client = self._client
-        payload = client._request(
-            "POST", "/chat/completions", json_body=body, idempotency_key=idempotency_key,
-            read_timeout=timeout if timeout is not None else client.timeout.inference,
-            deadline_at=client._deadline_at(deadline),
-        )
+        payload = self._requester.request("POST", "/chat/completions", call, json_body=body, kind="inference",
+                                          key_header="Idempotency-Key")
         return ChatCompletion.from_dict(payload)
 
 
 class Chat:
     """``client.chat``: holds ``completions``, as the OpenAI SDK does."""
 
-    def __init__(self, client: "Client") -> None:
-        self.completions = Completions(client)
-
-
-def _model(model: Any) -> str:
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError("model must be a non-empty model id, like 'moonshotai/Kimi-K2.6'")
-    return model
-
-
-def _messages(messages: Any) -> list:
-    if isinstance(messages, (str, bytes, Mapping)) or not hasattr(messages, "__iter__"):
-        raise InvalidRequestError("messages must be a list of {'role': ..., 'content': ...} objects")
-    result = [dict(m) if isinstance(m, Mapping) else m for m in messages]
-    if not result or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in result):
-        raise InvalidRequestError("messages must be a non-empty list of {'role': ..., 'content': ...} objects")
-    return result
+    def __init__(self, requester: "Requester") -> None:
+        self.completions = Completions(requester)

@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import os
-from typing import IO, TYPE_CHECKING, Optional, Union
+from typing import IO, TYPE_CHECKING, Mapping, Optional, Union
 
 from .._multipart import MultipartUpload, Progress
+from ..errors import InvalidRequestError
 from ..types import FileObject
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import Client
+    from .._requester import Requester
 
 __all__ = ["Files"]
 
 
 class Files:
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+    def __init__(self, requester: "Requester") -> None:
+        self._requester = requester
 
     def create(
         self,
@@ -24,22 +25,25 @@ class Files:
         purpose: str = "lora",
         progress: Optional[Progress] = None,
         timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
     ) -> FileObject:
         """``POST /files``: upload ``file`` (a path or a binary file object) as multipart.
 
         Blocks until the server has the whole file. The body is streamed in
         1 MiB chunks with a precomputed ``Content-Length``, so memory stays
         flat whatever the size. ``progress(bytes_sent, total)`` follows the
-        upload. A failed attempt is retried only when the source can be
+        upload; ``timeout`` bounds the wait for the reply once the body is
+        sent. A failed attempt is retried only when the source can be
         rewound (a path, or a seekable file); otherwise
         :class:`~sail_lite.errors.UploadNotRewindableError` says to restart
         it. A retry after a lost reply may leave an unused duplicate file on
         the server; it never duplicates inference.
         """
+        if not isinstance(purpose, str) or not purpose or not purpose.isprintable():
+            raise InvalidRequestError("purpose must be a non-empty string such as 'lora', got {!r}".format(purpose))
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
         body = MultipartUpload(file, fields=[("purpose", purpose)], progress=progress)
-        client = self._client
-        payload = client._request(
-            "POST", "/files", body=body, headers={"Content-Type": body.content_type},
-            read_timeout=timeout if timeout is not None else client.timeout.upload,
-        )
+        payload = self._requester.request("POST", "/files", call, body=body, content_type=body.content_type,
+                                          kind="upload", key_header="Idempotency-Key")
         return FileObject.from_dict(payload)

@@ -4,28 +4,29 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
+from .._checks import path_id
 from ..errors import (
     ConflictError,
-    DeadlineExceededError,
     InvalidRequestError,
     LoRANameError,
     LoRAValidationError,
     NotFoundError,
 )
 from ..types import LoRA
-from .models import list_data
-from .responses import _path_id
+from ._common import list_data, string_list
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import Client
+    from .._requester import Call, Requester
+    from .files import Files
 
 __all__ = ["LoRAs", "check_lora_name"]
 
 _logger = logging.getLogger(__name__)
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\Z")
 _USABLE = ("succeeded", "unverified")
+_VALIDATION_WINDOW = "balanced"  # validations run like a balanced request: poll on its schedule
 
 
 def check_lora_name(name: Any) -> str:
@@ -39,19 +40,26 @@ def check_lora_name(name: Any) -> str:
 
 
 def _models(supported_models: Any) -> List[str]:
-    if isinstance(supported_models, str) or not supported_models:
-        raise InvalidRequestError("supported_models must be a non-empty list of model ids, e.g. ['moonshotai/Kimi-K2.6']")
-    models = list(supported_models)
-    if not all(isinstance(m, str) and m for m in models):
-        raise InvalidRequestError("supported_models must contain model ids (non-empty strings)")
-    return models
+    return string_list("supported_models (model ids, e.g. ['moonshotai/Kimi-K2.6'])", supported_models,
+                       non_empty=True)
+
+
+def _optional_text(name: str, value: Any) -> Optional[str]:
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequestError("{} must be a string, got {}".format(name, type(value).__name__))
+    return value
 
 
 class LoRAs:
-    """LoRA registry calls. Thread-safe; all calls go through the client's request loop."""
+    """LoRA registry calls. Thread-safe; all calls go through the client's request loop.
 
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+    Every method takes ``timeout``, ``deadline`` and ``extra_headers`` as
+    the other resources do.
+    """
+
+    def __init__(self, requester: "Requester", files: "Files") -> None:
+        self._requester = requester
+        self._files = files
 
     def create(
         self,
@@ -62,6 +70,9 @@ class LoRAs:
         weights_file_id: str,
         display_name: Optional[str] = None,
         description: Optional[str] = None,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
     ) -> LoRA:
         """``POST /loras``: register uploaded files as a LoRA; validations start on the server.
 
@@ -70,32 +81,32 @@ class LoRAs:
         the taken LoRA is this very call's (a retry after a lost reply),
         which is then returned.
         """
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
         body: Dict[str, Any] = {
             "name": check_lora_name(name),
             "supported_models": _models(supported_models),
-            "config_file_id": _path_id(config_file_id, "config_file_id"),
-            "weights_file_id": _path_id(weights_file_id, "weights_file_id"),
+            "config_file_id": path_id(config_file_id, "config_file_id"),
+            "weights_file_id": path_id(weights_file_id, "weights_file_id"),
         }
         if display_name is not None:
-            body["display_name"] = display_name
+            body["display_name"] = _optional_text("display_name", display_name)
         if description is not None:
-            body["description"] = description
+            body["description"] = _optional_text("description", description)
         try:
-            return LoRA.from_dict(self._client._request("POST", "/loras", json_body=body))
+            return LoRA.from_dict(self._requester.request("POST", "/loras", call, json_body=body,
+                                                          key_header="Idempotency-Key"))
         except ConflictError as exc:
             if (exc.attempts or 1) > 1:
-                mine = self._if_ours(name, body)
+                mine = self._if_ours(name, body, call)
                 if mine is not None:
                     return mine
-            raise ConflictError(
-                "a LoRA named {!r} already exists in your organization: pick another name, or update it with "
-                "client.loras.update({!r}, ...)".format(name, name),
-                status=exc.status, code=exc.code, type=exc.type, request_id=exc.request_id, attempts=exc.attempts,
-            ) from exc
+            exc.message = _name_taken(name)
+            exc.args = (exc.message,)
+            raise
 
-    def _if_ours(self, name: str, body: Dict[str, Any]) -> Optional[LoRA]:
+    def _if_ours(self, name: str, body: Dict[str, Any], call: "Call") -> Optional[LoRA]:
         try:
-            existing = self.retrieve(name)
+            existing = self._retrieve(name, call)
         except NotFoundError:
             return None
         raw = existing.raw
@@ -106,13 +117,20 @@ class LoRAs:
             return existing
         return None
 
-    def retrieve(self, name_or_id: str) -> LoRA:
+    def retrieve(self, name_or_id: str, *, timeout: Optional[float] = None, deadline: Optional[float] = None,
+                 extra_headers: Optional[Mapping[str, str]] = None) -> LoRA:
         """``GET /loras/{name_or_id}`` (404 -> NotFoundError, also for another organization's)."""
-        return LoRA.from_dict(self._client._request("GET", "/loras/" + _path_id(name_or_id, "LoRA name or id")))
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return self._retrieve(path_id(name_or_id, "LoRA name or id"), call)
 
-    def list(self) -> List[LoRA]:
+    def _retrieve(self, name_or_id: str, call: "Call") -> LoRA:
+        return LoRA.from_dict(self._requester.request("GET", "/loras/" + name_or_id, call))
+
+    def list(self, *, timeout: Optional[float] = None, deadline: Optional[float] = None,
+             extra_headers: Optional[Mapping[str, str]] = None) -> List[LoRA]:
         """``GET /loras``: every LoRA of your organization."""
-        return [LoRA.from_dict(item) for item in list_data(self._client._request("GET", "/loras"), "LoRAs")]
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return [LoRA.from_dict(item) for item in list_data(self._requester.request("GET", "/loras", call), "LoRAs")]
 
     def update(
         self,
@@ -121,60 +139,61 @@ class LoRAs:
         supported_models: Optional[Sequence[str]] = None,
         display_name: Optional[str] = None,
         description: Optional[str] = None,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
     ) -> LoRA:
         """``PATCH /loras/{name}``; newly added models get validations of their own."""
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
         body: Dict[str, Any] = {}
         if supported_models is not None:
             body["supported_models"] = _models(supported_models)
         if display_name is not None:
-            body["display_name"] = display_name
+            body["display_name"] = _optional_text("display_name", display_name)
         if description is not None:
-            body["description"] = description
+            body["description"] = _optional_text("description", description)
         if not body:
             raise InvalidRequestError("update needs at least one of supported_models, display_name, description")
-        return LoRA.from_dict(
-            self._client._request("PATCH", "/loras/" + _path_id(name, "LoRA name"), json_body=body)
-        )
+        return LoRA.from_dict(self._requester.request(
+            "PATCH", "/loras/" + path_id(name, "LoRA name"), call, json_body=body, key_header="Idempotency-Key"))
 
-    def wait_for_validation(self, name: str, model: str, *, deadline: Optional[float] = None) -> LoRA:
+    def wait_for_validation(
+        self, name: str, model: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None, on_poll: Optional[Callable[[LoRA], None]] = None,
+    ) -> LoRA:
         """Block until ``model``'s latest validation of the LoRA is settled.
 
         Returns the LoRA when it is ``succeeded`` or ``unverified`` (both
         usable); raises :class:`LoRAValidationError` with ``result_code`` and
         ``result_message`` when it ``failed``, and
-        :class:`DeadlineExceededError` after ``deadline`` seconds. Polls with
-        the poller's growing interval.
+        :class:`DeadlineExceededError` after ``deadline`` seconds.
+        ``on_poll(lora)`` sees every poll (progress).
         """
-        client = self._client
-        deadline_at = client._deadline_at(deadline)
-        interval: Optional[float] = None
-        while True:
-            lora = self.retrieve(name)
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return self._wait_for_validation(path_id(name, "LoRA name"), model, call, on_poll)
+
+    def _wait_for_validation(self, name: str, model: str, call: "Call",
+                             on_poll: Optional[Callable[[LoRA], None]]) -> LoRA:
+        def settled(lora: LoRA) -> bool:
             if model not in lora.supported_models:
                 raise InvalidRequestError(
                     "LoRA {!r} does not list {!r} in supported_models; add it with client.loras.update".format(
-                        name, model
-                    )
+                        name, model)
                 )
             validation = lora.latest_validation(model)
-            status = validation.status if validation is not None else None
-            if status in _USABLE:
-                return lora
-            if status == "failed":
-                assert validation is not None
+            if validation is not None and validation.status == "failed":
                 raise LoRAValidationError(
                     "LoRA {!r} failed validation on {}: {} ({})".format(
-                        name, model, validation.result_message or "no reason given", validation.result_code
-                    ),
+                        name, model, validation.result_message or "no reason given", validation.result_code),
                     lora=lora, model=model, result_code=validation.result_code,
                     result_message=validation.result_message,
                 )
-            jittered, interval = client.poll.next_interval(interval, "priority", client._rng)
-            if deadline_at is not None and client._clock() + jittered >= deadline_at:
-                raise DeadlineExceededError(
-                    "deadline passed while LoRA {!r} was still {} on {}".format(name, status or "unvalidated", model)
-                )
-            client._sleep(jittered)
+            return validation is not None and validation.status in _USABLE
+
+        return self._requester.poll_until(
+            lambda: self._retrieve(name, call), settled, window=_VALIDATION_WINDOW, call=call,
+            what="the validation of LoRA {!r} on {}".format(name, model), on_poll=on_poll,
+        )
 
     def upload(
         self,
@@ -187,22 +206,33 @@ class LoRAs:
         wait: bool = True,
         progress: Optional[Callable[[int, int], None]] = None,
         preflight: bool = True,
+        timeout: Optional[float] = None,
         deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
     ) -> LoRA:
         """From a PEFT folder to a usable LoRA in one call.
 
-        Checks the name and (with ``preflight``) the adapter locally before a
-        single byte is sent (:class:`AdapterError` lists every problem),
-        streams ``adapter_config.json`` and ``adapter_model.safetensors`` up,
-        creates the LoRA, and with ``wait`` blocks until every supported
-        model's validation is usable (see :meth:`wait_for_validation`).
-        ``progress(bytes_sent, total)`` covers both files.
+        Before a single byte is sent: checks the name, that it is free in
+        your organization (a taken name raises :class:`ConflictError`, so a
+        100 GiB adapter is not uploaded for nothing) and, with
+        ``preflight``, the adapter itself (:class:`AdapterError` lists every
+        problem). Then streams ``adapter_config.json`` and
+        ``adapter_model.safetensors`` up, creates the LoRA, and with
+        ``wait`` blocks until every supported model's validation is usable
+        (see :meth:`wait_for_validation`). ``progress(bytes_sent, total)``
+        covers both files; ``deadline`` covers the whole call.
         """
         from ..adapters import check_adapter_dir
 
         check_lora_name(name)
         models = _models(supported_models)
+        if not isinstance(adapter_dir, (str, os.PathLike)):
+            raise InvalidRequestError("adapter_dir must be a folder path, got {}".format(type(adapter_dir).__name__))
         folder = os.fspath(adapter_dir)
+        if not os.path.exists(folder):
+            raise InvalidRequestError("adapter folder not found: {}".format(folder))
+        if not os.path.isdir(folder):
+            raise InvalidRequestError("{} is not a folder: pass the PEFT adapter folder".format(folder))
         config_path = os.path.join(folder, "adapter_config.json")
         weights_path = os.path.join(folder, "adapter_model.safetensors")
         if preflight:
@@ -214,6 +244,8 @@ class LoRAs:
             for path in (config_path, weights_path):
                 if not os.path.isfile(path):
                     raise InvalidRequestError("{} is missing: a PEFT adapter folder holds both files".format(path))
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        self._check_name_free(name, call)
         total = os.path.getsize(config_path) + os.path.getsize(weights_path)
 
         def tracker(offset: int) -> Optional[Callable[[int, int], None]]:
@@ -221,19 +253,38 @@ class LoRAs:
                 return None
             return lambda sent, _size: progress(offset + sent, total)
 
-        config_file = self._client.files.create(config_path, purpose="lora", progress=tracker(0))
-        weights_file = self._client.files.create(
-            weights_path, purpose="lora", progress=tracker(os.path.getsize(config_path))
-        )
+        uploads = []
+        for path, offset in ((config_path, 0), (weights_path, os.path.getsize(config_path))):
+            uploads.append(self._files.create(path, purpose="lora", progress=tracker(offset), timeout=timeout,
+                                              deadline=self._remaining(call), extra_headers=extra_headers))
         lora = self.create(
-            name, supported_models=models, config_file_id=config_file.id, weights_file_id=weights_file.id,
-            display_name=display_name, description=description,
+            name, supported_models=models, config_file_id=uploads[0].id, weights_file_id=uploads[1].id,
+            display_name=display_name, description=description, timeout=timeout, deadline=self._remaining(call),
+            extra_headers=extra_headers,
         )
-        if not wait:
-            return lora
-        client = self._client
-        deadline_at = client._deadline_at(deadline)
-        for model in models:
-            remaining = None if deadline_at is None else max(deadline_at - client._clock(), 1e-3)
-            lora = self.wait_for_validation(name, model, deadline=remaining)
+        if wait:
+            for model in models:
+                lora = self._wait_for_validation(name, model, call, None)
         return lora
+
+    def _check_name_free(self, name: str, call: "Call") -> None:
+        # An adapter may be 100 GiB: learn that the name is taken before sending it, not from the
+        # create's 409 afterwards. (Another caller may still take it in between: create's 409 covers that.)
+        try:
+            existing = self._retrieve(name, call)
+        except NotFoundError:
+            return
+        raise ConflictError(
+            "a LoRA named {!r} already exists in your organization (id {}): nothing was uploaded; pick another "
+            "name, or update it with client.loras.update({!r}, ...)".format(name, existing.id, name),
+            status=409, code="lora_name_taken", param="name",
+        )
+
+    def _remaining(self, call: "Call") -> Optional[float]:
+        remaining = call.remaining(self._requester.clock())
+        return None if remaining is None else max(remaining, 1e-3)
+
+
+def _name_taken(name: str) -> str:
+    return ("a LoRA named {!r} already exists in your organization: pick another name, or update it with "
+            "client.loras.update({!r}, ...)".format(name, name))

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 
-from ..types import Message
-from ._common import build_metadata, number_in, positive_int
-from .chat import _messages, _model
+from .._checks import model_id, number_in, positive_int
+from ..types import Message, TokenCount
+from ._common import build_metadata, extra_fields, message_list, system_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import Client
+    from .._requester import Requester
 
 __all__ = ["Messages"]
 
+SystemArg = Union[str, Sequence[Mapping[str, Any]], None]
+
 
 class Messages:
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+    def __init__(self, requester: "Requester") -> None:
+        self._requester = requester
 
     def create(
         self,
@@ -23,7 +25,7 @@ class Messages:
         model: str,
         max_tokens: int,
         messages: Sequence[Mapping[str, Any]],
-        system: Union[str, Sequence[Mapping[str, Any]], None] = None,
+        system: SystemArg = None,
         temperature: Optional[float] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         lora: Optional[str] = None,
@@ -32,6 +34,7 @@ class Messages:
         idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
     ) -> Message:
         """``POST /messages``; blocks until the message is ready.
 
@@ -39,22 +42,44 @@ class Messages:
         Messages endpoint expects; ``lora`` and ``completion_window`` land in
         ``metadata``.
         """
-        body: Dict[str, Any] = dict(extra_body or {})
-        body["model"] = _model(model)
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
+                                    idempotency_key=idempotency_key)
+        body = _body(model, messages, system, extra_body)
         body["max_tokens"] = positive_int("max_tokens", max_tokens)
-        body["messages"] = _messages(messages)
-        if system is not None:
-            body["system"] = system if isinstance(system, str) else [dict(block) for block in system]
         if temperature is not None:
             body["temperature"] = number_in("temperature", temperature, 0.0, 2.0)
         wire_metadata = build_metadata(metadata, lora=lora, completion_window=completion_window, background=False)
         if wire_metadata:
             body["metadata"] = wire_metadata
-        client = self._client
-        payload = client._request(
-            "POST", "/messages", json_body=body, idempotency_key=idempotency_key,
-            idempotency_header="anthropic-idempotency-key",
-            read_timeout=timeout if timeout is not None else client.timeout.inference,
-            deadline_at=client._deadline_at(deadline),
-        )
+        payload = self._requester.request("POST", "/messages", call, json_body=body, kind="inference",
+                                          key_header="anthropic-idempotency-key")
         return Message.from_dict(payload)
+
+    def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        system: SystemArg = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
+    ) -> TokenCount:
+        """``POST /messages/count_tokens``: how many input tokens these messages are, without running them.
+
+        Runs no inference, so it is retried like a read.
+        """
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        body = _body(model, messages, system, extra_body)
+        payload = self._requester.request("POST", "/messages/count_tokens", call, json_body=body, replay_safe=True)
+        return TokenCount.from_dict(payload)
+
+
+def _body(model: Any, messages: Any, system: Any, extra_body: Any) -> Dict[str, Any]:
+    body = extra_fields(extra_body)
+    body["model"] = model_id(model)
+    body["messages"] = message_list(messages)
+    if system is not None:
+        body["system"] = system_prompt(system)
+    return body

@@ -1,29 +1,23 @@
 """``client.models``: the model catalogue."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Mapping, Optional
 
-from ..errors import MalformedResponseError
 from ..types import Model
+from ._common import list_data
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import Client
+    from .._requester import Requester
 
-__all__ = ["Models", "list_data"]
-
-
-def list_data(payload: object, what: str) -> list:
-    """The ``data`` array of an ``{"object": "list", "data": [...]}`` reply."""
-    data = payload.get("data") if isinstance(payload, dict) else None
-    if not isinstance(data, list):
-        raise MalformedResponseError("expected a list object with a 'data' array of {}".format(what))
-    return data
+__all__ = ["Models"]
 
 
 class Models:
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+    def __init__(self, requester: "Requester") -> None:
+        self._requester = requester
 
-    def list(self) -> List[Model]:
+    def list(self, *, timeout: Optional[float] = None, deadline: Optional[float] = None,
+             extra_headers: Optional[Mapping[str, str]] = None) -> List[Model]:
         """``GET /models``: every model this API key can use."""
-        return [Model.from_dict(item) for item in list_data(self._client._request("GET", "/models"), "models")]
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return [Model.from_dict(item) for item in list_data(self._requester.request("GET", "/models", call), "models")]

@@ -1,9 +1,12 @@
-"""``client.responses``: create, retrieve, cancel, wait, submit."""
+"""``client.responses``: create, retrieve, cancel, wait, submit, attach."""
 from __future__ import annotations
 
-from concurrent.futures import Future
+import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, TypeVar, Union
 
+from .._checks import encode_json, model_id, number_in, path_id, positive_int
+from .._future import ResponseFuture
+from .._redact import redact_secrets
 from ..errors import (
     InvalidRequestError,
     ResponseCancelledError,
@@ -15,23 +18,18 @@ from ._common import (
     RAW_PROMPT_PLACEHOLDER,
     build_metadata,
     check_prompt_tokens,
+    extra_fields,
     normalize_stop,
-    number_in,
-    positive_int,
+    string_list,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import Client
+    from .._requester import Call, Requester
 
-__all__ = ["Responses"]
+__all__ = ["Responses", "check_result"]
 
 T = TypeVar("T")
-
-
-def _path_id(value: Any, what: str = "response id") -> str:
-    if not isinstance(value, str) or not value or "/" in value or "?" in value:
-        raise InvalidRequestError("{} must be a non-empty string without '/' or '?', got {!r}".format(what, value))
-    return value
+_JSON = "application/json"
 
 
 def check_result(response: Response) -> Response:
@@ -54,15 +52,23 @@ def check_result(response: Response) -> Response:
         cls, what = ResponseFailedError, "failed"
     message = "response {} {}".format(response.id, what)
     if detail:
-        message += ": " + detail
+        message += ": " + redact_secrets(detail)
     raise cls(message, response=response, response_id=response.id, code=code)
 
 
 class Responses:
-    """The Responses API. Thread-safe; every call goes through the client's request loop."""
+    """The Responses API. Thread-safe; every call goes through the client's request loop.
 
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+    Every method takes ``timeout`` (seconds one HTTP attempt may take),
+    ``deadline`` (seconds the whole call may take, retries and polls
+    included) and ``extra_headers``; every create takes ``idempotency_key``
+    (a call that gives up carries the key it used on its error: pass it
+    again and the server replays instead of running twice).
+    """
+
+    def __init__(self, requester: "Requester") -> None:
+        self._requester = requester
+        requester.bind_poller(self._poll_fetch, self._poll_cancel)
 
     def create(
         self,
@@ -84,138 +90,30 @@ class Responses:
         idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
     ) -> Response:
         """``POST /responses``.
 
         With ``background=True`` returns at once with the queued response
-        (use :meth:`wait` or :meth:`submit` to get the result); otherwise
-        blocks while the server runs the model and returns the finished
-        response, raising :class:`ResponseFailedError` if it failed.
-        Retried safely: one idempotency key covers every attempt.
+        (use :meth:`wait` or :meth:`submit` to get the result). Otherwise
+        blocks until the response is finished and returns it, raising
+        :class:`ResponseFailedError` if it failed; a reply that is not
+        finished yet (queued, in progress, or a status this client does not
+        know) is waited on like a background response. Retried safely: one
+        idempotency key covers every attempt.
         """
-        body = self._body(
-            model=model, input=input, raw_prompt_tokens=raw_prompt_tokens, max_output_tokens=max_output_tokens,
-            temperature=temperature, top_p=top_p, stop=stop, include=include, background=background,
-            metadata=metadata, lora=lora, completion_window=completion_window,
-            prompt_cache_key=prompt_cache_key, extra_body=extra_body,
-        )
-        response = self._post(body, idempotency_key, timeout, self._client._deadline_at(deadline))
-        if not background and response.is_terminal:
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
+                                    idempotency_key=idempotency_key)
+        body = _body(locals())
+        response = self._post(body, call)
+        if not background:
+            if not response.is_terminal:
+                return self._watch(response, check_result, call).result()
             check_result(response)
         return response
 
-    def retrieve(self, response_id: str, *, timeout: Optional[float] = None) -> Response:
-        """``GET /responses/{id}``: the response's current state (404 -> NotFoundError)."""
-        return self._get(_path_id(response_id), None, timeout)
-
-    def cancel(self, response_id: str, *, timeout: Optional[float] = None) -> Response:
-        """``POST /responses/{id}/cancel``; a terminal response comes back unchanged."""
-        response_id = _path_id(response_id)
-        payload = self._client._request(
-            "POST", "/responses/{}/cancel".format(response_id), read_timeout=timeout, response_id=response_id
-        )
-        return Response.from_dict(payload)
-
-    def wait(self, response_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None) -> Response:
-        """Block until the response is terminal; return it or raise its typed error.
-
-        Polls on the client's poller with a back-off capped by the
-        response's completion window. ``deadline`` (seconds) bounds the
-        whole wait: then :class:`DeadlineExceededError` carries the response
-        id and the work goes on on the server.
-        """
-        return self.follow(response_id, deadline=deadline, timeout=timeout).result()
-
-    def follow(
-        self, response_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None
-    ) -> "Future[Response]":
-        """Like :meth:`wait`, as a future; cancelling it cancels the response on the server."""
-        deadline_at = self._client._deadline_at(deadline)
-        response = self._get(_path_id(response_id), deadline_at, timeout)
-        future: "Future[Response]" = Future()
-        self._client._poller.watch(
-            response, future, window=response.metadata.get("completion_window"),
-            deadline_at=deadline_at, transform=check_result, read_timeout=timeout,
-        )
-        return future
-
-    def submit(self, **create_args: Any) -> "Future[Response]":
-        """Create a background response and return a future of its terminal state.
-
-        Takes :meth:`create`'s arguments (``background`` is forced on).
-        Returns at once: the create itself runs on the client's pool. The
-        future resolves to the completed (or incomplete) response, or raises
-        its typed error; ``future.cancel()`` cancels the response on the
-        server.
-        """
-        create_args.pop("background", None)
-        idempotency_key = create_args.pop("idempotency_key", None)
-        timeout = create_args.pop("timeout", None)
-        deadline = create_args.pop("deadline", None)
-        body = self._body(background=True, **create_args)
-        return self._submit(body, check_result, idempotency_key=idempotency_key, timeout=timeout, deadline=deadline)
-
-    # --- shared with the other resources ---------------------------------
-
-    def _submit(
+    def submit(
         self,
-        body: Dict[str, Any],
-        transform: Callable[[Response], T],
-        *,
-        idempotency_key: Optional[str],
-        timeout: Optional[float],
-        deadline: Optional[float],
-    ) -> "Future[T]":
-        client = self._client
-        deadline_at = client._deadline_at(deadline)
-        poller = client._poller
-        future: "Future[T]" = Future()
-        window = (body.get("metadata") or {}).get("completion_window")
-
-        def start() -> None:
-            if future.cancelled():
-                return  # nothing was created, nothing to cancel
-            try:
-                response = self._post(body, idempotency_key, timeout, deadline_at)
-            except BaseException as exc:
-                if not future.cancelled():
-                    future.set_exception(exc)
-                return
-            # A cancel that raced with the create is seen by watch's done-callback.
-            poller.watch(
-                response, future, window=window, deadline_at=deadline_at, transform=transform, read_timeout=timeout
-            )
-
-        poller.run(start)
-        return future
-
-    def _post(
-        self, body: Dict[str, Any], idempotency_key: Optional[str], timeout: Optional[float], deadline_at: Optional[float]
-    ) -> Response:
-        client = self._client
-        read = timeout if timeout is not None else (
-            client.timeout.read if body.get("background") else client.timeout.inference
-        )
-        payload = client._request(
-            "POST", "/responses", json_body=body, idempotency_key=idempotency_key,
-            read_timeout=read, deadline_at=deadline_at,
-        )
-        return Response.from_dict(payload)
-
-    def _get(self, response_id: str, deadline_at: Optional[float], timeout: Optional[float]) -> Response:
-        payload = self._client._request(
-            "GET", "/responses/" + response_id, read_timeout=timeout, deadline_at=deadline_at, response_id=response_id
-        )
-        return Response.from_dict(payload)
-
-    def _poll_fetch(self, response_id: str, deadline_at: Optional[float], timeout: Optional[float]) -> Response:
-        return self._get(response_id, deadline_at, timeout)
-
-    def _poll_cancel(self, response_id: str) -> Response:
-        return self.cancel(response_id)
-
-    @staticmethod
-    def _body(
         *,
         model: str,
         input: Union[str, Sequence[Mapping[str, Any]], None] = None,
@@ -225,43 +123,179 @@ class Responses:
         top_p: Optional[float] = None,
         stop: Union[str, Sequence[str], Sequence[int], None] = None,
         include: Optional[Sequence[str]] = None,
-        background: bool = False,
         metadata: Optional[Mapping[str, Any]] = None,
         lora: Optional[str] = None,
         completion_window: Optional[str] = None,
         prompt_cache_key: Optional[str] = None,
         extra_body: Optional[Mapping[str, Any]] = None,
-    ) -> Dict[str, Any]:
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidRequestError("model must be a non-empty model id, like 'moonshotai/Kimi-K2.6'")
-        body: Dict[str, Any] = dict(extra_body or {})
-        body["model"] = model
-        if raw_prompt_tokens is not None:
-            body["raw_prompt_tokens"] = check_prompt_tokens(raw_prompt_tokens)
-            body["input"] = RAW_PROMPT_PLACEHOLDER
-        elif isinstance(input, str) and input:
-            body["input"] = input
-        elif isinstance(input, (list, tuple)) and input:
-            body["input"] = list(input)
-        else:
-            raise InvalidRequestError("input must be a non-empty string or list of messages (or pass raw_prompt_tokens)")
-        if max_output_tokens is not None:
-            body["max_output_tokens"] = positive_int("max_output_tokens", max_output_tokens)
-        if temperature is not None:
-            body["temperature"] = number_in("temperature", temperature, 0.0, 2.0)
-        if top_p is not None:
-            body["top_p"] = number_in("top_p", top_p, 0.0, 1.0)
-        if stop is not None:
-            body["stop"] = normalize_stop(stop)
-        if include is not None:
-            body["include"] = list(include)
-        if background:
-            body["background"] = True
-        wire_metadata = build_metadata(
-            metadata, lora=lora, completion_window=completion_window, background=bool(background)
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
+    ) -> "ResponseFuture[Response]":
+        """Create a background response and return a future of its terminal state.
+
+        Takes :meth:`create`'s arguments (always background) and returns at
+        once: the create runs on the client's pool. The future knows its
+        ``idempotency_key`` at once and its ``response_id`` as soon as the
+        create is accepted; it resolves to the completed (or incomplete)
+        response or raises its typed error; ``future.cancel()`` cancels the
+        response on the server.
+        """
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
+                                    idempotency_key=idempotency_key)
+        return self._submit(_body(locals(), background=True), check_result, call)
+
+    def retrieve(self, response_id: str, *, timeout: Optional[float] = None, deadline: Optional[float] = None,
+                 extra_headers: Optional[Mapping[str, str]] = None) -> Response:
+        """``GET /responses/{id}``: the response's current state (404 -> NotFoundError)."""
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return self._get(path_id(response_id, "response id"), call)
+
+    def cancel(self, response_id: str, *, timeout: Optional[float] = None, deadline: Optional[float] = None,
+               extra_headers: Optional[Mapping[str, str]] = None) -> Response:
+        """``POST /responses/{id}/cancel``; a terminal response comes back unchanged. Retried: it is idempotent."""
+        response_id = path_id(response_id, "response id")
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return self._cancel(response_id, call)
+
+    def wait(self, response_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None,
+             extra_headers: Optional[Mapping[str, str]] = None) -> Response:
+        """Block until the response is terminal; return it or raise its typed error.
+
+        Polls on the client's poller on a schedule set by the response's
+        completion window. ``deadline`` (seconds) bounds the whole wait
+        (without one, the poll policy's bound for the window applies): then
+        :class:`DeadlineExceededError` carries the response id and the work
+        goes on on the server.
+        """
+        return self.attach(response_id, deadline=deadline, timeout=timeout, extra_headers=extra_headers).result()
+
+    def attach(self, response_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None,
+               extra_headers: Optional[Mapping[str, str]] = None) -> "ResponseFuture[Response]":
+        """Like :meth:`wait`, as a future; cancelling it cancels the response on the server.
+
+        Re-attaches to a background response made anywhere (another thread,
+        process or run) by its id.
+        """
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return self._attach(response_id, check_result, call)
+
+    # --- shared with the other resources ---------------------------------
+
+    def _submit(self, body: Dict[str, Any], transform: Callable[[Response], T], call: "Call") -> "ResponseFuture[T]":
+        """Create ``body`` on the pool; the future settles with ``transform(terminal response)``."""
+        from .._requester import new_idempotency_key
+
+        payload = encode_json(body)  # here, so bad input raises in the caller, before anything is sent
+        key = call.idempotency_key or new_idempotency_key()
+        call = dataclasses.replace(call, idempotency_key=key)
+        poller = self._requester.poller
+        future: "ResponseFuture[T]" = ResponseFuture(idempotency_key=key)
+
+        def start() -> None:
+            if future.cancelled():
+                return  # nothing was created, nothing to cancel
+            try:
+                response = self._post(body, call, payload)
+            except BaseException as exc:
+                if not future.cancelled():
+                    future.set_exception(exc)
+                return
+            future._set_accepted(response.id)
+            # A cancel that raced with the create is seen by watch's done-callback.
+            self._watch(response, transform, call, future)
+
+        poller.run(start)
+        return future
+
+    def _attach(self, response_id: str, transform: Callable[[Response], T], call: "Call") -> "ResponseFuture[T]":
+        response = self._get(path_id(response_id, "response id"), call)
+        return self._watch(response, transform, call)
+
+    def _watch(self, response: Response, transform: Callable[[Response], T], call: "Call",
+               future: "Optional[ResponseFuture[T]]" = None) -> "ResponseFuture[T]":
+        if future is None:
+            future = ResponseFuture(response_id=response.id)
+        self._requester.poller.watch(
+            response, future, window=response.metadata.get("completion_window"),
+            deadline_at=call.deadline_at, transform=transform, read_timeout=call.timeout,
         )
-        if wire_metadata:
-            body["metadata"] = wire_metadata
-        if prompt_cache_key is not None:
-            body["prompt_cache_key"] = prompt_cache_key
-        return body
+        return future
+
+    def _post(self, body: Dict[str, Any], call: "Call", payload: Optional[bytes] = None) -> Response:
+        kind = "read" if body.get("background") else "inference"
+        if payload is None:
+            reply = self._requester.request("POST", "/responses", call, json_body=body, kind=kind,
+                                            key_header="Idempotency-Key")
+        else:
+            reply = self._requester.request("POST", "/responses", call, body=payload, content_type=_JSON, kind=kind,
+                                            key_header="Idempotency-Key")
+        return self._response(reply)
+
+    def _get(self, response_id: str, call: "Call") -> Response:
+        return self._response(self._requester.request("GET", "/responses/" + response_id, call,
+                                                      response_id=response_id))
+
+    def _cancel(self, response_id: str, call: "Call") -> Response:
+        return self._response(self._requester.request(
+            "POST", "/responses/{}/cancel".format(response_id), call, replay_safe=True, response_id=response_id))
+
+    def _response(self, payload: Any) -> Response:
+        response = Response.from_dict(payload)
+        self._requester.note_status(response.status, response.id)
+        return response
+
+    def _poll_fetch(self, response_id: str, deadline_at: Optional[float], timeout: Optional[float]) -> Response:
+        from .._requester import Call
+
+        return self._get(response_id, Call(timeout=timeout, deadline_at=deadline_at))
+
+    def _poll_cancel(self, response_id: str) -> Response:
+        return self._cancel(response_id, self._requester.call())
+
+
+_BODY_FIELDS = (
+    "model", "input", "raw_prompt_tokens", "max_output_tokens", "temperature", "top_p", "stop", "include",
+    "background", "metadata", "lora", "completion_window", "prompt_cache_key", "extra_body",
+)
+
+
+def _body(arguments: Mapping[str, Any], **overrides: Any) -> Dict[str, Any]:
+    """The wire body from a create/submit call's arguments (its ``locals()``), checked."""
+    fields = {name: arguments.get(name) for name in _BODY_FIELDS}
+    fields.update(overrides)
+    body = extra_fields(fields["extra_body"])
+    body["model"] = model_id(fields["model"])
+    text = fields["input"]
+    if fields["raw_prompt_tokens"] is not None:
+        body["raw_prompt_tokens"] = check_prompt_tokens(fields["raw_prompt_tokens"])
+        body["input"] = RAW_PROMPT_PLACEHOLDER
+    elif isinstance(text, str) and text:
+        body["input"] = text
+    elif isinstance(text, (list, tuple)) and text:
+        body["input"] = list(text)
+    else:
+        raise InvalidRequestError("input must be a non-empty string or list of messages (or pass raw_prompt_tokens)")
+    if fields["max_output_tokens"] is not None:
+        body["max_output_tokens"] = positive_int("max_output_tokens", fields["max_output_tokens"])
+    if fields["temperature"] is not None:
+        body["temperature"] = number_in("temperature", fields["temperature"], 0.0, 2.0)
+    if fields["top_p"] is not None:
+        body["top_p"] = number_in("top_p", fields["top_p"], 0.0, 1.0)
+    if fields["stop"] is not None:
+        body["stop"] = normalize_stop(fields["stop"])
+    if fields["include"] is not None:
+        body["include"] = string_list("include", fields["include"])
+    background = bool(fields["background"])
+    if background:
+        body["background"] = True
+    metadata = build_metadata(fields["metadata"], lora=fields["lora"], completion_window=fields["completion_window"],
+                              background=background)
+    if metadata:
+        body["metadata"] = metadata
+    if fields["prompt_cache_key"] is not None:
+        if not isinstance(fields["prompt_cache_key"], str):
+            raise InvalidRequestError("prompt_cache_key must be a string")
+        body["prompt_cache_key"] = fields["prompt_cache_key"]
+    return body

@@ -8,29 +8,29 @@ go to the model verbatim.
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 
-from .._transport import redact_url
+from .._checks import model_id, number_in, positive_int
+from .._future import ResponseFuture
+from .._redact import redact_url
 from ..errors import InvalidRequestError
 from ..types import Response, SampledTokens
 from ._common import (
-    COMPLETION_WINDOWS,
+    DEFAULT_WINDOW,
     RAW_PROMPT_PLACEHOLDER,
     build_metadata,
     check_prompt_tokens,
+    check_window,
     compact_json,
     normalize_stop,
-    number_in,
-    positive_int,
 )
-from .responses import check_result
+from .responses import Responses, check_result
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import Client
+    from .._requester import Requester
 
-__all__ = ["Tokens", "SamplingOptions", "validate_sampling_options", "LOGPROBS_INCLUDE"]
+__all__ = ["Tokens", "SamplingOptions", "validate_sampling_options", "sampling_arguments", "LOGPROBS_INCLUDE"]
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -45,7 +45,7 @@ class SamplingOptions:
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
-    completion_window: str = "priority"
+    completion_window: str = DEFAULT_WINDOW
     lora: Optional[str] = None
     tinker_lora_signed_url: Optional[str] = None
     adapter_config: Optional[str] = None  # compact JSON, keys sorted
@@ -79,7 +79,8 @@ class SamplingOptions:
             "temperature": self.temperature,
             "top_p": self.top_p,
             "background": True,
-            "metadata": build_metadata(extra, lora=self.lora, completion_window=self.completion_window),
+            "metadata": build_metadata(extra, lora=self.lora, completion_window=self.completion_window,
+                                       background=True),
         }
         wire_stop = normalize_stop(stop)
         if wire_stop:
@@ -95,7 +96,7 @@ def validate_sampling_options(
     max_tokens: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    completion_window: str = "priority",
+    completion_window: str = DEFAULT_WINDOW,
     lora: Optional[str] = None,
     tinker_lora_signed_url: Optional[str] = None,
     adapter_config: Union[Mapping[str, Any], str, None] = None,
@@ -107,18 +108,17 @@ def validate_sampling_options(
 
     Raises :class:`InvalidRequestError` naming what to change: an empty
     model, ``max_tokens`` < 1, temperature outside 0..2 or top_p outside
-    0..1, an unknown window, ``lora`` together with
-    ``tinker_lora_signed_url``, a signed URL without ``adapter_config``, an
-    ``adapter_config`` string that is not a JSON object, or a LoRA source with
-    the ``asap`` window.
+    0..1, an unknown window or ``asap`` (raw-token sampling is always
+    background, and background requests cannot use asap), ``lora`` together
+    with ``tinker_lora_signed_url``, a signed URL without ``adapter_config``,
+    or an ``adapter_config`` string that is not a JSON object. A retired
+    window (``priority``, ``15m``) becomes ``balanced`` with a
+    ``DeprecationWarning``.
     """
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError("model must be a non-empty model id, like 'moonshotai/Kimi-K2.6'")
+    model_id(model)
     positive_int("max_tokens", max_tokens)
-    if completion_window not in COMPLETION_WINDOWS:
-        raise InvalidRequestError(
-            "completion_window {!r} is not one of {}".format(completion_window, ", ".join(COMPLETION_WINDOWS))
-        )
+    window = check_window(completion_window, background=True,
+                          lora=lora is not None or tinker_lora_signed_url is not None)
     if lora is not None and tinker_lora_signed_url is not None:
         raise InvalidRequestError(
             "pass either lora (an uploaded LoRA) or tinker_lora_signed_url (a Tinker checkpoint), not both"
@@ -143,16 +143,12 @@ def validate_sampling_options(
         if not isinstance(parsed, Mapping):
             raise InvalidRequestError("adapter_config must be a JSON object (the contents of adapter_config.json)")
         config_json = compact_json(parsed)
-    if completion_window == "asap" and (lora is not None or tinker_lora_signed_url is not None):
-        raise InvalidRequestError(
-            "LoRA requests cannot use the asap completion window: use priority (the default), standard or flex"
-        )
     return SamplingOptions(
         model=model,
         max_tokens=max_tokens,
         temperature=number_in("temperature", temperature, 0.0, 2.0),
         top_p=number_in("top_p", top_p, 0.0, 1.0),
-        completion_window=completion_window,
+        completion_window=window or DEFAULT_WINDOW,
         lora=lora,
         tinker_lora_signed_url=tinker_lora_signed_url,
         adapter_config=config_json,
@@ -160,6 +156,21 @@ def validate_sampling_options(
         metadata=build_metadata(metadata),
         logprobs=bool(logprobs),
     )
+
+
+SAMPLING_ARGUMENTS = (
+    "model", "max_tokens", "temperature", "top_p", "completion_window", "lora", "tinker_lora_signed_url",
+    "adapter_config", "tinker_lora_name", "metadata", "logprobs",
+)
+
+
+def sampling_arguments(arguments: Mapping[str, Any]) -> Dict[str, Any]:
+    """The :func:`validate_sampling_options` arguments out of a caller's ``locals()``.
+
+    The one place the sampling options are forwarded: a signature that
+    repeats them (for its type hints) hands them on through here.
+    """
+    return {name: arguments[name] for name in SAMPLING_ARGUMENTS}
 
 
 def to_sampled_tokens(response: Response) -> SampledTokens:
@@ -170,8 +181,9 @@ def to_sampled_tokens(response: Response) -> SampledTokens:
 class Tokens:
     """Raw-token sampling. Thread-safe; results are :class:`~sail_lite.types.SampledTokens`."""
 
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+    def __init__(self, requester: "Requester", responses: Responses) -> None:
+        self._requester = requester
+        self._responses = responses
 
     def sample(self, prompt_tokens: Sequence[int], **kwargs: Any) -> SampledTokens:
         """Sample from ``prompt_tokens`` and block until the result.
@@ -193,7 +205,7 @@ class Tokens:
         options: Optional[SamplingOptions] = None,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        completion_window: str = "priority",
+        completion_window: str = DEFAULT_WINDOW,
         lora: Optional[str] = None,
         tinker_lora_signed_url: Optional[str] = None,
         adapter_config: Union[Mapping[str, Any], str, None] = None,
@@ -203,26 +215,38 @@ class Tokens:
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         idempotency_key: Optional[str] = None,
-    ) -> "Future[SampledTokens]":
+        extra_headers: Optional[Mapping[str, str]] = None,
+    ) -> "ResponseFuture[SampledTokens]":
         """Start a sample and return a future of its :class:`SampledTokens`.
 
         Returns at once. Pass either the sampling arguments or pre-checked
         ``options`` (from :func:`validate_sampling_options`), in which case
         ``max_tokens`` caps ``options.max_tokens`` (the smaller wins).
         ``timeout`` bounds each HTTP call, ``deadline`` the whole sample.
-        Cancelling the future cancels the response on the server.
+        Cancelling the future cancels the response on the server. The
+        future's ``idempotency_key`` and ``response_id`` (see
+        :class:`~sail_lite.ResponseFuture`) let a pipeline resume it.
         """
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
+                                    idempotency_key=idempotency_key)
         if options is None:
             if model is None or max_tokens is None:
                 raise InvalidRequestError("sampling needs model and max_tokens (or options=...)")
-            options = validate_sampling_options(
-                model=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                completion_window=completion_window, lora=lora, tinker_lora_signed_url=tinker_lora_signed_url,
-                adapter_config=adapter_config, tinker_lora_name=tinker_lora_name, metadata=metadata,
-                logprobs=logprobs,
-            )
+            options = validate_sampling_options(**sampling_arguments(locals()))
             max_tokens = None
+        elif not isinstance(options, SamplingOptions):
+            raise InvalidRequestError("options must be a SamplingOptions (from validate_sampling_options)")
         body = options.body(prompt_tokens, stop, max_tokens)
-        return self._client.responses._submit(
-            body, to_sampled_tokens, idempotency_key=idempotency_key, timeout=timeout, deadline=deadline
-        )
+        return self._responses._submit(body, to_sampled_tokens, call)
+
+    def attach(
+        self, response_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
+    ) -> "ResponseFuture[SampledTokens]":
+        """A future of the :class:`SampledTokens` of a raw-token response made earlier, by its id.
+
+        For resuming: a pipeline that recorded ``future.response_id`` picks
+        the sample up again here (from any process) instead of re-sending it.
+        """
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return self._responses._attach(response_id, to_sampled_tokens, call)

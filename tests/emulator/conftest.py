@@ -60,6 +60,16 @@ def assert_error_body(reply, status, code=None):
     return error
 
 
+@pytest.fixture(scope="session")
+def emulator_server():
+    """The emulator's own tests run against its defaults (today's window catalogue), whatever the
+    client tests' session server (tests/conftest.py) is configured with."""
+    from sail_lite.emulator import EmulatorServer
+
+    with EmulatorServer(seed=0) as server:
+        yield server
+
+
 @pytest.fixture
 def api(emulator):
     client = Api(emulator)

@@ -72,7 +72,7 @@ def status_and_json(reply: bytes):
     ({"model": MODEL, "input": PLACEHOLDER, "raw_prompt_tokens": "1,2"}, "raw_prompt_tokens"),
     ({"model": "no/such", "input": "x"}, "GET /v1/models"),
     ({"model": MODEL, "input": PLACEHOLDER, "raw_prompt_tokens": [1],
-      "metadata": {"lora": "http://127.0.0.1:1/x.tar", "completion_window": "priority"}}, "tinker_adapter_config"),
+      "metadata": {"lora": "http://127.0.0.1:1/x.tar", "completion_window": "balanced"}}, "tinker_adapter_config"),
     ({"model": MODEL, "input": PLACEHOLDER, "raw_prompt_tokens": [1],
       "metadata": {"lora": "http://127.0.0.1:1/x.tar", "tinker_adapter_config": "{nope"}}, "tinker_adapter_config"),
 ])
@@ -183,10 +183,9 @@ def test_too_large_upload_is_413_before_the_body_is_read():
         head = ("POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n"
                 "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n").format(
                     server.api_key, claimed).encode()
-        started = time.monotonic()
+        # Only the head is sent: a server that waited for the 10 GiB would never answer.
         status, body = status_and_json(raw_exchange(server, head + b"--B\r\n"))
         assert status == 413 and body["error"]["code"] == "file_too_large"
-        assert time.monotonic() - started < 5
         # Chunked, with no length to judge by: the limit is enforced while streaming.
         api = Api(server)
         parts = multipart(b"B", [(b'Content-Disposition: form-data; name="purpose"', b"lora"),
@@ -276,7 +275,7 @@ def member(name, data=b"x", kind=tarfile.REGTYPE, link=""):
 def test_hostile_tinker_archives_fail_the_response(api, emulator, members, code, words):
     url = emulator.publish_tinker_archive(tar_with(*members), ttl_seconds=60)
     response = api.sample([1, 2], metadata={"lora": url, "tinker_adapter_config": "{}",
-                                            "completion_window": "priority"})
+                                            "completion_window": "balanced"})
     response = api.wait(response["id"])
     assert response["status"] == "failed" and response["error"]["code"] == code
     assert words in response["error"]["message"] and "sig=" not in response["error"]["message"]
@@ -287,5 +286,5 @@ def test_hostile_tinker_archives_fail_the_response(api, emulator, members, code,
 def test_not_a_tar_is_a_clear_failure(api, emulator):
     url = emulator.publish_tinker_archive(b"this is not a tar archive" * 40, ttl_seconds=60)
     response = api.wait(api.sample([1], metadata={"lora": url, "tinker_adapter_config": "{}",
-                                                  "completion_window": "priority"})["id"])
+                                                  "completion_window": "balanced"})["id"])
     assert response["error"]["code"] == "invalid_tinker_checkpoint"

@@ -21,23 +21,44 @@ def _open_fds():
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
 
 
+def wait_until(predicate, timeout=10.0):
+    """Poll ``predicate`` until true (a bound on a hang, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
 def test_stops_cleanly_without_leaking_threads_or_sockets():
     threads_before = {t.ident for t in threading.enumerate()}
     fds_before = _open_fds()
-    server = EmulatorServer()
+    server = EmulatorServer(turn_times={"balanced": 30.0})
+    outcome = []
+
+    def sync_request():
+        api = Api(server)
+        try:
+            outcome.append(api("POST", "/responses", json={
+                "model": MODEL, "input": "x", "metadata": {"completion_window": "balanced"}}).status_code)
+        except requests.RequestException as exc:  # recorded, so no unhandled exception in a thread
+            outcome.append(exc)
+        finally:
+            api.close()
+
     with server:
         port = int(server.url.rsplit(":", 1)[1])
         assert server.base_url.endswith("/v1") and server.base_url.startswith("http://127.0.0.1:")
         sessions = [Api(server) for _ in range(5)]
         for api in sessions:
             assert api.ok("GET", "/models")["object"] == "list"  # five idle keep-alive connections stay open
-        sync = threading.Thread(target=lambda: Api(server)("POST", "/responses", json={
-            "model": MODEL, "input": "x", "metadata": {"completion_window": "priority"}}))
-        server.state.turn_times["priority"] = 30.0  # a synchronous request still waiting at stop time
-        sync.start()
-        time.sleep(0.2)
+        sync = threading.Thread(target=sync_request)
+        sync.start()  # a synchronous request still waiting for its 30 s turn at stop time
+        wait_until(lambda: server.stats()["responses"].get("queued", 0) == 1)
+        assert server.open_connections == 6
+    assert server.open_connections == 0
     sync.join(10)
     assert not sync.is_alive()
+    assert outcome == [503]  # told the server is stopping, not cut off
     for api in sessions:
         api.close()
     leftover = [t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()]

@@ -25,7 +25,7 @@ def sail(emulator, monkeypatch):
 def test_background_response_create_and_retrieve(sail, emulator):
     created = sail.inference.responses.create(
         model=MODEL, input="What is 2+3?", background=True, max_output_tokens=10,
-        metadata={"completion_window": "priority"},
+        metadata={"completion_window": "balanced"},
     )
     assert isinstance(created, dict)
     assert created["status"] in ("queued", "in_progress")
@@ -40,7 +40,7 @@ def test_background_response_create_and_retrieve(sail, emulator):
 def test_raw_token_sampling_returns_token_ids_and_logprobs(sail):
     created = sail.inference.responses.create(
         model=MODEL, input=PLACEHOLDER, raw_prompt_tokens=[72, 105, 33], max_output_tokens=6, background=True,
-        include=["message.output_text.logprobs"], metadata={"completion_window": "priority"},
+        include=["message.output_text.logprobs"], metadata={"completion_window": "balanced"},
     )
     done = poll(sail.inference.responses.retrieve, created["id"])
     block = [item for item in done["output"] if item["type"] == "message"][0]["content"][0]
@@ -51,7 +51,7 @@ def test_raw_token_sampling_returns_token_ids_and_logprobs(sail):
 
 def test_idempotency_key_replays_instead_of_running_again(sail, emulator):
     key = str(uuid.uuid4())
-    body = dict(model=MODEL, input="once", background=True, metadata={"completion_window": "priority"})
+    body = dict(model=MODEL, input="once", background=True, metadata={"completion_window": "balanced"})
     first = sail.inference.responses.create(headers={"Idempotency-Key": key}, **body)
     second = sail.inference.responses.create(headers={"Idempotency-Key": key}, **body)
     assert first["id"] == second["id"]

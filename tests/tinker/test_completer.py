@@ -293,9 +293,9 @@ def test_tinker_text_requests_with_checkpoint_metadata_use_the_base_model(client
     folder = make_adapter(tmp_path / "a", seed=1)
     url = emulator.publish_tinker_checkpoint(folder, ttl_seconds=60)
     plain = client.responses.create(model=MODEL, input="Hi", max_output_tokens=8, temperature=0,
-                                    completion_window="priority")
+                                    completion_window="balanced")
     tagged = client.responses.create(model=MODEL, input="Hi", max_output_tokens=8, temperature=0,
-                                     completion_window="priority",
+                                     completion_window="balanced",
                                      metadata={"lora": url, "tinker_adapter_config": "{}"})
     assert plain.output_text == tagged.output_text
 

@@ -22,7 +22,6 @@ from tinker_cookbook.completers import TokensWithLogprobs  # noqa: E402
 
 from sail_lite import DeadlineExceededError, InvalidRequestError, ResponseFailedError, SailTokenCompleter
 from sail_lite.emulator import EmulatorServer
-from sail_lite.resources.tokens import validate_sampling_options
 from sail_lite.tinker import DEFAULT_POLL_TIMEOUT, _with_message
 
 from ..conftest import make_client
@@ -86,18 +85,6 @@ def test_asap_is_refused_naming_the_windows_that_work(client, emulator):
     assert emulator.stats()["inference_runs"] == 0
 
 
-def _retired_windows_mapped():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return validate_sampling_options(model=MODEL, max_tokens=1, completion_window="15m"
-                                             ).completion_window == "balanced"
-        except InvalidRequestError:
-            return False
-
-
-@pytest.mark.xfail(not _retired_windows_mapped(), strict=True,
-                   reason="validate_sampling_options does not map retired windows yet (the lead's part of issue 11)")
 @pytest.mark.parametrize("window", ["priority", "15m"])
 def test_a_retired_window_becomes_balanced_with_one_deprecation_warning(client, emulator, window):
     with warnings.catch_warnings(record=True) as caught:

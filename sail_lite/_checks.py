@@ -1,0 +1,122 @@
+"""Argument checks shared by the client and every resource.
+
+Each check runs before any I/O and raises
+:class:`~sail_lite.errors.InvalidRequestError` (or the error class it is
+given, e.g. :class:`~sail_lite.errors.ConfigurationError` for settings) with
+a message that says what to pass instead.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping, Optional, Type
+
+from .errors import InvalidRequestError, MalformedResponseError, SailError
+
+__all__ = [
+    "MAX_SECONDS",
+    "decode_json",
+    "encode_json",
+    "header_value",
+    "model_id",
+    "number_in",
+    "path_id",
+    "positive_int",
+    "seconds",
+    "string_mapping",
+]
+
+MAX_SECONDS = 1e7  # about 115 days: beyond it, threads and sockets refuse the number
+_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\xa0-\xff]*[\x21-\x7e\xa0-\xff])?\Z")
+
+
+def positive_int(name: str, value: Any, error: Type[SailError] = InvalidRequestError) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise error("{} must be an int >= 1, got {!r}".format(name, value))
+    return value
+
+
+def seconds(name: str, value: Any, error: Type[SailError] = InvalidRequestError) -> float:
+    """A finite number of seconds in (0, MAX_SECONDS]."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not (0 < value <= MAX_SECONDS)):  # also refuses NaN
+        raise error("{} must be a number of seconds > 0 and <= {:.0f}, got {!r}".format(name, MAX_SECONDS, value))
+    return float(value)
+
+
+def number_in(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidRequestError("{} must be a number from {} to {}, got {!r}".format(name, low, high, value))
+    return float(value)
+
+
+def model_id(model: Any) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequestError("model must be a non-empty model id, like 'moonshotai/Kimi-K2.6', got {!r}".format(
+            model))
+    return model
+
+
+def path_id(value: Any, what: str) -> str:
+    """An id or name that goes into a URL path segment."""
+    if not isinstance(value, str) or not value or any(c in value for c in "/?#%") or not value.isprintable():
+        raise InvalidRequestError(
+            "{} must be a non-empty string without '/', '?', '#', '%' or control characters, got {!r}".format(
+                what, value)
+        )
+    return value
+
+
+def header_value(name: str, value: Any, *, secret: bool = False, error: Type[SailError] = InvalidRequestError,
+                 max_length: Optional[int] = None) -> str:
+    """A string that can travel as an HTTP header value: visible latin-1, no line breaks.
+
+    A ``secret`` (an API key) is never echoed in the message.
+    """
+    shown = "it" if secret else repr(value)
+    if not isinstance(value, str):
+        raise error("{} must be a string, got {}".format(name, type(value).__name__))
+    if max_length is not None and not 0 < len(value) <= max_length:
+        raise error("{} must be 1 to {} characters, got {} characters".format(name, max_length, len(value)))
+    if not _HEADER_VALUE.match(value):
+        raise error(
+            "{} cannot be sent as an HTTP header: it must be non-empty visible latin-1 text without line breaks, "
+            "control characters or surrounding spaces; check {}".format(name, shown)
+        )
+    return value
+
+
+def string_mapping(name: str, value: Any) -> Mapping[str, str]:
+    """``extra_headers``: a mapping of header names to header values."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError("{} must be a mapping of header names to values, got {}".format(
+            name, type(value).__name__))
+    result = {}
+    for key, item in value.items():
+        header_value("{} key".format(name), key)
+        result[key] = header_value("{}[{!r}]".format(name, key), item)
+    return result
+
+
+def encode_json(body: Any) -> bytes:
+    """The request body as compact UTF-8 JSON with sorted keys (so replays fingerprint alike)."""
+    try:
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
+        raise InvalidRequestError(
+            "the request cannot be sent as JSON ({}: {}): pass only strings, numbers, booleans, None, lists "
+            "and dicts with string keys, no NaN or infinity, no lone surrogates".format(
+                type(exc).__name__, str(exc)[:200])
+        ) from None
+
+
+def decode_json(data: bytes, what: str, **error_fields: Any) -> Any:
+    """Parse a reply body, turning every way it can fail into :class:`MalformedResponseError`."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
+        raise MalformedResponseError("{} ({} bytes) is {}".format(what, len(data), reason), **error_fields) from None
