@@ -35,6 +35,7 @@ from .tinker_standin import (
     StandInFuture,
     StandInSaveResponse,
     StandInServiceClient,
+    StandInUrlsResponse,
     StorageServer,
 )
 
@@ -356,3 +357,74 @@ def test_no_signed_url_reaches_the_logs(client, storage, tmp_path, caplog):
     upload_external_weights(client, published, supported_models=[MODEL])
     upload_external_weights(client, published, supported_models=[MODEL])
     assert "sig=" not in caplog.text
+
+
+# -- the whole path on the emulator: its publish_external_weights serves the signed URLs -----------
+
+
+class EmulatorRest:
+    """tinker 0.38's RestClient, answered by the emulator's external_weights_urls (fresh signatures)."""
+
+    def __init__(self, server):
+        self.server = server
+        self.calls = 0
+
+    def get_external_weights_urls(self, tinker_path):
+        self.calls += 1
+        signed = self.server.external_weights_urls(tinker_path)
+        from sail_lite.tinker_weights import _parse_expires
+
+        return StandInFuture(StandInUrlsResponse(signed["urls"], _parse_expires(signed["expires"])))
+
+
+class EmulatorService:
+    def __init__(self, server):
+        self.rest = EmulatorRest(server)
+
+    def create_rest_client(self):
+        return self.rest
+
+
+def test_the_emulators_external_weights_become_a_lora(client, emulator, tmp_path):
+    config, weights = adapter_files(tmp_path, seed=4)
+    published = emulator.publish_external_weights(config, weights, tinker_path="tinker://emu/external_weights/s4")
+    assert set(published) == {"tinker_path", "urls", "expires"}
+    from_urls = upload_external_weights(client, published, supported_models=[MODEL])
+    service = EmulatorService(emulator)
+    again = upload_external_weights(client, "tinker://emu/external_weights/s4", supported_models=[MODEL],
+                                    service_client=service)
+    assert again.reused and again.name == from_urls.name and service.rest.calls == 1
+    assert emulator.state.files[from_urls.weights_file_id].digest == hashlib.sha256(weights).digest()
+    assert sample(client, from_urls.name) != sample(client)
+
+
+def test_an_expired_emulator_url_and_re_signing(tmp_path):
+    from sail_lite.emulator import EmulatorServer
+
+    from .conftest import make_client
+
+    clock = ManualClock()
+    config, weights = adapter_files(tmp_path)
+    with EmulatorServer(clock=clock) as server, make_client(server) as client:
+        published = server.publish_external_weights(config, weights, tinker_path="tinker://emu/external_weights/x",
+                                                    ttl_seconds=60)
+        clock.now += 61  # the emulator's clock: its URLs now answer 403 url_expired
+        with pytest.raises(PermissionDeniedError) as info:
+            upload_external_weights(client, published, supported_models=[MODEL], wait=False)
+        assert info.value.code == "url_expired" and "sig=" not in str(info.value)
+        assert server.stats()["files"] == 0
+        result = upload_external_weights(client, published, supported_models=[MODEL], wait=False,
+                                         service_client=EmulatorService(server))
+        assert result.sha256 == hashlib.sha256(weights).hexdigest()
+
+
+def test_an_emulator_checkpoint_for_another_base_model_is_refused(client, emulator, tmp_path):
+    config, weights = adapter_files(tmp_path, base_model="Qwen/Qwen3-8B", rank=64)
+    published = emulator.publish_external_weights(config, weights)
+    with pytest.raises(AdapterError) as info:
+        upload_external_weights(client, published, supported_models=[MODEL])
+    assert sorted(p.code for p in info.value.problems) == ["base_model_mismatch", "rank_exceeds_max"]
+    assert emulator.stats()["files"] == 0
+    with pytest.raises(LoRAValidationError) as refused:  # and the LoRA route itself refuses it too
+        upload_external_weights(client, published, supported_models=[MODEL], preflight=False)
+    assert refused.value.result_code in ("base_model_mismatch", "rank_exceeds_max")

@@ -101,8 +101,10 @@ def test_tinkers_api_futures_and_types_sync_and_async(client, emulator, storage,
     assert {lora.name for lora in client.loras.list()} == {one.name, two.name}
 
 
-def test_a_cookbook_rollout_samples_from_the_bridged_lora(client, emulator, storage, tmp_path):
-    published = storage.publish(*adapter_files(tmp_path, seed=5), tinker_path="tinker://rl/external_weights/step-7")
+def test_a_cookbook_rollout_samples_from_the_bridged_lora(client, emulator, tmp_path):
+    # The whole path offline on the emulator: it serves the external weights and the LoRA route.
+    published = emulator.publish_external_weights(*adapter_files(tmp_path, seed=5),
+                                                  tinker_path="tinker://rl/external_weights/step-7")
     lora = upload_external_weights(client, published, supported_models=[MODEL])
     renderer = RoleColonRenderer(ByteTokenizer())
     builder = ProblemGroupBuilder(env_thunk=lambda: Arithmetic(renderer, 2, 3), num_envs=2)
