@@ -646,7 +646,8 @@ def upload_external_weights(
             weights = _resign(weights, service_client)  # raises when it cannot
     models = list(supported_models) if not isinstance(supported_models, str) else [supported_models]
     if not models or not all(isinstance(m, str) and m for m in models):
-        raise InvalidRequestError("supported_models must be a non-empty list of model ids, e.g. ['moonshotai/Kimi-K2.6']")
+        raise InvalidRequestError(
+            "supported_models must be a non-empty list of model ids, e.g. ['moonshotai/Kimi-K2.6']")
     if name is None:
         if weights.tinker_path is None:
             raise InvalidRequestError("name= is needed when the source is URLs without a tinker path "

@@ -22,6 +22,7 @@ from sail_lite.tinker_weights import (
     ExternalWeights,
     lora_name_for_tinker_path,
     resolve_external_weights,
+    resolve_external_weights_async,
     run_loras,
     superseded_loras,
     upload_external_weights,
@@ -101,11 +102,12 @@ def test_resolving_every_source_shape(storage, tmp_path):
     from_path = resolve_external_weights("tinker://run1/external_weights/s1", service_client=service)
     from_save = resolve_external_weights(StandInFuture(StandInSaveResponse("tinker://run1/external_weights/s1")),
                                          service_client=service)
-    from_async = asyncio.run(__import__("sail_lite.tinker_weights", fromlist=["x"]).resolve_external_weights_async(
+    from_async = asyncio.run(resolve_external_weights_async(
         StandInFuture(StandInSaveResponse("tinker://run1/external_weights/s1")), service_client=service))
     for weights_ in (from_dict, from_path, from_save, from_async):
         assert sorted(weights_.urls) == sorted(FILES) and weights_.expires.tzinfo is not None
-    assert from_path.tinker_path == from_save.tinker_path == from_async.tinker_path == "tinker://run1/external_weights/s1"
+    path = "tinker://run1/external_weights/s1"
+    assert from_path.tinker_path == from_save.tinker_path == from_async.tinker_path == path
     assert "sig=" not in repr(from_path) and "expires=" in repr(from_path)
 
 

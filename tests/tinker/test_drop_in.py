@@ -167,7 +167,8 @@ def test_cookbook_06_provenance_and_prompt_cache_fields_are_filled(client, emula
     from sail_lite import Response
 
     cached = Response.from_dict({
-        "id": "resp_c", "status": "completed", "usage": {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 4}},
+        "id": "resp_c", "status": "completed",
+        "usage": {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 4}},
         "output": [{"type": "message", "content": [{"type": "output_text", "token_ids": [1], "stop_reason": "stop"}]}],
     })
     converted = completer(client)._to_result(cached)
