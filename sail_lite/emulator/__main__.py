@@ -49,6 +49,7 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     try:
         server.start()
     except OSError as exc:
+        server.state.close()  # its private storage folder
         parser.error("cannot listen on {}:{}: {}".format(args.host, args.port, exc.strerror or exc))
     out.write("Sail emulator listening on {}\n".format(server.url))
     out.write("  export SAIL_BASE_URL={}\n".format(server.base_url))
