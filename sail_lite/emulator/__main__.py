@@ -54,7 +54,11 @@ def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     server = EmulatorServer(host=args.host, port=args.port, seed=args.seed, preset=args.preset,
                             turn_times=turn_times, api_key=args.api_key, admin_token=args.admin_token,
                             max_file_bytes=args.max_file_bytes, windows=args.windows)
-    server.start()
+    try:
+        server.start()
+    except OSError:
+        server.state.close()  # its private storage folder
+        raise
     out.write("Sail emulator listening on {}\n".format(server.url))
     out.write("  export SAIL_BASE_URL={}\n".format(server.base_url))
     out.write("  export SAIL_API_KEY={}\n".format(server.api_key))
