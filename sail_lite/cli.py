@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
-import math
 import os
-import socket
 import sys
 import textwrap
 from typing import IO, Any, Callable, List, Mapping, Optional, Sequence, Tuple
@@ -233,75 +230,19 @@ def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
 
 # -- the emulator ---------------------------------------------------------------------------------------------
 
-def _emulator_argv(argv: Sequence[str]) -> List[str]:
-    """The arguments after the ``emulator`` subcommand, as typed (top-level options take one value)."""
-    index = 0
-    while index < len(argv):
-        token = argv[index]
-        if token in ("--api-key", "--base-url"):
-            index += 2
-            continue
-        if token == "emulator":
-            return list(argv[index + 1:])
-        index += 1
-    raise _Usage("no emulator subcommand in the arguments")  # pragma: no cover - argparse chose it
-
-
-def _check_emulator_args(args: argparse.Namespace) -> None:
-    from .emulator import TURN_PRESETS
-
-    if not 0 <= args.port <= 65535:
-        raise _Usage("--port must be 0-65535 (0 picks a free port), got {}".format(args.port))
-    if args.turn_times is None:
-        return
-    windows = sorted(TURN_PRESETS.get(args.preset, {}))
-    example = '\'{"standard": 2}\''
-    try:
-        turns = json.loads(args.turn_times)
-    except ValueError:
-        raise _Usage("--turn-times must be a JSON object of window: seconds, like {}; got {!r}".format(
-            example, args.turn_times)) from None
-    if not isinstance(turns, dict) or not turns:
-        raise _Usage("--turn-times must be a JSON object of window: seconds, like {}".format(example))
-    for window, seconds in turns.items():
-        if window not in windows:
-            raise _Usage("--turn-times: {!r} is not a window of the emulator ({})".format(window, ", ".join(windows)))
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-                or seconds < 0:
-            raise _Usage("--turn-times: {} must be a number of seconds >= 0, got {!r}".format(window, seconds))
-
-
-def _listen_error(exc: OSError, host: str, port: int) -> str:
-    where = "{}:{}".format(host, port)
-    if isinstance(exc, socket.gaierror):
-        return "cannot listen on {}: {!r} is not a known host name or address".format(where, host)
-    if exc.errno == errno.EADDRINUSE:
-        return "cannot listen on {}: port {} is already in use; stop what holds it, or pick another with --port " \
-               "(--port 0 picks a free one)".format(where, port)
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "cannot listen on {}: {} is not an address of this machine; use 127.0.0.1 (this machine only) " \
-               "or 0.0.0.0 (every interface)".format(where, host)
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "cannot listen on {}: permission denied (ports below 1024 need privileges); pick another " \
-               "with --port".format(where)
-    return "cannot listen on {}: {}".format(where, exc.strerror or exc)
-
-
-def _emulator(args: argparse.Namespace, argv: Sequence[str], out: IO[str]) -> int:
-    from .emulator.__main__ import main as emulator_main
+def _emulator(args: argparse.Namespace, out: IO[str]) -> int:
+    from .emulator.__main__ import listen_error, serve
 
     if args.top_base_url:
         raise _Usage("--base-url does not apply to `sail-lite emulator`: use --host and --port")
-    _check_emulator_args(args)
-    rest = _emulator_argv(argv)
     if args.top_api_key and args.api_key is None:  # `sail-lite --api-key K emulator`: serve that key
-        rest += ["--api-key", args.top_api_key]
+        args.api_key = args.top_api_key
     try:
-        return emulator_main(rest, out=out)
+        return serve(args, out)
     except OSError as exc:  # binding: nothing was served yet
-        raise _Usage(_listen_error(exc, args.host, args.port)) from None
-    except (ValueError, TypeError) as exc:  # an option the emulator's constructor refused
-        raise _Usage("emulator: {}".format(exc)) from None
+        raise _Usage(listen_error(exc, args.host, args.port)) from None
+    except ValueError as exc:  # an option the emulator refused
+        raise _Usage(str(exc)) from None
 
 
 # -- the API commands -------------------------------------------------------------------------------------------
@@ -339,7 +280,7 @@ def _check_folder(directory: str) -> None:
 def _run(args: argparse.Namespace, argv: Sequence[str], out: IO[str], err: IO[str],
          environ: Mapping[str, str]) -> int:
     if args.command == "emulator":
-        return _emulator(args, argv, out)
+        return _emulator(args, out)
     if args.command == "demo":
         from . import _demo
 

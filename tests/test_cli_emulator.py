@@ -57,7 +57,7 @@ def test_every_emulator_option_reaches_the_server(served):
     server = seen["server"]
     assert seen["url"] == "http://127.0.0.1:{}".format(port) and MODEL in seen["models"]
     assert (server.api_key, server.admin_token, server.max_file_bytes) == ("sk-local-test", "adm-test", 1000)
-    assert server.state.turn_times["standard"] == 0.02
+    assert server.state.turn_times["balanced"] == 0.02  # standard is an alias of balanced
     assert "export SAIL_BASE_URL=http://127.0.0.1:{}/v1".format(port) in out and "sk-local-test" in out
 
 
@@ -88,7 +88,7 @@ def test_an_address_not_of_this_machine_is_one_line_and_exit_2(served):
 @pytest.mark.parametrize("argv, words", [
     (["--turn-times", "{not json"], "--turn-times must be a JSON object of window: seconds"),
     (["--turn-times", "[1, 2]"], "--turn-times must be a JSON object"),
-    (["--turn-times", '{"bogus": 1}'], "'bogus' is not a window of the emulator"),
+    (["--turn-times", '{"bogus": 1}'], "unknown completion window 'bogus'"),
     (["--turn-times", '{"standard": -1}'], "standard must be a number of seconds >= 0, got -1"),
     (["--turn-times", '{"standard": "fast"}'], "standard must be a number of seconds"),
     (["--port", "70000"], "--port must be 0-65535"),

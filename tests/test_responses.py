@@ -190,7 +190,7 @@ def test_close_stops_threads_and_fails_waiters_with_the_response_id():
         client.close()  # idempotent
 
 
-def test_chat_messages_models(client):
+def test_chat_messages_models(client, emulator):
     models = [m.id for m in client.models.list()]
     assert MODEL in models
     chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
@@ -199,6 +199,11 @@ def test_chat_messages_models(client):
     message = client.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}],
                                      system="be brief")
     assert message.text and message.stop_reason
+    runs = emulator.stats()["inference_runs"]
+    count = client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                         system="be brief")
+    assert count.input_tokens == message.usage.input_tokens  # counted as /messages bills
+    assert emulator.stats()["inference_runs"] == runs  # and nothing ran
 
 
 def test_lora_and_window_conveniences_land_in_metadata(client):

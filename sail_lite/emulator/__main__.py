@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
+import socket
 import sys
 from typing import Optional, Sequence, TextIO
 
 from . import TURN_PRESETS, EmulatorServer
 from .params import CATALOGUES
 
-__all__ = ["main"]
+__all__ = ["main", "serve", "listen_error"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,26 +33,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        turn_times = json.loads(args.turn_times) if args.turn_times else None
-    except ValueError:
-        turn_times = None
-    if args.turn_times and (not isinstance(turn_times, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in turn_times.values())):
-        parser.error("--turn-times must be a JSON object of window: seconds, e.g. '{\"balanced\": 2}'")
-    try:
-        server = EmulatorServer(host=args.host, port=args.port, seed=args.seed, preset=args.preset,
-                                turn_times=turn_times, api_key=args.api_key, admin_token=args.admin_token,
-                                max_file_bytes=args.max_file_bytes, windows=args.windows)
-    except ValueError as exc:
-        parser.error(str(exc))  # exit 2 with one line, no traceback
+def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Serve with parsed options until Ctrl-C. Raises ``ValueError`` for a bad option, ``OSError`` if it cannot listen."""
+    if not 0 <= args.port <= 65535:
+        raise ValueError("--port must be 0-65535 (0 picks a free port), got {}".format(args.port))
+    turn_times = None
+    if args.turn_times:
+        try:
+            turn_times = json.loads(args.turn_times)
+        except ValueError:
+            turn_times = None
+        if not isinstance(turn_times, dict) or not turn_times:
+            raise ValueError("--turn-times must be a JSON object of window: seconds, e.g. "
+                             "'{\"balanced\": 2}'; got %r" % args.turn_times)
+        for window, seconds in turn_times.items():
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+                    or seconds < 0:
+                raise ValueError("--turn-times: {} must be a number of seconds >= 0, got {!r}".format(
+                    window, seconds))
+    server = EmulatorServer(host=args.host, port=args.port, seed=args.seed, preset=args.preset,
+                            turn_times=turn_times, api_key=args.api_key, admin_token=args.admin_token,
+                            max_file_bytes=args.max_file_bytes, windows=args.windows)
     try:
         server.start()
-    except OSError as exc:
-        parser.error("cannot listen on {}:{}: {}".format(args.host, args.port, exc.strerror or exc))
+    except OSError:
+        server.state.close()  # its private storage folder
+        raise
     out.write("Sail emulator listening on {}\n".format(server.url))
     out.write("  export SAIL_BASE_URL={}\n".format(server.base_url))
     out.write("  export SAIL_API_KEY={}\n".format(server.api_key))
@@ -63,6 +72,35 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     finally:
         server.stop()
     return 0
+
+
+def listen_error(exc: OSError, host: str, port: int) -> str:
+    """One line saying why the emulator cannot listen on ``host:port`` and what to do."""
+    where = "{}:{}".format(host, port)
+    if isinstance(exc, socket.gaierror):
+        return "cannot listen on {}: {!r} is not a known host name or address".format(where, host)
+    if exc.errno == errno.EADDRINUSE:
+        return "cannot listen on {}: port {} is already in use; stop what holds it, or pick another with --port " \
+               "(--port 0 picks a free one)".format(where, port)
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "cannot listen on {}: {} is not an address of this machine; use 127.0.0.1 (this machine only) " \
+               "or 0.0.0.0 (every interface)".format(where, host)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "cannot listen on {}: permission denied (ports below 1024 need privileges); pick another " \
+               "with --port".format(where)
+    return "cannot listen on {}: {}".format(where, exc.strerror or exc)
+
+
+def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return serve(args, out)
+    except ValueError as exc:
+        parser.error(str(exc))  # exit 2 with one line, no traceback
+    except OSError as exc:
+        parser.error(listen_error(exc, args.host, args.port))
+    return 2  # pragma: no cover - parser.error exits
 
 
 if __name__ == "__main__":

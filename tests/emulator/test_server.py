@@ -203,3 +203,31 @@ def test_python_m_runs_in_the_foreground_and_prints_url_and_key():
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--turn-times", "[1]"], "--turn-times"),
+    (["--turn-times", '{"balanced": -1}'], "--turn-times"),
+    (["--turn-times", '{"soon": 1}'], "soon"),
+    (["--windows", "newest"], "--windows"),
+])
+def test_python_m_rejects_bad_options_in_one_line_with_exit_2(capsys, argv, words):
+    from sail_lite.emulator.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", "0"] + argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_python_m_on_a_busy_port_says_so_with_exit_2(capsys):
+    from sail_lite.emulator.__main__ import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        with pytest.raises(SystemExit) as exited:
+            main(["--port", str(busy.getsockname()[1])])
+    assert exited.value.code == 2
+    assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
