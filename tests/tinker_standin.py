@@ -233,9 +233,11 @@ class StorageServer:
                     handler.close_connection = True
                     handler.connection.shutdown(2)
                     return
-                handler.wfile.write(chunk)
-                position += len(chunk)
+                # Counted before it is written: a test that reads the counter as soon as its client
+                # returns must not race the write's return in this thread.
                 with self._lock:
                     self.served[name] = self.served.get(name, 0) + len(chunk)
+                handler.wfile.write(chunk)
+                position += len(chunk)
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
