@@ -7,6 +7,7 @@ nor Tinker: ``SailTokenCompleter`` and the checkpoint URL helpers load
 import logging
 from typing import Any
 
+from ._future import ResponseFuture
 from ._version import __version__
 from .client import Client, Timeout
 from .errors import (
@@ -61,6 +62,7 @@ __all__ = [
     "Timeout",
     "RetryPolicy",
     "PollPolicy",
+    "ResponseFuture",
     "SamplingOptions",
     "validate_sampling_options",
     "SailTokenCompleter",

@@ -262,6 +262,10 @@ class Client:
 
     # --- the request loop ----------------------------------------------
 
+    @staticmethod
+    def _new_idempotency_key() -> str:
+        return "sail-lite-" + uuid.uuid4().hex
+
     def _deadline_at(self, deadline: Optional[float]) -> Optional[float]:
         """Absolute clock time for a relative ``deadline`` in seconds."""
         if deadline is None:
@@ -303,7 +307,7 @@ class Client:
         replay_safe = method == "GET"
         if method in ("POST", "PATCH") and idempotency_header:
             if idempotency_key is None:
-                idempotency_key = "sail-lite-" + uuid.uuid4().hex
+                idempotency_key = self._new_idempotency_key()
             elif not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255:
                 raise InvalidRequestError("idempotency_key must be a string of 1 to 255 characters")
             send_headers[idempotency_header] = idempotency_key

@@ -1,7 +1,6 @@
 """``client.responses``: create, retrieve, cancel, wait, submit."""
 from __future__ import annotations
 
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, TypeVar, Union
 
 from ..errors import (
@@ -10,6 +9,7 @@ from ..errors import (
     ResponseExpiredError,
     ResponseFailedError,
 )
+from .._future import ResponseFuture
 from ..types import Response
 from ._common import (
     RAW_PROMPT_PLACEHOLDER,
@@ -124,22 +124,19 @@ class Responses:
         whole wait: then :class:`DeadlineExceededError` carries the response
         id and the work goes on on the server.
         """
-        return self.follow(response_id, deadline=deadline, timeout=timeout).result()
+        return self.attach(response_id, deadline=deadline, timeout=timeout).result()
 
-    def follow(
+    def attach(
         self, response_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None
-    ) -> "Future[Response]":
-        """Like :meth:`wait`, as a future; cancelling it cancels the response on the server."""
-        deadline_at = self._client._deadline_at(deadline)
-        response = self._get(_path_id(response_id), deadline_at, timeout)
-        future: "Future[Response]" = Future()
-        self._client._poller.watch(
-            response, future, window=response.metadata.get("completion_window"),
-            deadline_at=deadline_at, transform=check_result, read_timeout=timeout,
-        )
-        return future
+    ) -> "ResponseFuture[Response]":
+        """Like :meth:`wait`, as a future; cancelling it cancels the response on the server.
 
-    def submit(self, **create_args: Any) -> "Future[Response]":
+        Re-attaches to a background response made anywhere (another thread,
+        process or run) by its id.
+        """
+        return self._attach(response_id, check_result, deadline=deadline, timeout=timeout)
+
+    def submit(self, **create_args: Any) -> "ResponseFuture[Response]":
         """Create a background response and return a future of its terminal state.
 
         Takes :meth:`create`'s arguments (``background`` is forced on).
@@ -165,11 +162,13 @@ class Responses:
         idempotency_key: Optional[str],
         timeout: Optional[float],
         deadline: Optional[float],
-    ) -> "Future[T]":
+    ) -> "ResponseFuture[T]":
         client = self._client
         deadline_at = client._deadline_at(deadline)
         poller = client._poller
-        future: "Future[T]" = Future()
+        if idempotency_key is None:
+            idempotency_key = client._new_idempotency_key()
+        future: "ResponseFuture[T]" = ResponseFuture(idempotency_key=idempotency_key)
         window = (body.get("metadata") or {}).get("completion_window")
 
         def start() -> None:
@@ -181,12 +180,30 @@ class Responses:
                 if not future.cancelled():
                     future.set_exception(exc)
                 return
+            future._set_accepted(response.id)
             # A cancel that raced with the create is seen by watch's done-callback.
             poller.watch(
                 response, future, window=window, deadline_at=deadline_at, transform=transform, read_timeout=timeout
             )
 
         poller.run(start)
+        return future
+
+    def _attach(
+        self,
+        response_id: str,
+        transform: Callable[[Response], T],
+        *,
+        deadline: Optional[float],
+        timeout: Optional[float],
+    ) -> "ResponseFuture[T]":
+        deadline_at = self._client._deadline_at(deadline)
+        response = self._get(_path_id(response_id), deadline_at, timeout)
+        future: "ResponseFuture[T]" = ResponseFuture(response_id=response.id)
+        self._client._poller.watch(
+            response, future, window=response.metadata.get("completion_window"),
+            deadline_at=deadline_at, transform=transform, read_timeout=timeout,
+        )
         return future
 
     def _post(

@@ -8,10 +8,10 @@ go to the model verbatim.
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 
+from .._future import ResponseFuture
 from .._transport import redact_url
 from ..errors import InvalidRequestError
 from ..types import Response, SampledTokens
@@ -203,7 +203,7 @@ class Tokens:
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         idempotency_key: Optional[str] = None,
-    ) -> "Future[SampledTokens]":
+    ) -> "ResponseFuture[SampledTokens]":
         """Start a sample and return a future of its :class:`SampledTokens`.
 
         Returns at once. Pass either the sampling arguments or pre-checked
@@ -226,3 +226,13 @@ class Tokens:
         return self._client.responses._submit(
             body, to_sampled_tokens, idempotency_key=idempotency_key, timeout=timeout, deadline=deadline
         )
+
+    def attach(
+        self, response_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None
+    ) -> "ResponseFuture[SampledTokens]":
+        """A future of the :class:`SampledTokens` of a raw-token response made earlier, by its id.
+
+        For resuming: a pipeline that recorded ``future.response_id`` picks
+        the sample up again here (from any process) instead of re-sending it.
+        """
+        return self._client.responses._attach(response_id, to_sampled_tokens, deadline=deadline, timeout=timeout)

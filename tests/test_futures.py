@@ -1,0 +1,79 @@
+"""Futures know their idempotency key at once and their response id as soon as the create is accepted."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from sail_lite import ResponseFuture, SampledTokens
+from sail_lite.errors import AuthenticationError
+
+from .conftest import make_client
+
+MODEL = "moonshotai/Kimi-K2.6"
+PROMPT = [72, 101, 108, 108, 111]
+
+
+def test_submit_exposes_the_key_at_once_and_the_response_id_before_the_result():
+    from sail_lite.emulator import EmulatorServer
+
+    accepted = threading.Event()
+    seen = []
+    with EmulatorServer(turn_times={"flex": 0.5}) as server, make_client(server) as client:
+        future = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4, completion_window="flex")
+        assert isinstance(future, ResponseFuture)
+        assert future.idempotency_key and future.idempotency_key.startswith("sail-lite-")
+
+        def on_accepted(f):
+            seen.append((f.response_id, f.done()))
+            accepted.set()
+
+        future.add_accepted_callback(on_accepted)
+        assert accepted.wait(5)
+        response_id, was_done = seen[0]
+        assert response_id and response_id.startswith("resp_") and not was_done
+        assert future.response_id == response_id
+        assert future.result(10).response_id == response_id
+        late = []
+        future.add_accepted_callback(lambda f: late.append(f.response_id))  # already accepted: runs at once
+        assert late == [response_id]
+
+
+def test_a_given_key_is_the_one_sent_and_a_resend_replays(emulator):
+    with make_client(emulator) as client:
+        first = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4, idempotency_key="job-1")
+        assert first.idempotency_key == "job-1"
+        again = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4, idempotency_key="job-1")
+        assert first.result(10) == again.result(10)
+        assert first.response_id == again.response_id
+    assert emulator.stats()["inference_runs"] == 1
+
+
+def test_attach_resumes_a_sample_by_id_from_another_client(emulator):
+    with make_client(emulator) as client:
+        future = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4)
+        expected = future.result(10)
+    with make_client(emulator) as other:
+        resumed = other.tokens.attach(future.response_id)
+        assert isinstance(resumed, ResponseFuture) and resumed.response_id == future.response_id
+        assert resumed.result(10) == expected
+        assert other.responses.attach(future.response_id).result(10).id == future.response_id
+    assert isinstance(expected, SampledTokens)
+    assert emulator.stats()["inference_runs"] == 1
+
+
+def test_accepted_callbacks_never_run_when_the_create_fails(emulator):
+    calls = []
+    with make_client(emulator, api_key="sk-wrong") as client:
+        future = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4)
+        future.add_accepted_callback(calls.append)
+        with pytest.raises(AuthenticationError):
+            future.result(10)
+    assert future.response_id is None and calls == []
+
+
+def test_a_raising_accepted_callback_is_logged_and_harmless(emulator, caplog):
+    with make_client(emulator) as client:
+        future = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4)
+        future.add_accepted_callback(lambda f: 1 / 0)
+        assert future.result(10).tokens
