@@ -17,11 +17,15 @@
 - a failure is raised at its place in the order, after every earlier result
   (or yielded as the exception object with ``return_exceptions=True``, so a
   ten-million-item job does not stop for one bad prompt);
-- stopping early (``break``, an exception, a raised failure) cancels the
-  requests still in flight on the server; Ctrl-C follows ``on_interrupt``:
-  ``"leave"`` (the default with a journal: the responses keep running on the
-  server and a re-run picks them up without paying again) or ``"cancel"``
-  (the default without one: nobody could ever collect them).
+- stopping early (Ctrl-C, ``break``, an exception in the loop body, a raised
+  failure) follows ``on_interrupt``: ``"leave"`` (the default with a journal:
+  the requests in flight keep running on the server, their journal rows stay
+  ``pending``/``accepted``, and a re-run collects them without paying again)
+  or ``"cancel"`` (the default without a journal, where nobody could ever
+  collect them: each is cancelled on the server and journaled ``cancelled``,
+  so a re-run sends it again under a new attempt key). One flag covers every
+  early stop because a generator cannot tell a Ctrl-C in the caller's loop
+  body from a ``break``: both just close it.
 
 :func:`map_tokens` and :func:`map_responses` bind the engine to a
 :class:`~sail_lite.Client` (they record the job's kind and parameters, so
@@ -162,9 +166,10 @@ def run_map(
       a slower earlier one.
     - ``progress(Progress)`` is called at most every ``progress_interval``
       seconds of ``clock`` and once at the end.
-    - ``on_interrupt``: what Ctrl-C (KeyboardInterrupt while waiting here)
-      does to the requests in flight: ``"leave"`` (default with a journal)
-      or ``"cancel"`` (default without).
+    - ``on_interrupt``: what an early stop (Ctrl-C, ``break``, an exception,
+      a raised failure) does to the requests in flight: ``"leave"`` them
+      running, resumable (default with a journal) or ``"cancel"`` them on
+      the server (default without).
     - ``return_exceptions``: yield a failed item's exception instead of
       raising it (journal errors are always raised).
     - ``retry_failed``: items journaled as failed are sent again under a new
@@ -255,7 +260,6 @@ def _run(
     started = clock()
     last_report = [started - progress_interval]
     exhausted = False
-    interrupted = False
 
     def report(force: bool = False) -> None:
         if progress is None:
@@ -407,11 +411,10 @@ def _run(
             report()
             yield head.result
         report(force=True)
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
     finally:
-        if not (interrupted and on_interrupt == "leave"):
+        # Any early stop lands here: Ctrl-C (in our wait, or in the caller's loop body, which we only see
+        # as the generator being closed), a break, an exception, a raised failure.
+        if on_interrupt == "cancel":
             for slot in window:
                 if slot.future is not None and not slot.future.done():
                     slot.we_cancelled = True

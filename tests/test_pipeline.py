@@ -340,7 +340,7 @@ def test_memory_stays_flat_for_a_long_generator():
         assert count == n
         return top
 
-    small, large = peak(1000), peak(30000)
+    small, large = peak(500), peak(20000)
     assert large < small * 2 + 200000, (small, large)
 
 
