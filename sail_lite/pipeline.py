@@ -43,7 +43,7 @@ from typing import (
     Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union,
 )
 
-from .errors import InvalidRequestError, NotFoundError, SailError
+from .errors import InvalidRequestError, NotFoundError, ResponseCancelledError, SailError
 from .journal import (
     Journal,
     JournalEntry,
@@ -93,14 +93,15 @@ class Progress:
 class _Slot:
     """One input item on its way through the window."""
 
-    __slots__ = ("position", "item", "key", "row", "future", "ready", "result", "error", "fatal", "attached",
-                 "resubmit", "we_cancelled")
+    __slots__ = ("position", "item", "key", "row", "entry", "future", "ready", "result", "error", "fatal",
+                 "attached", "resubmit")
 
     def __init__(self, position: int, item: Any, key: Optional[str], row: Optional[JournalRow]) -> None:
         self.position = position
         self.item = item
         self.key = key  # the base key (journal primary key); the sent key adds the attempt
         self.row = row
+        self.entry: Optional[JournalEntry] = None
         self.future: Optional["Future[Any]"] = None
         self.ready = False
         self.result: Any = None
@@ -108,7 +109,6 @@ class _Slot:
         self.fatal = False  # a journal failure: always raised, even with return_exceptions
         self.attached = False
         self.resubmit = False
-        self.we_cancelled = False
 
 
 class _Prepared:
@@ -295,6 +295,13 @@ def _run(
                     if journal is not None and slot.key is not None:
                         journal.forget_response(slot.key)
                     slot.resubmit = True
+                elif slot.attached and isinstance(exc, ResponseCancelledError) and journal is not None \
+                        and slot.entry is not None:
+                    # A response left behind by a run that cancelled it (e.g. Ctrl-C with "cancel" whose
+                    # journal closed first) is not this item's result: send it again under the next attempt.
+                    journal.record_cancelled(slot.key)
+                    slot.row = journal.claim(job, [slot.entry], retry_failed=retry_failed)[0]
+                    slot.resubmit = True
                 else:
                     slot.error = exc
                     if journal is not None and slot.key is not None:
@@ -359,6 +366,7 @@ def _run(
             for prep in batch:
                 row = rows.get(prep.position)
                 slot = _Slot(prep.position, prep.item, prep.entry.key if prep.entry else None, row)
+                slot.entry = prep.entry
                 window.append(slot)
                 if prep.error is not None:
                     slot.error, slot.ready = prep.error, True
@@ -417,7 +425,6 @@ def _run(
         if on_interrupt == "cancel":
             for slot in window:
                 if slot.future is not None and not slot.future.done():
-                    slot.we_cancelled = True
                     slot.future.cancel()  # cancels on the server; the callback journals "cancelled"
         prepared.close()  # type: ignore[attr-defined]
 

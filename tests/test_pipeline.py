@@ -355,3 +355,28 @@ def _lean_submit(item, key):
     future = Future()
     future.set_result(item)
     return future
+
+
+def test_a_reattached_response_found_cancelled_is_sent_again_under_a_new_attempt_key(journal):
+    from sail_lite.errors import ResponseCancelledError
+
+    from ._fake_service import FakeFuture
+
+    service = FakeService()
+    list(run_map(["a"], submit=service.submit, journal=journal, job="exp"))  # records the job
+    # An earlier run left "b" accepted, then its response was cancelled behind the journal's back.
+    from sail_lite.journal import JournalEntry, derive_key, request_fingerprint
+
+    key = derive_key("exp", '"b"', 0)
+    journal.claim("exp", [JournalEntry(key, request_fingerprint("{}", '"b"'), 1, '"b"')])
+    journal.record_accepted(key, "resp_old")
+
+    def attach(response_id):
+        future = FakeFuture(None)
+        future.set_exception(ResponseCancelledError("cancelled", response_id=response_id))
+        return future
+
+    service.submits.clear()
+    out = list(run_map(["a", "b"], submit=service.submit, attach=attach, journal=journal, job="exp"))
+    assert [r["item"] for r in out] == ["a", "b"]
+    assert service.submits == [key + ".a1"]
