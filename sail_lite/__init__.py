@@ -40,6 +40,7 @@ from .errors import (
     UnprocessableEntityError,
     UploadNotRewindableError,
 )
+from .journal import Journal, JournalError, JournalMismatchError
 from .polling import PollPolicy
 from .resources.tokens import SamplingOptions, validate_sampling_options
 from .retry import RetryPolicy
@@ -63,6 +64,9 @@ __all__ = [
     "RetryPolicy",
     "PollPolicy",
     "ResponseFuture",
+    "Journal",
+    "JournalError",
+    "JournalMismatchError",
     "SamplingOptions",
     "validate_sampling_options",
     "SailTokenCompleter",

@@ -232,6 +232,7 @@ EXPECTED_PUBLIC = [
     "NotFoundError", "RequestTimeoutError", "ConflictError", "RequestTooLargeError", "UnprocessableEntityError",
     "RateLimitError", "ServerError", "OverloadedError", "ResponseFailedError", "ResponseCancelledError",
     "ResponseExpiredError", "ClientClosedError", "DeadlineExceededError", "LoRAValidationError",
+    "ResponseFuture", "Journal", "JournalError", "JournalMismatchError",
 ]
 
 
