@@ -63,6 +63,9 @@ __all__ = [
     "RetryPolicy",
     "PollPolicy",
     "ResponseFuture",
+    "Journal",
+    "JournalError",
+    "JournalMismatchError",
     "SamplingOptions",
     "validate_sampling_options",
     "SailTokenCompleter",
@@ -114,7 +117,8 @@ __all__ = [
 _LAZY_TINKER = ("SailTokenCompleter", "get_tinker_checkpoint_signed_url", "get_tinker_checkpoint_signed_url_async")
 # Loaded on first use, so that importing sail_lite stays cheap (no concurrent.futures, no resources).
 _LAZY = {"ResponseFuture": "._future", "SamplingOptions": ".resources.tokens",
-         "validate_sampling_options": ".resources.tokens"}
+         "validate_sampling_options": ".resources.tokens", "Journal": ".journal", "JournalError": ".journal",
+         "JournalMismatchError": ".journal"}
 
 # The library stays silent unless the application configures logging (or SAIL_LOG is set).
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

@@ -1,0 +1,578 @@
+"""The one map engine behind every ``map``: bounded, ordered, lazy, and resumable from a :class:`Journal`.
+
+:func:`run_map` takes a ``submit(item, idempotency_key) -> Future`` and an
+``attach(response_id) -> Future`` and streams results in input order:
+
+- input is read lazily and at most ``max_in_flight`` requests are in flight,
+  with at most ``max_buffered`` finished results held behind a slow earlier
+  one, so memory stays flat for a generator of millions of items;
+- with a ``job`` name every item gets a deterministic idempotency key (job,
+  item content, occurrence among equal items): re-running the job, even on
+  re-ordered input, re-sends the same keys and the server replays instead of
+  billing again;
+- with a ``journal`` a re-run resumes: finished items come from the journal
+  with no request, in-flight ones are re-attached by response id, ones that
+  may have reached the server are re-sent with the same key, the rest are
+  sent;
+- a failure is raised at its place in the order, after every earlier result
+  (or yielded as the exception object with ``return_exceptions=True``, so a
+  ten-million-item job does not stop for one bad prompt);
+- stopping early (Ctrl-C, ``break``, an exception in the loop body, a raised
+  failure) follows ``on_interrupt``: ``"leave"`` (the default with a journal:
+  the requests in flight keep running on the server, their journal rows stay
+  ``pending``/``accepted``, and a re-run collects them without paying again)
+  or ``"cancel"`` (the default without a journal, where nobody could ever
+  collect them: each is cancelled on the server and journaled ``cancelled``,
+  so a re-run sends it again under a new attempt key). One flag covers every
+  early stop because a generator cannot tell a Ctrl-C in the caller's loop
+  body from a ``break``: both just close it.
+
+:func:`map_tokens` and :func:`map_responses` bind the engine to a
+:class:`~sail_lite.Client` (they record the job's kind and parameters, so
+``sail-lite jobs resume FILE`` can finish a job without its script).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import (
+    Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union,
+)
+
+from .errors import InvalidRequestError, NotFoundError, ResponseCancelledError, SailError
+from .journal import (
+    Journal,
+    JournalEntry,
+    JournalError,
+    JournalRow,
+    _MemoryOccurrences,
+    canonical_json,
+    check_job_name,
+    decode_error,
+    decode_result,
+    identity_digest,
+    is_terminal_failure,
+    key_from_digest,
+    request_fingerprint,
+)
+
+__all__ = ["Progress", "run_map", "map_tokens", "map_responses", "resume_rows", "ON_INTERRUPT"]
+
+_logger = logging.getLogger(__name__)
+
+ON_INTERRUPT = ("cancel", "leave")
+Submit = Callable[[Any, Optional[str]], "Future[Any]"]
+Attach = Callable[[str], "Future[Any]"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot for a progress display.
+
+    ``done`` counts results delivered (``failed`` of them errors;
+    ``from_journal`` of them read back from the journal without a request),
+    ``in_flight`` the requests running now, ``total`` the input's length when
+    known. ``rate`` is results per second over this run (requests only, not
+    journal reads); ``eta`` the seconds left at that rate (None when unknown).
+    """
+
+    done: int
+    failed: int
+    in_flight: int
+    total: Optional[int]
+    from_journal: int
+    elapsed: float
+    rate: float
+    eta: Optional[float]
+
+
+class _Slot:
+    """One input item on its way through the window."""
+
+    __slots__ = ("position", "item", "key", "row", "entry", "future", "ready", "result", "error", "fatal",
+                 "attached", "resubmit")
+
+    def __init__(self, position: int, item: Any, key: Optional[str], row: Optional[JournalRow]) -> None:
+        self.position = position
+        self.item = item
+        self.key = key  # the base key (journal primary key); the sent key adds the attempt
+        self.row = row
+        self.entry: Optional[JournalEntry] = None
+        self.future: Optional["Future[Any]"] = None
+        self.ready = False
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.fatal = False  # a journal failure: always raised, even with return_exceptions
+        self.attached = False
+        self.resubmit = False
+
+
+class _Prepared:
+    __slots__ = ("position", "item", "entry", "error")
+
+    def __init__(self, position: int, item: Any, entry: Optional[JournalEntry], error: Optional[BaseException]):
+        self.position, self.item, self.entry, self.error = position, item, entry, error
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequestError("{} must be an int >= 1, got {!r}".format(name, value))
+    return value
+
+
+def run_map(
+    items: Iterable[Any],
+    *,
+    submit: Submit,
+    attach: Optional[Attach] = None,
+    journal: Optional[Journal] = None,
+    job: Optional[str] = None,
+    kind: str = "custom",
+    params: Optional[Mapping[str, Any]] = None,
+    identity: Optional[Callable[[Any], Any]] = None,
+    max_in_flight: int = 64,
+    max_buffered: Optional[int] = None,
+    progress: Optional[Callable[[Progress], None]] = None,
+    progress_interval: float = 0.5,
+    on_interrupt: Optional[str] = None,
+    return_exceptions: bool = False,
+    retry_failed: bool = False,
+    total: Optional[int] = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[Any]:
+    """Run ``submit`` over ``items`` and yield the results in input order (see the module docstring).
+
+    - ``submit(item, idempotency_key)`` starts one request and returns a
+      future of its result at once (``idempotency_key`` is None when there
+      is neither ``job`` nor ``journal``: the client mints one). If the
+      future has ``add_accepted_callback`` (a :class:`ResponseFuture`), the
+      response id is journaled as soon as the create is accepted.
+    - ``attach(response_id)`` re-attaches to a journaled response; without
+      it, an accepted item is re-sent with its key (the server replays it).
+    - ``journal`` and ``job``: see the module docstring. Without ``job``, a
+      journal uses its own :attr:`Journal.default_job`. ``kind`` and
+      ``params`` (JSON) are recorded with the job and folded into every
+      request's fingerprint: a later run with other parameters raises
+      :class:`~sail_lite.journal.JournalMismatchError`. Items must be JSON
+      when journaled or keyed. ``identity(item)`` overrides what names an
+      item in its key (default: the item itself), e.g. a row id: then a
+      changed prompt under the same id is a mismatch, not a new request.
+    - ``max_in_flight`` requests at most run at once; ``max_buffered``
+      (default ``4 * max_in_flight``) finished results at most wait behind
+      a slower earlier one.
+    - ``progress(Progress)`` is called at most every ``progress_interval``
+      seconds of ``clock`` and once at the end.
+    - ``on_interrupt``: what an early stop (Ctrl-C, ``break``, an exception,
+      a raised failure) does to the requests in flight: ``"leave"`` them
+      running, resumable (default with a journal) or ``"cancel"`` them on
+      the server (default without).
+    - ``return_exceptions``: yield a failed item's exception instead of
+      raising it (journal errors are always raised).
+    - ``retry_failed``: items journaled as failed are sent again under a new
+      attempt key (else their recorded error is raised again, no request).
+
+    Arguments are checked (and the job recorded) when this is called; the
+    requests start at the first ``next()``.
+    """
+    _positive("max_in_flight", max_in_flight)
+    buffered = 4 * max_in_flight if max_buffered is None else _positive("max_buffered", max_buffered)
+    if on_interrupt is None:
+        on_interrupt = "leave" if journal is not None else "cancel"
+    if on_interrupt not in ON_INTERRUPT:
+        raise InvalidRequestError("on_interrupt must be 'cancel' or 'leave', got {!r}".format(on_interrupt))
+    if not callable(submit) or (attach is not None and not callable(attach)):
+        raise InvalidRequestError("submit (and attach, if given) must be callables")
+    if progress_interval < 0:
+        raise InvalidRequestError("progress_interval must be >= 0 seconds")
+    if job is not None:
+        check_job_name(job)
+    if journal is not None and job is None:
+        job = journal.default_job
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    params_json = canonical_json(dict(params or {}), "params")
+    if journal is not None:
+        assert job is not None
+        params_json = journal.begin_job(job, kind=kind, params=params or {}, total=total)
+    prepared = _prepare(items, journal, job, params_json, identity)
+    return _run(prepared, submit=submit, attach=attach, journal=journal, job=job, max_in_flight=max_in_flight,
+                cap=max_in_flight + buffered, progress=progress, progress_interval=progress_interval,
+                on_interrupt=on_interrupt, return_exceptions=return_exceptions, retry_failed=retry_failed,
+                total=total, clock=clock)
+
+
+def _prepare(items: Iterable[Any], journal: Optional[Journal], job: Optional[str], params_json: str,
+             identity: Optional[Callable[[Any], Any]]) -> Iterator[_Prepared]:
+    """Each item with its journal entry (key, fingerprint, JSON): lazily, one at a time."""
+    if job is None:
+        for position, item in enumerate(items):
+            yield _Prepared(position, item, None, None)
+        return
+    occurrences = journal.occurrence_counter() if journal is not None else _MemoryOccurrences()
+    try:
+        for position, item in enumerate(items):
+            try:
+                item_json = canonical_json(item, "each item of a keyed or journaled map")
+                if identity is None:
+                    name = item_json
+                else:
+                    named = identity(item)
+                    name = named if isinstance(named, str) else canonical_json(named, "identity(item)")
+            except InvalidRequestError as exc:
+                yield _Prepared(position, item, None, exc)
+                continue
+            digest = identity_digest(job, name)
+            key = key_from_digest(job, digest, occurrences.next(digest))
+            entry = JournalEntry(key, request_fingerprint(params_json, item_json), position,
+                                 item_json if journal is not None else None)
+            yield _Prepared(position, item, entry, None)
+    finally:
+        occurrences.close()
+
+
+def _run(
+    prepared: Iterator[_Prepared],
+    *,
+    submit: Submit,
+    attach: Optional[Attach],
+    journal: Optional[Journal],
+    job: Optional[str],
+    max_in_flight: int,
+    cap: int,
+    progress: Optional[Callable[[Progress], None]],
+    progress_interval: float,
+    on_interrupt: str,
+    return_exceptions: bool,
+    retry_failed: bool,
+    total: Optional[int],
+    clock: Callable[[], float],
+) -> Iterator[Any]:
+    window: Deque[_Slot] = deque()
+    events: "queue.SimpleQueue[_Slot]" = queue.SimpleQueue()
+    counters = {"in_flight": 0, "done": 0, "failed": 0, "from_journal": 0, "network_done": 0}
+    started = clock()
+    last_report = [started - progress_interval]
+    exhausted = False
+
+    def report(force: bool = False) -> None:
+        if progress is None:
+            return
+        now = clock()
+        if not force and now - last_report[0] < progress_interval:
+            return
+        last_report[0] = now
+        elapsed = max(now - started, 0.0)
+        rate = counters["network_done"] / elapsed if elapsed > 0 else 0.0
+        eta = None
+        if total is not None and rate > 0:
+            eta = max(total - counters["done"], 0) / rate
+        progress(Progress(done=counters["done"], failed=counters["failed"], in_flight=counters["in_flight"],
+                          total=total, from_journal=counters["from_journal"], elapsed=elapsed, rate=rate, eta=eta))
+
+    def finish(slot: _Slot, future: "Future[Any]") -> None:
+        """Done-callback (any thread): journal the outcome, then wake the main loop."""
+        try:
+            if future.cancelled():
+                slot.error = SailError("request cancelled")
+                if journal is not None and slot.key is not None:
+                    journal.record_cancelled(slot.key)
+            else:
+                exc = future.exception()
+                if exc is None:
+                    slot.result = future.result()
+                    if journal is not None and slot.key is not None:
+                        journal.record_result(slot.key, slot.result, getattr(slot.result, "response_id", None)
+                                              or getattr(future, "response_id", None))
+                elif slot.attached and isinstance(exc, NotFoundError):
+                    # The server forgot the response: send the create again with the same key.
+                    if journal is not None and slot.key is not None:
+                        journal.forget_response(slot.key)
+                    slot.resubmit = True
+                elif slot.attached and isinstance(exc, ResponseCancelledError) and journal is not None \
+                        and slot.entry is not None:
+                    # A response left behind by a run that cancelled it (e.g. Ctrl-C with "cancel" whose
+                    # journal closed first) is not this item's result: send it again under the next attempt.
+                    journal.record_cancelled(slot.key)
+                    slot.row = journal.claim(job, [slot.entry], retry_failed=retry_failed)[0]
+                    slot.resubmit = True
+                else:
+                    slot.error = exc
+                    if journal is not None and slot.key is not None:
+                        if is_terminal_failure(exc):
+                            journal.record_failure(slot.key, exc)
+                        else:
+                            journal.record_transient(slot.key, exc)
+        except BaseException as exc:  # a journal write failed: never yield what is not recorded
+            slot.error, slot.fatal = exc, True
+        if not slot.resubmit:
+            slot.ready = True
+        events.put(slot)
+
+    def accepted(slot: _Slot, future: Any) -> None:
+        try:
+            if journal is not None and slot.key is not None and future.response_id:
+                journal.record_accepted(slot.key, future.response_id)
+        except BaseException as exc:  # surfaced when the result arrives
+            _logger.warning("could not journal response %s: %s", getattr(future, "response_id", None), exc)
+            slot.error, slot.fatal = exc, True
+
+    def start(slot: _Slot, response_id: Optional[str]) -> None:
+        """Send (or re-attach) one slot's request; a synchronous failure fails the slot in order."""
+        slot.resubmit = False
+        try:
+            if response_id is not None and attach is not None:
+                slot.attached = True
+                future = attach(response_id)
+            else:
+                slot.attached = False
+                key = slot.row.idempotency_key if slot.row is not None else slot.key
+                future = submit(slot.item, key)
+                if journal is not None and hasattr(future, "add_accepted_callback"):
+                    future.add_accepted_callback(lambda f, s=slot: accepted(s, f))
+        except Exception as exc:  # bad input raised by submit: a failed future keeps the order
+            future = Future()
+            future.set_exception(exc)
+        slot.future = future
+        future.add_done_callback(lambda f, s=slot: finish(s, f))
+
+    def fill() -> None:
+        nonlocal exhausted
+        while not exhausted:
+            space = min(max_in_flight - counters["in_flight"], cap - len(window))
+            if space <= 0:
+                return
+            batch: List[_Prepared] = []
+            for prep in prepared:
+                batch.append(prep)
+                if len(batch) >= space:
+                    break
+            else:
+                exhausted = True
+            if not batch:
+                return
+            keyed = [p for p in batch if p.entry is not None]
+            rows: Dict[int, JournalRow] = {}
+            if journal is not None and keyed:
+                assert job is not None
+                claimed = journal.claim(job, [p.entry for p in keyed], retry_failed=retry_failed)
+                rows = {p.position: row for p, row in zip(keyed, claimed)}
+            for prep in batch:
+                row = rows.get(prep.position)
+                slot = _Slot(prep.position, prep.item, prep.entry.key if prep.entry else None, row)
+                slot.entry = prep.entry
+                window.append(slot)
+                if prep.error is not None:
+                    slot.error, slot.ready = prep.error, True
+                elif row is not None and row.status == "completed":
+                    slot.result, slot.ready = decode_result(row.result_json or ""), True
+                    counters["from_journal"] += 1
+                elif row is not None and row.status == "failed":
+                    slot.error, slot.ready = decode_error(row.error_json or "{}"), True
+                    counters["from_journal"] += 1
+                else:
+                    counters["in_flight"] += 1
+                    start(slot, row.response_id if row is not None and row.status == "accepted" else None)
+
+    def drain(block: bool) -> None:
+        try:
+            slot = events.get(timeout=min(progress_interval, 0.5) or 0.05) if block else events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if slot.resubmit:
+                start(slot, None)
+            else:
+                counters["in_flight"] -= 1
+                counters["network_done"] += 1
+            try:
+                slot = events.get_nowait()
+            except queue.Empty:
+                return
+
+    try:
+        while True:
+            fill()
+            drain(False)
+            if not window:
+                break
+            head = window[0]
+            if not head.ready:
+                report()
+                drain(True)
+                continue
+            window.popleft()
+            counters["done"] += 1
+            if head.error is not None:
+                counters["failed"] += 1
+                report()
+                if return_exceptions and not head.fatal:
+                    yield head.error
+                    continue
+                raise head.error
+            report()
+            yield head.result
+        report(force=True)
+    finally:
+        # Any early stop lands here: Ctrl-C (in our wait, or in the caller's loop body, which we only see
+        # as the generator being closed), a break, an exception, a raised failure.
+        if on_interrupt == "cancel":
+            for slot in window:
+                if slot.future is not None and not slot.future.done():
+                    slot.future.cancel()  # cancels on the server; the callback journals "cancelled"
+        prepared.close()  # type: ignore[attr-defined]
+
+
+# --- bindings to a Client ----------------------------------------------------------------------------------------
+
+def map_tokens(
+    client: Any,
+    prompts: Iterable[Union[Sequence[int], Mapping[str, Any]]],
+    *,
+    journal: Optional[Journal] = None,
+    job: Optional[str] = None,
+    max_in_flight: int = 64,
+    progress: Optional[Callable[[Progress], None]] = None,
+    on_interrupt: Optional[str] = None,
+    return_exceptions: bool = False,
+    retry_failed: bool = False,
+    timeout: Optional[float] = None,
+    deadline: Optional[float] = None,
+    **sampling: Any,
+) -> Iterator[Any]:
+    """``client.tokens.submit`` over many prompts through :func:`run_map`; yields ``SampledTokens`` in order.
+
+    Each prompt is a sequence of token ids, or a mapping with
+    ``prompt_tokens`` and per-prompt overrides of ``sampling`` (e.g.
+    ``stop``, ``max_tokens``). ``sampling`` holds :meth:`Tokens.submit`'s
+    keyword arguments (``model``, ``max_tokens``, ``stop``, ...), recorded
+    with the job so ``sail-lite jobs resume`` can finish it. ``timeout``
+    and ``deadline`` are per request and not part of the job.
+    """
+    tokens = client.tokens
+
+    def submit(item: Any, key: Optional[str]) -> "Future[Any]":
+        prompt, overrides = _split_prompt(item)
+        merged = dict(sampling)
+        merged.update(overrides)
+        return tokens.submit(prompt, idempotency_key=key, timeout=timeout, deadline=deadline, **merged)
+
+    def attach(response_id: str) -> "Future[Any]":
+        return tokens.attach(response_id, timeout=timeout, deadline=deadline)
+
+    return run_map(prompts, submit=submit, attach=attach, journal=journal, job=job, kind="tokens",
+                   params=sampling, max_in_flight=max_in_flight, progress=progress, on_interrupt=on_interrupt,
+                   return_exceptions=return_exceptions, retry_failed=retry_failed)
+
+
+def _split_prompt(item: Any) -> Tuple[Any, Dict[str, Any]]:
+    if isinstance(item, Mapping):
+        if "prompt_tokens" not in item:
+            raise InvalidRequestError("a prompt given as a mapping needs 'prompt_tokens' (and optional overrides)")
+        overrides = {k: v for k, v in item.items() if k != "prompt_tokens"}
+        return item["prompt_tokens"], overrides
+    return item, {}
+
+
+def map_responses(
+    client: Any,
+    requests: Iterable[Union[str, Mapping[str, Any]]],
+    *,
+    journal: Optional[Journal] = None,
+    job: Optional[str] = None,
+    max_in_flight: int = 64,
+    progress: Optional[Callable[[Progress], None]] = None,
+    on_interrupt: Optional[str] = None,
+    return_exceptions: bool = False,
+    retry_failed: bool = False,
+    timeout: Optional[float] = None,
+    deadline: Optional[float] = None,
+    **create_args: Any,
+) -> Iterator[Any]:
+    """``client.responses.submit`` over many requests through :func:`run_map`; yields ``Response`` in order.
+
+    Each request is an ``input`` string, or a mapping of
+    :meth:`Responses.create` arguments that override ``create_args`` (the
+    shared ones, e.g. ``model``, recorded with the job).
+    """
+    responses = client.responses
+
+    def submit(item: Any, key: Optional[str]) -> "Future[Any]":
+        merged = dict(create_args)
+        merged.update({"input": item} if isinstance(item, str) else dict(item))
+        return responses.submit(idempotency_key=key, timeout=timeout, deadline=deadline, **merged)
+
+    def attach(response_id: str) -> "Future[Any]":
+        return responses.attach(response_id, timeout=timeout, deadline=deadline)
+
+    return run_map(requests, submit=submit, attach=attach, journal=journal, job=job, kind="responses",
+                   params=create_args, max_in_flight=max_in_flight, progress=progress, on_interrupt=on_interrupt,
+                   return_exceptions=return_exceptions, retry_failed=retry_failed)
+
+
+def resume_rows(
+    journal: Journal,
+    job: str,
+    client: Any,
+    *,
+    max_in_flight: int = 64,
+    retry_failed: bool = False,
+    progress: Optional[Callable[[Progress], None]] = None,
+    on_interrupt: str = "leave",
+) -> Dict[str, int]:
+    """Run ``job``'s unfinished journaled requests (see :func:`sail_lite.journal.resume`)."""
+    info = journal.job(job)
+    if info is None:
+        raise JournalError("no job {!r} in {}".format(job, journal.path))
+    kind, params = info["kind"], info["params"]
+    if kind == "tokens":
+        tokens = client.tokens
+
+        def submit(item: Any, key: Optional[str]) -> "Future[Any]":
+            prompt, overrides = _split_prompt(item)
+            merged = dict(params)
+            merged.update(overrides)
+            return tokens.submit(prompt, idempotency_key=key, **merged)
+
+        attach: Attach = tokens.attach
+    elif kind == "responses":
+        responses = client.responses
+
+        def submit(item: Any, key: Optional[str]) -> "Future[Any]":
+            merged = dict(params)
+            merged.update({"input": item} if isinstance(item, str) else dict(item))
+            return responses.submit(idempotency_key=key, **merged)
+
+        attach = responses.attach
+    else:
+        raise JournalError("job {!r} was recorded by a custom run_map (kind {!r}): resume it by running its script "
+                           "again".format(job, kind))
+    statuses = ("pending", "accepted", "cancelled", "failed") if retry_failed else ("pending", "accepted", "cancelled")
+    # A snapshot of the keys first: claiming re-arms rows while we read.
+    keys = [row.key for row in journal.rows(job, statuses=statuses)]
+    import json as _json
+
+    def prepared() -> Iterator[_Prepared]:
+        for key in keys:
+            row = journal.row(key)
+            if row is None:
+                continue
+            item = _json.loads(row.item_json) if row.item_json is not None else None
+            yield _Prepared(row.position, item, JournalEntry(row.key, row.fingerprint, row.position, row.item_json),
+                            None)
+
+    stats = {"ran": 0, "completed": 0, "failed": 0}
+    results = _run(prepared(), submit=submit, attach=attach, journal=journal, job=job,
+                   max_in_flight=_positive("max_in_flight", max_in_flight), cap=5 * max_in_flight,
+                   progress=progress, progress_interval=0.5, on_interrupt=on_interrupt, return_exceptions=True,
+                   retry_failed=retry_failed, total=len(keys), clock=time.monotonic)
+    for outcome in results:
+        stats["ran"] += 1
+        stats["failed" if isinstance(outcome, BaseException) else "completed"] += 1
+    return stats

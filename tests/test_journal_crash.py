@@ -1,0 +1,183 @@
+"""Crash tests: a journaled pipeline in its own process, SIGKILLed (or Ctrl-C'd) at several points, restarted.
+
+The emulator runs in another process too (a SIGKILL must not take the
+server's memory with it). After every scenario: every result exactly once,
+emulator inference runs == logical requests, results identical to an
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from sail_lite.journal import Journal, summarize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N = 30
+
+
+class EmulatorProcess:
+    """``python -m sail_lite.emulator`` on a free port, with its admin routes for stats and reset."""
+
+    def __init__(self, turn_time: float) -> None:
+        self.args = [sys.executable, "-m", "sail_lite.emulator", "--port", "0",
+                     "--turn-times", json.dumps({"priority": turn_time})]
+
+    def __enter__(self) -> "EmulatorProcess":
+        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        for line in self.process.stdout:
+            line = line.strip()
+            if line.startswith("Sail emulator listening on "):
+                self.url = line.rsplit(" ", 1)[1]
+            elif line.startswith("export SAIL_API_KEY="):
+                self.api_key = line.split("=", 1)[1]
+            elif line.startswith("admin token"):
+                self.admin = line.rsplit(" ", 1)[1]
+            elif line.startswith("Press Ctrl-C"):
+                self.base_url = self.url + "/v1"
+                return self
+        raise RuntimeError("the emulator exited before it was ready")
+
+    def __exit__(self, *exc_info) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process.stdout.close()
+
+    def _admin(self, method: str, path: str):
+        reply = requests.request(method, self.url + path, headers={"Authorization": "Bearer " + self.admin},
+                                 timeout=10)
+        reply.raise_for_status()
+        return reply.json()
+
+    def stats(self):
+        return self._admin("GET", "/_emulator/stats")
+
+    def reset(self) -> None:
+        self._admin("POST", "/_emulator/reset")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with EmulatorProcess(turn_time=0.1) as emulator:
+        yield emulator
+
+
+def run_worker(server, journal_path, out_path, kill="none", on_interrupt=None):
+    args = [sys.executable, "-m", "tests._journal_worker", server.base_url, server.api_key, str(journal_path),
+            str(out_path), str(N), kill]
+    if on_interrupt:
+        args.append(on_interrupt)
+    return subprocess.run(args, cwd=ROOT, timeout=120, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def comparable(results):
+    return [item[:3] for item in results]  # tokens, logprobs, stop reason (response ids differ between runs)
+
+
+@pytest.fixture(scope="module")
+def reference(server, tmp_path_factory):
+    base = tmp_path_factory.mktemp("reference")
+    server.reset()
+    done = run_worker(server, base / "job.db", base / "out.json")
+    assert done.returncode == 0, done.stderr
+    with open(base / "out.json") as handle:
+        results = json.load(handle)
+    assert len(results) == N and server.stats()["inference_runs"] == N
+    return comparable(results)
+
+
+def finish_and_check(server, tmp_path, reference, extra_runs=0):
+    done = run_worker(server, tmp_path / "job.db", tmp_path / "out.json")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "out.json") as handle:
+        results = json.load(handle)
+    assert comparable(results) == reference
+    assert len({item[3] for item in results}) == N  # every result once: N distinct responses
+    stats = server.stats()
+    assert stats["inference_runs"] == N + extra_runs
+    status = summarize(tmp_path / "job.db")
+    assert status["counts"]["completed"] == N and status["jobs"][0]["unfinished"] == 0
+    return stats
+
+
+@pytest.mark.parametrize("kills", [
+    ["submit:1"],                      # before any create returns
+    ["accepted:3"],                    # the server has the response, the journal not its id
+    ["result:12"],                     # mid-run
+    ["writing:5"],                     # inside a result's transaction, before COMMIT
+    ["accepted:2", "writing:3", "result:4", "submit:2"],  # killed again and again while resuming
+])
+def test_sigkill_at_any_point_then_restart_loses_nothing_and_pays_once(server, reference, tmp_path, kills):
+    server.reset()
+    for kill in kills:
+        died = run_worker(server, tmp_path / "job.db", tmp_path / "out.json", kill)
+        assert died.returncode == -signal.SIGKILL, (kill, died.returncode, died.stderr)
+        assert not (tmp_path / "out.json").exists()
+    finish_and_check(server, tmp_path, reference)
+
+
+def test_sigkill_from_outside_mid_run(server, reference, tmp_path):
+    server.reset()
+    args = [sys.executable, "-m", "tests._journal_worker", server.base_url, server.api_key,
+            str(tmp_path / "job.db"), str(tmp_path / "out.json"), str(N), "none"]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while process.poll() is None:  # wait for some progress, then kill at whatever instant it is
+            if (tmp_path / "job.db").exists():
+                try:
+                    with Journal(tmp_path / "job.db") as journal:
+                        if journal.counts()["completed"] >= N // 3:
+                            break
+                except Exception:  # the file is being created
+                    pass
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+        process.stdout.close()
+        process.stderr.close()
+    finish_and_check(server, tmp_path, reference)
+
+
+def test_ctrl_c_leaves_the_work_on_the_server_and_a_rerun_collects_it(server, reference, tmp_path):
+    server.reset()
+    stopped = run_worker(server, tmp_path / "job.db", tmp_path / "out.json", "sigint:5")
+    assert stopped.returncode == 130, stopped.stderr
+    counts = summarize(tmp_path / "job.db")["counts"]
+    assert counts["completed"] >= 5 and counts["cancelled"] == 0 and counts["completed"] < N
+    assert server.stats()["cancellations"] == 0
+    finish_and_check(server, tmp_path, reference)
+
+
+def test_ctrl_c_with_cancel_cancels_on_the_server_and_a_rerun_resends_under_new_keys(server, reference, tmp_path):
+    server.reset()
+    stopped = run_worker(server, tmp_path / "job.db", tmp_path / "out.json", "sigint:5", on_interrupt="cancel")
+    assert stopped.returncode == 130, stopped.stderr
+    counts = summarize(tmp_path / "job.db")["counts"]
+    assert counts["cancelled"] > 0  # journaled before the process exited
+    # Whether each cancel reached the server before the worker closed its client is the client's business
+    # (Client.close() drains queued cancels); either way the journal is consistent: a cancelled item (journaled
+    # "cancelled", or found cancelled when re-attached) is sent again under a new attempt key, and those re-sent
+    # items, and only those, run again.
+    runs_before = server.stats()["inference_runs"]
+    assert runs_before < N
+    done = run_worker(server, tmp_path / "job.db", tmp_path / "out.json")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "out.json") as handle:
+        results = json.load(handle)
+    assert comparable(results) == reference
+    assert len({item[3] for item in results}) == N
+    assert resent(tmp_path / "job.db") >= counts["cancelled"]
+    assert server.stats()["inference_runs"] == N + resent(tmp_path / "job.db")
+
+
+def resent(path):
+    with Journal(path) as journal:
+        return sum(1 for row in journal.rows() if row.attempt > 0)
