@@ -23,6 +23,7 @@ server.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -149,6 +150,7 @@ class Requester:
         self._pid = os.getpid()
         self._transport_obj: Optional[Transport] = None
         self._poller_obj: "Optional[Poller]" = None
+        self._closing = False
         self._closed = False
 
     def _check_fork(self) -> None:
@@ -181,27 +183,38 @@ class Requester:
 
         self._check_fork()
         with self._lock:
-            if self._closed:
+            if self._closing:
                 raise ClientClosedError("this Client is closed; create a new one")
             if self._poller_obj is None:
                 assert self._poll_fetch is not None and self._poll_cancel is not None
                 self._poller_obj = Poller(
                     self._poll_fetch, self._poll_cancel, policy=self.poll, max_workers=self.max_workers,
-                    clock=self.clock, rng=self.rng,
+                    clock=self.clock, rng=self.rng, is_transient=self._is_transient,
                 )
             return self._poller_obj
 
+    def _is_transient(self, error: BaseException) -> bool:
+        # The poller retries a failed poll by the request loop's one definition of "transient".
+        return isinstance(error, SailError) and self.retry.should_retry(error, replay_safe=True)
+
     def close(self) -> None:
-        """Stop the poller's threads and close the connections. Idempotent."""
+        """Stop the poller's threads and close the connections. Idempotent.
+
+        The poller is drained first, while the connections still work, so a
+        server-side cancel queued just before (``future.cancel()``, Ctrl-C
+        in a ``with`` block) still reaches the server.
+        """
         self._check_fork()
         with self._lock:
-            if self._closed:
+            if self._closing:
                 return
-            self._closed = True
-            poller, transport = self._poller_obj, self._transport_obj
-            self._poller_obj = self._transport_obj = None
+            self._closing = True  # no new waits from here on
+            poller = self._poller_obj
         if poller is not None:
             poller.close()
+        with self._lock:
+            self._closed = True
+            transport, self._poller_obj, self._transport_obj = self._transport_obj, None, None
         if transport is not None:
             transport.close()
 
@@ -384,8 +397,11 @@ class Requester:
         The one synchronous wait (LoRA validations, batches). ``on_poll``
         sees every fetched value (progress). Raises
         :class:`DeadlineExceededError` naming ``what`` when the call's
-        deadline would pass before the next fetch.
+        deadline (without one, the poll policy's wait bound for ``window``)
+        would pass before the next fetch.
         """
+        if call.deadline_at is None:
+            call = dataclasses.replace(call, deadline_at=self.clock() + self.poll.wait_bound(window))
         interval: Optional[float] = None
         while True:
             value = fetch()

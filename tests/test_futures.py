@@ -77,3 +77,17 @@ def test_a_raising_accepted_callback_is_logged_and_harmless(emulator, caplog):
         future = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4)
         future.add_accepted_callback(lambda f: 1 / 0)
         assert future.result(10).tokens
+
+
+def test_a_cancel_right_before_close_still_reaches_the_server():
+    from sail_lite.emulator import EmulatorServer
+
+    with EmulatorServer(turn_times={"flex": 30.0}) as server:
+        client = make_client(server)
+        future = client.tokens.submit(PROMPT, model=MODEL, max_tokens=4, completion_window="flex")
+        accepted = threading.Event()
+        future.add_accepted_callback(lambda f: accepted.set())
+        assert accepted.wait(10)
+        assert future.cancel()
+        client.close()  # the queued server-side cancel runs before the connections close
+        assert server.stats()["cancellations"] == 1

@@ -150,21 +150,46 @@ def client_threads():
 
 
 def test_thousands_in_flight_on_few_threads():
-    from sail_lite.emulator import EmulatorServer
+    from sail_lite import PollPolicy
+    from sail_lite.emulator import TURN_PRESETS, EmulatorServer
 
+    # One virtual clock for the emulator and the client: it stands still until every sample
+    # is in flight (no poll is due, none can finish), however slow this machine is; then one
+    # step makes every first poll due and every sample done: 2 requests per sample.
+    class Clock:
+        now = 1_000_000.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
     count = 2000
-    with EmulatorServer(turn_times={"standard": 0.3, "flex": 0.3}) as server:
+    policy = PollPolicy(initial_interval=2.0, multiplier=1.5, learn=False, priors={},
+                        default_max_interval=2.0, max_interval={})
+    with EmulatorServer(turn_times={w: 10.0 for w in TURN_PRESETS["fast"]}, clock=clock) as server:
         before = len(client_threads())
-        with make_client(server, max_workers=8) as client:
-            futures = [client.tokens.submit([1, 2, i], model=MODEL, max_tokens=2, logprobs=False)
+        with make_client(server, max_workers=8, poll=policy, clock=clock) as client:
+            futures = [client.tokens.submit([1, 2, i], model=MODEL, max_tokens=2, logprobs=False,
+                                            completion_window="flex")
                        for i in range(count)]
-            peak = len(client_threads())
+            peak, safety = len(client_threads()), time.monotonic() + 120  # a hang fails, it does not block CI
+            while server.stats()["inference_runs"] < count:
+                peak = max(peak, len(client_threads()))
+                assert time.monotonic() < safety
+                time.sleep(0.02)
+            while client._requester.poller.in_flight < count:  # the last creates' watches are being set up
+                assert time.monotonic() < safety
+                time.sleep(0.02)
+            in_flight = client._requester.poller.in_flight
+            clock.now += 60.0
             while not all(f.done() for f in futures):
                 peak = max(peak, len(client_threads()))
+                assert time.monotonic() < safety
                 time.sleep(0.02)
             results = [f.result() for f in futures]
+        assert in_flight == count
         assert len({r.response_id for r in results}) == count
-        assert peak - before <= 8 + 2  # the pool, the poll scheduler and the transport's watchdog
+        assert peak - before <= 8 + 2  # the workers, the poll scheduler and the transport's watchdog
         assert server.stats()["inference_runs"] == count
     assert len(client_threads()) <= before
 

@@ -211,15 +211,16 @@ class Responses:
 
     def _attach(self, response_id: str, transform: Callable[[Response], T], call: "Call") -> "ResponseFuture[T]":
         response = self._get(path_id(response_id, "response id"), call)
-        return self._watch(response, transform, call)
+        # Made at an unknown time before this watch: its turn would teach the poller nothing true.
+        return self._watch(response, transform, call, learn=False)
 
     def _watch(self, response: Response, transform: Callable[[Response], T], call: "Call",
-               future: "Optional[ResponseFuture[T]]" = None) -> "ResponseFuture[T]":
+               future: "Optional[ResponseFuture[T]]" = None, *, learn: bool = True) -> "ResponseFuture[T]":
         if future is None:
             future = ResponseFuture(response_id=response.id)
         self._requester.poller.watch(
             response, future, window=response.metadata.get("completion_window"),
-            deadline_at=call.deadline_at, transform=transform, read_timeout=call.timeout,
+            deadline_at=call.deadline_at, transform=transform, read_timeout=call.timeout, learn=learn,
         )
         return future
 

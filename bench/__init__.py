@@ -1,0 +1,1 @@
+"""Benchmarks (not part of the package): ``python -m bench [--quick]`` runs them all; see bench/README.md."""

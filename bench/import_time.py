@@ -1,0 +1,109 @@
+"""``import sail_lite`` vs ``import requests``, each in a fresh interpreter, interleaved.
+
+Each round starts one interpreter that times ``import requests`` and one that
+times ``import sail_lite`` (which imports requests too, so the difference is
+sail_lite's own cost), alternating, with the repository on ``PYTHONPATH``
+and byte-code caches warm (as after ``pip install``).
+Medians over ``--rounds``. Then one ``python -X importtime -c "import
+sail_lite"`` lists the modules sail_lite pulls in beyond requests, by their
+own (self) import time: what to defer.
+
+    python bench/import_time.py [--quick] [--rounds 21] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CODE = "import time; t = time.perf_counter(); import {}; print(time.perf_counter() - t)"
+
+
+def env() -> Dict[str, str]:
+    values = dict(os.environ)
+    values["PYTHONPATH"] = ROOT + os.pathsep + values.get("PYTHONPATH", "")
+    values.pop("PYTHONPROFILEIMPORTTIME", None)
+    # Byte-code caches as an installed package has them (pip compiles on install): without them
+    # sail_lite would be compiled from source on every start while requests would not. The cache
+    # goes under a prefix in the temp dir, not into the work tree.
+    values.pop("PYTHONDONTWRITEBYTECODE", None)
+    values["PYTHONPYCACHEPREFIX"] = os.path.join(tempfile.gettempdir(), "sail-lite-bench-pycache")
+    return values
+
+
+def time_import(module: str) -> float:
+    out = subprocess.run([sys.executable, "-c", CODE.format(module)], cwd=ROOT, env=env(), check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def import_tree(module: str) -> List[Tuple[str, int, int]]:
+    """``(module, self us, cumulative us)`` from ``-X importtime``."""
+    err = subprocess.run([sys.executable, "-X", "importtime", "-c", "import " + module], cwd=ROOT, env=env(),
+                         check=True, capture_output=True, text=True).stderr
+    rows = []
+    for line in err.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        own, cumulative, name = line[len("import time:"):].split("|")
+        rows.append((name.strip(), int(own), int(cumulative)))
+    return rows
+
+
+def measure(rounds: int) -> Dict[str, Any]:
+    times: Dict[str, List[float]] = {"requests": [], "sail_lite": []}
+    for module in times:
+        time_import(module)  # writes the byte-code caches; not counted
+    for _ in range(rounds):
+        for module in times:
+            times[module].append(time_import(module))
+    base = {name for name, _, _ in import_tree("requests")}
+    extra = [(name, own, cumulative) for name, own, cumulative in import_tree("sail_lite") if name not in base]
+    extra.sort(key=lambda row: -row[1])
+    medians = {module: statistics.median(values) * 1e3 for module, values in times.items()}
+    # Paired by round: the machine's load drifts, and a round's two interpreters share it.
+    paired = [(lite - bare) * 1e3 for lite, bare in zip(times["sail_lite"], times["requests"])]
+    return {
+        "rounds": rounds, "median_ms": medians, "extra_ms": statistics.median(paired),
+        "min_ms": {module: min(values) * 1e3 for module, values in times.items()},
+        "samples_ms": {m: [v * 1e3 for v in values] for m, values in times.items()},
+        "extra_modules": [{"module": n, "self_ms": o / 1e3, "cumulative_ms": c / 1e3} for n, o, c in extra],
+        "extra_modules_self_ms": sum(o for _, o, _ in extra) / 1e3,
+    }
+
+
+def print_table(result: Dict[str, Any]) -> None:
+    m = result["median_ms"]
+    print("import time, fresh interpreters, {} interleaved rounds (median): requests {:.1f} ms, sail_lite {:.1f} ms, "
+          "sail_lite's own +{:.1f} ms (median of paired differences; fastest: {:.1f} vs {:.1f} ms)".format(
+              result["rounds"], m["requests"], m["sail_lite"], result["extra_ms"], result["min_ms"]["requests"],
+              result["min_ms"]["sail_lite"]))
+    print("  modules sail_lite adds beyond requests: {} (self time {:.1f} ms under -X importtime); the top 15:".format(
+        len(result["extra_modules"]), result["extra_modules_self_ms"]))
+    for row in result["extra_modules"][:15]:
+        print("    {:<40} self {:6.2f} ms  cumulative {:6.2f} ms".format(row["module"], row["self_ms"],
+                                                                      row["cumulative_ms"]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    result = measure(args.rounds or (9 if args.quick else 21))
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()

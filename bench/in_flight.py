@@ -1,0 +1,114 @@
+"""Ten thousand samples in flight on one sail_lite client: threads, memory, and time to all done / turn.
+
+``--count`` samples (10,000) of ``--turn`` seconds (20) are submitted at once
+with ``client.tokens.submit`` (default ``max_workers``) against the emulator
+in its own process. Measured: seconds from the first submit until every
+future is done, divided by the turn (1.0 would be "no client overhead at
+all"); the peak number of live threads in this process (sampled every 50
+ms); RSS growth over the run (from /proc, sampled likewise); how long the
+submits took to be created on the server; polls per sample, counted by the
+server. ``--quick`` runs 2,000 samples of 5 s turns instead.
+
+    python bench/in_flight.py [--quick] [--count 10000] [--turn 20] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from concurrent.futures import wait as wait_futures
+from typing import Any, Dict, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _emulator import EmulatorProcess  # noqa: E402
+
+MODEL = "moonshotai/Kimi-K2.6"
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: peak RSS is what there is
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(count: int, turn: float) -> Dict[str, Any]:
+    from sail_lite import Client
+
+    with EmulatorProcess(hooks=True, turn=turn) as emu:
+        import requests
+
+        window = "balanced"
+        probe = requests.post(emu.base_url + "/responses", timeout=30, headers={"Authorization": "Bearer " + emu.api_key},
+                              json=dict(model=MODEL, input="x", background=True, metadata={"completion_window": window}))
+        if probe.status_code >= 300:
+            window = "standard"
+        client = Client(emu.api_key, base_url=emu.base_url, environ={})
+        client.tokens.submit([1, 2, 3], model=MODEL, max_tokens=2, completion_window=window,
+                             metadata={"bench_turn": "0"}).result()  # warm: threads, connections, imports
+        baseline_threads, baseline_rss = threading.active_count(), rss_bytes()
+        peak = {"threads": baseline_threads, "rss": baseline_rss}
+        stop = threading.Event()
+
+        def monitor() -> None:
+            while not stop.wait(0.05):
+                peak["threads"] = max(peak["threads"], threading.active_count())
+                peak["rss"] = max(peak["rss"], rss_bytes())
+
+        watcher = threading.Thread(target=monitor, daemon=True)
+        watcher.start()
+        started = time.perf_counter()
+        futures = [client.tokens.submit([1, 2, 3 + i % 1000, i // 1000], model=MODEL, max_tokens=2, logprobs=False,
+                                        completion_window=window, metadata={"bench_turn": repr(turn)})
+                   for i in range(count)]
+        submitted = time.perf_counter() - started
+        wait_futures(futures)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        watcher.join()
+        failures = sum(1 for f in futures if f.exception() is not None)
+        client.close()
+        stats = emu.stats()
+    polls = stats.get("requests", {}).get("GET /v1/responses/{id}", 0)
+    creates = stats.get("requests", {}).get("POST /v1/responses", 0)
+    return {
+        "count": count, "turn": turn, "window": window, "seconds_to_all_done": elapsed,
+        "ratio_to_turn": elapsed / turn, "submit_loop_seconds": submitted,
+        "peak_threads": peak["threads"], "threads_added": peak["threads"] - baseline_threads,
+        "rss_growth_mb": (peak["rss"] - baseline_rss) / 1e6, "polls_per_sample": polls / count,
+        "creates": creates, "failures": failures,
+    }
+
+
+def print_table(result: Dict[str, Any]) -> None:
+    print("{count} in flight, {turn} s turns ({window}): all done in {seconds_to_all_done:.1f} s = "
+          "{ratio_to_turn:.2f}x the turn; peak {peak_threads} threads (+{threads_added}); RSS +{rss_growth_mb:.0f} MB; "
+          "{polls_per_sample:.1f} polls/sample; {failures} failures".format(**result))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--count", type=int)
+    parser.add_argument("--turn", type=float)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    count = args.count or (2000 if args.quick else 10000)
+    turn = args.turn or (5.0 if args.quick else 20.0)
+    result = measure(count, turn)
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
