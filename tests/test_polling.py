@@ -10,7 +10,7 @@ import pytest
 
 from sail_lite import PollPolicy
 from sail_lite.errors import APIConnectionError, APIStatusError, ConfigurationError, DeadlineExceededError
-from sail_lite.polling import Knowledge, Poller, Region
+from sail_lite.polling import Knowledge, Poller, Region, _Lanes
 from sail_lite.types import Response
 
 MODEL = "moonshotai/Kimi-K2.6"
@@ -320,6 +320,37 @@ def test_due_polls_do_not_wait_behind_queued_creates():
         create.result(timeout=30)
     poller.close()
     assert order[0] == "poll", order
+
+
+def test_a_poll_that_may_still_slip_lets_queued_creates_go_first_and_no_longer():
+    clock = FakeClock()
+    lanes = _Lanes(1, "test-lanes", clock)
+    order = []
+
+    def settle(count):
+        waited = threading.Event()
+        for _ in range(20000):
+            if len(order) >= count:
+                return
+            waited.wait(0.0005)
+        raise AssertionError(order)
+
+    gate = threading.Event()
+    lanes.submit(False, gate.wait)  # holds the one worker
+    lanes.submit(True, order.append, "probe", slip_until=clock() + 1.0)
+    lanes.submit(False, order.append, "create")
+    gate.set()
+    settle(2)
+    assert order == ["create", "probe"]  # the probe may slip a second: the create starts its turn first
+
+    gate = threading.Event()
+    lanes.submit(False, gate.wait)
+    lanes.submit(True, order.append, "overdue poll", slip_until=clock() - 0.001)
+    lanes.submit(False, order.append, "create 2")
+    gate.set()
+    settle(4)
+    assert order[2:] == ["overdue poll", "create 2"]  # past its slip, a due poll never waits behind creates
+    lanes.shutdown()
 
 
 def test_threads_stay_under_32_whatever_max_workers_says():
