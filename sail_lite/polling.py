@@ -116,6 +116,9 @@ class PollPolicy:
       later point of its own schedule.
     - Nothing known (an unknown window, or ``learn=False`` and no prior):
       geometric, ``initial_interval`` then x ``multiplier``.
+    - Responses already waiting when a first precise observation arrives
+      (a cold burst, planned geometrically) have their next poll moved to
+      where the new region puts it, if that is earlier.
 
     Every gap is at least ``min_interval`` and at most ``max_interval[window]``
     (``default_max_interval`` for an unknown window). ``jitter`` shifts each
@@ -505,6 +508,7 @@ class Poller:
         self._lock = threading.Lock()
         self._condition = threading.Condition(self._lock)  # shares the lock: "with self._lock" on hot paths
         self._scheduler: Optional[threading.Thread] = None
+        self._rescheduled: Dict[Tuple[str, str], float] = {}
         self._closed = False
 
     # --- public --------------------------------------------------------
@@ -554,6 +558,10 @@ class Poller:
         ``learn=False`` for a response created long before this call (e.g.
         ``responses.wait(id)``): its completion time says nothing about turns.
         """
+        if response.is_terminal and not future.done():
+            # Finished already (a fast turn): settle here; no watch to track, nothing left to cancel.
+            self._settle_now(future, transform, response)
+            return
         window = window or _metadata_window(response)
         now = self._clock()
         bounded_by_default = deadline_at is None
@@ -624,6 +632,47 @@ class Poller:
         if closed:
             self._fail(watch, ClientClosedError("the client is closed", response_id=watch.response_id))
 
+    #: A key's waiting watches are re-planned at most this often (seconds): each pass walks the heap.
+    RESCHEDULE_EVERY = 1.0
+
+    def _maybe_reschedule(self, key: Tuple[str, str], window: Optional[str], before: Optional[Region]) -> None:
+        """Pull waiting polls of ``key`` earlier when an observation just placed completions earlier.
+
+        Watches that were planned before anything was known (a cold burst,
+        all accepted within seconds) would otherwise keep their coarse,
+        geometric next point although siblings have just shown where
+        completions are. Only on a material change (the region became
+        learned, or its start moved 20% earlier), at most once per
+        ``RESCHEDULE_EVERY`` per key; a poll is only ever moved earlier.
+        """
+        after = self._knowledge.region(key, window)
+        if after is None or not after.learned or (
+                before is not None and before.learned and after.low >= 0.8 * before.low):
+            return
+        now = self._clock()
+        with self._lock:
+            if now - self._rescheduled.get(key, -math.inf) < self.RESCHEDULE_EVERY:
+                return
+            self._rescheduled[key] = now
+        frontier = self._knowledge.frontier(key, now)
+        policy = self._policy
+        with self._lock:
+            heap = self._heap
+            moved = False
+            for index, (due, sequence, watch) in enumerate(heap):
+                if watch.key != key:
+                    continue
+                elapsed = watch.last_running if watch.polled else 0.0
+                point = policy.next_poll(elapsed, watch.window, after, watch.phase, frontier)
+                earlier = min(watch.started + point, watch.deadline_at)
+                if earlier < due:
+                    watch.slip = 0.5 * max(0.0, earlier - (watch.started + elapsed))
+                    heap[index] = (earlier, sequence, watch)
+                    moved = True
+            if moved:
+                heapq.heapify(heap)
+                self._condition.notify()
+
     def _run(self) -> None:
         while True:
             with self._condition:
@@ -676,7 +725,9 @@ class Poller:
         watch.failures = 0
         if response.is_terminal:
             if watch.learn and response.status in ("completed", "incomplete"):
+                before = self._knowledge.region(watch.key, watch.window)
                 self._knowledge.observe(watch.key, watch.last_running, self._clock() - watch.started)
+                self._maybe_reschedule(watch.key, watch.window, before)
             self._settle(watch, response)
         elif self._clock() >= watch.deadline_at:
             self._fail(watch, self._deadline_error(watch, None, status=response.status))
@@ -689,13 +740,18 @@ class Poller:
     # --- settling ------------------------------------------------------
 
     def _settle(self, watch: _Watch, response: Response) -> None:
+        self._settle_now(watch.future, watch.transform, response)
+
+    @staticmethod
+    def _settle_now(future: Future, transform: Callable[[Response], Any], response: Response) -> None:
         try:
-            result = watch.transform(response)
+            result = transform(response)
         except BaseException as exc:  # the transform's typed error is the result
-            self._fail(watch, exc)
-            return
+            outcome, value = future.set_exception, exc
+        else:
+            outcome, value = future.set_result, result
         try:
-            watch.future.set_result(result)
+            outcome(value)
         except _invalid_state():
             pass  # cancelled meanwhile; the result is dropped by the caller's choice
 
