@@ -16,7 +16,7 @@ and ``import_time.py`` show what a user's machine would see. Counted here:
 
 User-space instructions only: the kernel's share of system calls and
 context switches is not in them (``client_cpu.py`` reports those).
-Needs ``valgrind`` on PATH; about 3 minutes.
+Needs ``valgrind`` on PATH; about 6 minutes.
 
     python bench/instructions.py [--json PATH]
 """
@@ -88,7 +88,8 @@ else:
         futures.append(future)
     for future in futures:
         assert future.result().tokens
-    client.close()
+    # No close(): joining threads at exit costs a varying number of instructions under valgrind
+    # (more in a short run than in a long one), which the difference of two runs would not cancel.
 ''' % (MODEL, IN_FLIGHT)
 
 
@@ -122,8 +123,9 @@ def measure() -> Dict[str, Any]:
         per_sample: Dict[str, float] = {}
         with EmulatorProcess(hooks=True, turn=0.0) as emu:
             for which in ("requests (bare)", "urllib3 (bare)", "sail_lite"):
-                small = instructions([script, emu.base_url, emu.api_key, which, "100"])
-                large = instructions([script, emu.base_url, emu.api_key, which, "400"])
+                # The smaller of two runs each: a run only ever picks up extra work (scheduling), never less.
+                small = min(instructions([script, emu.base_url, emu.api_key, which, "100"]) for _ in range(2))
+                large = min(instructions([script, emu.base_url, emu.api_key, which, "400"]) for _ in range(2))
                 per_sample[which] = (large - small) / 300.0
     client = "import sail_lite; sail_lite.Client('sk-bench', base_url='http://127.0.0.1:9/v1', environ={})"
     imports: Dict[str, int] = {}
