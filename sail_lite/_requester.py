@@ -39,6 +39,7 @@ from .errors import (
     ClientClosedError,
     ConfigurationError,
     DeadlineExceededError,
+    InvalidRequestError,
     SailError,
     UploadNotRewindableError,
     status_error,
@@ -383,6 +384,9 @@ class Requester:
         :class:`DeadlineExceededError` naming ``what`` when the call's
         deadline would pass before the next fetch.
         """
+        if on_poll is not None and not callable(on_poll):
+            raise InvalidRequestError("on_poll must be a callable taking the polled object, got {}".format(
+                type(on_poll).__name__))
         interval: Optional[float] = None
         while True:
             value = fetch()

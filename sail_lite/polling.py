@@ -16,9 +16,10 @@ import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from .errors import APIConnectionError, ClientClosedError, DeadlineExceededError, SailError
+from ._checks import MAX_SECONDS
+from .errors import APIConnectionError, ClientClosedError, ConfigurationError, DeadlineExceededError, SailError
 from .types import Response
 
 __all__ = ["PollPolicy", "Poller"]
@@ -58,8 +59,22 @@ class PollPolicy:
     max_consecutive_failures: int = 8
 
     def __post_init__(self) -> None:
-        if self.initial_interval <= 0 or self.multiplier < 1 or not 0 <= self.jitter < 1:
-            raise ValueError("PollPolicy needs initial_interval > 0, multiplier >= 1 and 0 <= jitter < 1")
+        def number(value: Any) -> bool:
+            return not isinstance(value, bool) and isinstance(value, (int, float))
+
+        caps = self.max_interval
+        if not (number(self.initial_interval) and 0 < self.initial_interval <= MAX_SECONDS
+                and number(self.multiplier) and 1 <= self.multiplier <= MAX_SECONDS
+                and number(self.jitter) and 0 <= self.jitter < 1
+                and number(self.default_max_interval) and 0 < self.default_max_interval <= MAX_SECONDS
+                and isinstance(self.max_consecutive_failures, int) and not isinstance(self.max_consecutive_failures, bool)
+                and self.max_consecutive_failures >= 0
+                and isinstance(caps, Mapping) and all(isinstance(k, str) and number(v) and 0 < v <= MAX_SECONDS
+                                                      for k, v in caps.items())):
+            raise ConfigurationError(
+                "PollPolicy needs 0 < initial_interval, default_max_interval and every max_interval value <= {:.0f} "
+                "seconds (max_interval maps window names to them), 1 <= multiplier <= {:.0f}, 0 <= jitter < 1 and "
+                "an int max_consecutive_failures >= 0".format(MAX_SECONDS, MAX_SECONDS))
 
     def cap(self, window: Optional[str]) -> float:
         return self.max_interval.get(window or "", self.default_max_interval)
