@@ -40,6 +40,10 @@ def _short_repr() -> reprlib.Repr:
 
 
 _SHORT = _short_repr()
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# Headers that say how the message is framed or routed: a caller's value would desynchronise the connection.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection", "keep-alive", "te",
+                              "trailer", "upgrade", "expect"})
 
 
 def shown(value: Any) -> str:
@@ -119,7 +123,11 @@ def string_mapping(name: str, value: Any) -> Mapping[str, str]:
             name, type(value).__name__))
     result = {}
     for key, item in value.items():
-        header_value("{} key".format(name), key)
+        if not isinstance(key, str) or not _HEADER_NAME.match(key):
+            raise InvalidRequestError("{} names must be HTTP header names (letters, digits and !#$%&'*+-.^_`|~), "
+                                      "got {}".format(name, shown(key)))
+        if key.lower() in _FRAMING_HEADERS:
+            raise InvalidRequestError("{} cannot set {}: the client frames each request itself".format(name, key))
         result[key] = header_value("{}[{!r}]".format(name, key), item)
     return result
 

@@ -248,11 +248,12 @@ def invoke(method: Callable[..., Any], kwargs: Dict[str, Any]) -> Any:
 
 
 # Errors a healthy server may legitimately produce for well-formed but unusual input.
-SERVER_SIDE = (APIStatusError, APITimeoutError, DeadlineExceededError, ResponseFailedError, LoRAValidationError)
+SERVER_SIDE = (APIStatusError, ResponseFailedError, LoRAValidationError)
+TIMING = (APITimeoutError, DeadlineExceededError)
 
 
 def check_outcome(server, action: Callable[[], Any], *, sent_ok: Callable[[BaseException], bool] = lambda e: False,
-                  connection_ok: bool = False) -> str:
+                  connection_ok: bool = False, timing_ok: bool = False) -> str:
     """Run ``action`` and apply the oracle; returns the outcome's name (for the distribution checks)."""
     before = traffic(server)
     try:
@@ -266,6 +267,12 @@ def check_outcome(server, action: Callable[[], Any], *, sent_ok: Callable[[BaseE
     except SERVER_SIDE as exc:
         if isinstance(exc, APIStatusError):
             assert exc.code not in ("invalid_json", "invalid_http"), "the client sent a malformed request: {}".format(exc)
+        return "server"
+    except TIMING as exc:
+        # Only a tiny timeout or deadline may time out against this instant emulator; otherwise the
+        # client sent something that left the server waiting (a lying Content-Length, say).
+        if not timing_ok:
+            raise AssertionError("timed out against an instant server: {!r}".format(exc))
         return "server"
     except APIConnectionError as exc:
         if connection_ok:
@@ -298,7 +305,8 @@ def test_hostile_call_arguments_get_typed_errors_and_send_nothing(world, label):
         else:
             sent_ok = lambda exc: False  # noqa: E731
         with client_for(server) as client:
-            outcomes.append(check_outcome(server, lambda: invoke(getter(client), kwargs), sent_ok=sent_ok))
+            outcomes.append(check_outcome(server, lambda: invoke(getter(client), kwargs), sent_ok=sent_ok,
+                                          timing_ok=bool({"timeout", "deadline"} & set(chosen))))
 
     fuzz()
     assert "refused" in outcomes  # the fuzzer did reach the checks
@@ -335,7 +343,8 @@ def test_hostile_client_settings_are_configuration_errors(world):
             return
         # Accepted settings must make a working client (or fail a call with a typed error).
         with client:
-            outcomes.append(check_outcome(server, lambda: client.models.list(deadline=10), connection_ok=True))
+            outcomes.append(check_outcome(server, lambda: client.models.list(deadline=10), connection_ok=True,
+                                          timing_ok=True))
 
     fuzz()
     assert "refused" in outcomes and "ok" in outcomes
@@ -422,6 +431,9 @@ def test_upload_of_no_folder_is_an_invalid_request(world):
     dict(timeout=-1), dict(timeout=math.nan), dict(timeout=math.inf), dict(timeout=1e30), dict(timeout=0),
     dict(timeout=True), dict(idempotency_key="a\nb"), dict(idempotency_key="\u2603"), dict(idempotency_key=""),
     dict(idempotency_key="k" * 256), dict(extra_headers={"X-A": "a\r\nb"}), dict(extra_headers=["X-A"]),
+    dict(extra_headers={"a:b": "v"}), dict(extra_headers={"a\u00e9": "v"}), dict(extra_headers={"a b": "v"}),
+    dict(extra_headers={"Content-Length": "5"}), dict(extra_headers={"transfer-encoding": "chunked"}),
+    dict(extra_headers={"Host": "elsewhere"}), dict(extra_headers={5: "v"}),
 ])
 def test_bad_per_call_options_are_refused_before_sending(world, options):
     server = world["server"]
@@ -453,3 +465,84 @@ def test_conflict_is_typed(world):
         with pytest.raises(ConflictError):
             client.loras.create("fuzz-wait", supported_models=[MODEL], config_file_id=world["config_id"],
                                 weights_file_id=world["weights_id"])
+
+
+# --- each defect the fuzzer found, pinned (the fuzzer's small CI budget may not draw them again) ---------------
+
+
+def deep(depth: int = 5000) -> List[Any]:
+    """A plain list nested past the recursion limit (``repr``, ``json`` and copies of it recurse)."""
+    value: List[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+FOUND = {
+    "batches.create(requests=None)": lambda c, w: c.batches.create(None),
+    "batches.create(requests=5)": lambda c, w: c.batches.create(5),
+    "batches.wait(on_poll=True)": lambda c, w: c.batches.wait(w["batch_id"], on_poll=True),
+    "loras.wait_for_validation(on_poll=1)": lambda c, w: c.loras.wait_for_validation("fuzz-wait", MODEL, on_poll=1),
+    "loras.wait_for_validation(model=None)": lambda c, w: c.loras.wait_for_validation("fuzz-wait", None),
+    "files.create(progress=True)": lambda c, w: c.files.create(w["small"], progress=True),
+    "loras.upload(progress='x')": lambda c, w: c.loras.upload(w["adapter"], name="fuzz-progress",
+                                                               supported_models=[MODEL], progress="x"),
+    "responses.create(include=[deep])": lambda c, w: c.responses.create(model=MODEL, input="hi", include=[deep()]),
+    "responses.create(stop=deep)": lambda c, w: c.responses.create(model=MODEL, input="hi", stop=deep()),
+    "responses.create(raw_prompt_tokens=deep)": lambda c, w: c.responses.create(model=MODEL,
+                                                                                raw_prompt_tokens=deep()),
+    "responses.create(model=deep)": lambda c, w: c.responses.create(model=deep(), input="hi"),
+    "responses.create(max_output_tokens=deep)": lambda c, w: c.responses.create(model=MODEL, input="hi",
+                                                                                max_output_tokens=deep()),
+    "tokens.sample(metadata={k: deep-in-set})": lambda c, w: c.tokens.sample(RAW, model=MODEL, max_tokens=2,
+                                                                            metadata={"k": {Opaque()}}),
+    "batches.create(custom_id=deep)": lambda c, w: c.batches.create([{"custom_id": deep(), "params": {}}]),
+    "loras.create(name=deep)": lambda c, w: c.loras.create(deep(), supported_models=[MODEL], config_file_id="a",
+                                                           weights_file_id="b"),
+    "models.list(extra_headers={'a:b': ...})": lambda c, w: c.models.list(extra_headers={"a:b": "v"}),
+    "models.list(extra_headers={'Content-Length': ...})": lambda c, w: c.models.list(
+        extra_headers={"Content-Length": "99"}),
+}
+
+
+@pytest.mark.parametrize("label", sorted(FOUND))
+def test_found_defects_are_refused_before_sending(world, label):
+    server = world["server"]
+    with client_for(server) as client:
+        before = traffic(server)
+        with pytest.raises(InvalidRequestError) as caught:
+            FOUND[label](client, world)
+        assert traffic(server) == before
+    assert len(str(caught.value)) < 600  # a bounded message, whatever the value
+
+
+@pytest.mark.parametrize("settings_", [
+    dict(environ=True), dict(environ=["SAIL_LOG"]), dict(environ={"SAIL_LOG": 5}), dict(environ={"HTTP_PROXY": None}),
+    dict(sleep=5), dict(clock=None), dict(rng=5),
+    dict(retry=RetryPolicy), dict(timeout=math.nan), dict(timeout=Timeout), dict(max_workers=deep()),
+], ids=lambda s: ",".join(s))
+def test_found_bad_client_settings_are_configuration_errors(world, settings_):
+    server = world["server"]
+    with pytest.raises(ConfigurationError):
+        client_for(server, **settings_)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RetryPolicy(initial_delay=2**2000), lambda: RetryPolicy(max_delay=1e300),
+    lambda: RetryPolicy(max_retries=deep()), lambda: RetryPolicy(retry_statuses=[deep()]),
+    lambda: PollPolicy(initial_interval=None), lambda: PollPolicy(initial_interval=0),
+    lambda: PollPolicy(multiplier=math.nan), lambda: PollPolicy(jitter=1), lambda: PollPolicy(max_interval=None),
+    lambda: PollPolicy(max_interval={"flex": -1}), lambda: PollPolicy(max_consecutive_failures=1.5),
+    lambda: PollPolicy(default_max_interval=math.inf),
+])
+def test_found_bad_policy_fields_are_configuration_errors(make):
+    with pytest.raises(ConfigurationError):
+        make()
+
+
+@pytest.mark.parametrize("multiplier", [65536, 1e7, 2**20])
+def test_back_off_never_overflows(multiplier):
+    policy = RetryPolicy(multiplier=multiplier, max_delay=3.0)
+    rng = random.Random(0)
+    assert all(0 <= policy.backoff(index, rng) <= 3.0 for index in (0, 10, 64, 10**9))
+    assert RetryPolicy(initial_delay=0, multiplier=multiplier).backoff(64, rng) == 0.0
