@@ -229,6 +229,8 @@ class LoRAs:
         if progress is not None and not callable(progress):
             raise InvalidRequestError("progress must be a callable(bytes_sent, total), got {}".format(
                 type(progress).__name__))
+        _optional_text("display_name", display_name)
+        _optional_text("description", description)
         if not isinstance(adapter_dir, (str, os.PathLike)):
             raise InvalidRequestError("adapter_dir must be a folder path, got {}".format(type(adapter_dir).__name__))
         folder = os.fspath(adapter_dir)
