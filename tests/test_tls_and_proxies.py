@@ -115,6 +115,19 @@ def test_the_argument_wins_over_the_environment(emulator, https, ca_path, tmp_pa
     with https_client(emulator, https, environ={"SSL_CERT_FILE": str(wrong)}) as client:
         with pytest.raises(E.TLSError):
             client.models.list()
+    # requests' order among the variables: REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE, then SSL_CERT_FILE.
+    with https_client(emulator, https, environ={"REQUESTS_CA_BUNDLE": ca_path, "SSL_CERT_FILE": str(wrong)}) as client:
+        client.models.list()
+
+
+def test_ssl_cert_file_in_the_process_environment_is_honoured(emulator, https, ca_path, monkeypatch):
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy") or name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SSL_CERT_FILE", ca_path)
+    with https_client(emulator, https, environ=None) as client:
+        assert client.verify == ca_path
+        client.models.list()
 
 
 def test_verify_false_skips_the_check(emulator, https):
