@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import IO, TYPE_CHECKING, Mapping, Optional, Union
 
+from .._checks import shown
 from .._multipart import MultipartUpload, Progress
 from ..errors import InvalidRequestError
 from ..types import FileObject
@@ -41,7 +42,7 @@ class Files:
         the server; it never duplicates inference.
         """
         if not isinstance(purpose, str) or not purpose or not purpose.isprintable():
-            raise InvalidRequestError("purpose must be a non-empty string such as 'lora', got {!r}".format(purpose))
+            raise InvalidRequestError("purpose must be a non-empty string such as 'lora', got {}".format(shown(purpose)))
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
         body = MultipartUpload(file, fields=[("purpose", purpose)], progress=progress)
         payload = self._requester.request("POST", "/files", call, body=body, content_type=body.content_type,
