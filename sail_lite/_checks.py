@@ -132,16 +132,19 @@ def string_mapping(name: str, value: Any) -> Mapping[str, str]:
     return result
 
 
-def encode_json(body: Any) -> bytes:
-    """The request body as compact UTF-8 JSON with sorted keys (so replays fingerprint alike)."""
+def encode_json(body: Any, what: str = "the request") -> bytes:
+    """``body`` as compact UTF-8 JSON with sorted keys: the one encoding for bodies, metadata and fingerprints.
+
+    Deterministic, so replays and journal fingerprints compare alike.
+    """
     try:
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
         raise InvalidRequestError(
-            "the request cannot be sent as JSON ({}: {}): pass only strings, numbers, booleans, None, lists "
+            "{} cannot be sent as JSON ({}: {}): pass only strings, numbers, booleans, None, lists "
             "and dicts with string keys, no NaN or infinity, no lone surrogates".format(
-                type(exc).__name__, str(exc)[:200])
+                what, type(exc).__name__, str(exc)[:200])
         ) from None
 
 

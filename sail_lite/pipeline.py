@@ -190,6 +190,9 @@ def run_map(
         raise InvalidRequestError("submit (and attach, if given) must be callables")
     if progress_interval < 0:
         raise InvalidRequestError("progress_interval must be >= 0 seconds")
+    if journal is not None and not isinstance(journal, Journal):
+        raise InvalidRequestError("journal must be a sail_lite.Journal (Journal(path)), got {}".format(
+            type(journal).__name__))
     if job is not None:
         check_job_name(job)
     if journal is not None and job is None:
@@ -350,10 +353,13 @@ def _run(
             space = min(max_in_flight - counters["in_flight"], cap - len(window))
             if space <= 0:
                 return
+            # With a journal, items are claimed a batch per transaction; without one, each is
+            # started as soon as it is read (a slow source never holds back what it already gave).
+            take = space if journal is not None else 1
             batch: List[_Prepared] = []
             for prep in prepared:
                 batch.append(prep)
-                if len(batch) >= space:
+                if len(batch) >= take:
                     break
             else:
                 exhausted = True

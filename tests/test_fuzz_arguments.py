@@ -212,6 +212,9 @@ CALLS: Dict[str, Call] = {
     "tokens.sample": (lambda c: c.tokens.sample, lambda w: dict(prompt_tokens=RAW, model=MODEL, max_tokens=4)),
     "tokens.submit": (lambda c: c.tokens.submit, lambda w: dict(prompt_tokens=RAW, model=MODEL, max_tokens=4)),
     "tokens.attach": (lambda c: c.tokens.attach, lambda w: dict(response_id=w["response_id"])),
+    # The maps check their own arguments when called; each item is checked (and fails in its place) as it is read.
+    "tokens.map": (lambda c: c.tokens.map, lambda w: dict(prompts=[RAW], model=MODEL, max_tokens=4)),
+    "responses.map": (lambda c: c.responses.map, lambda w: dict(requests=["hi"], model=MODEL, max_output_tokens=4)),
     "chat.completions.create": (lambda c: c.chat.completions.create, lambda w: dict(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], max_completion_tokens=4)),
     "messages.create": (lambda c: c.messages.create, lambda w: dict(
