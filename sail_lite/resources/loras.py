@@ -70,6 +70,7 @@ class LoRAs:
         weights_file_id: str,
         display_name: Optional[str] = None,
         description: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
@@ -81,7 +82,8 @@ class LoRAs:
         the taken LoRA is this very call's (a retry after a lost reply),
         which is then returned.
         """
-        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
+                                    idempotency_key=idempotency_key)
         body: Dict[str, Any] = {
             "name": check_lora_name(name),
             "supported_models": _models(supported_models),
