@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 from typing import Any, Mapping, Optional, Type
 
 from .errors import InvalidRequestError, MalformedResponseError, SailError
@@ -23,6 +24,7 @@ __all__ = [
     "path_id",
     "positive_int",
     "seconds",
+    "shown",
     "string_mapping",
 ]
 
@@ -30,9 +32,35 @@ MAX_SECONDS = 1e7  # about 115 days: beyond it, threads and sockets refuse the n
 _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\xa0-\xff]*[\x21-\x7e\xa0-\xff])?\Z")
 
 
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 8
+    return short
+
+
+_SHORT = _short_repr()
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# Headers that say how the message is framed or routed: a caller's value would desynchronise the connection.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection", "keep-alive", "te",
+                              "trailer", "upgrade", "expect"})
+
+
+def shown(value: Any) -> str:
+    """A user's value as an error message shows it: a repr bounded in length and depth.
+
+    A plain ``{!r}`` of a 5,000-deep list raises RecursionError, and of a
+    100 MB string makes a 100 MB message.
+    """
+    try:
+        return _SHORT.repr(value)
+    except Exception:  # a hostile __repr__
+        return "<{} object>".format(type(value).__name__)
+
+
 def positive_int(name: str, value: Any, error: Type[SailError] = InvalidRequestError) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise error("{} must be an int >= 1, got {!r}".format(name, value))
+        raise error("{} must be an int >= 1, got {}".format(name, shown(value)))
     return value
 
 
@@ -40,20 +68,20 @@ def seconds(name: str, value: Any, error: Type[SailError] = InvalidRequestError)
     """A finite number of seconds in (0, MAX_SECONDS]."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not (0 < value <= MAX_SECONDS)):  # also refuses NaN
-        raise error("{} must be a number of seconds > 0 and <= {:.0f}, got {!r}".format(name, MAX_SECONDS, value))
+        raise error("{} must be a number of seconds > 0 and <= {:.0f}, got {}".format(name, MAX_SECONDS, shown(value)))
     return float(value)
 
 
 def number_in(name: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise InvalidRequestError("{} must be a number from {} to {}, got {!r}".format(name, low, high, value))
+        raise InvalidRequestError("{} must be a number from {} to {}, got {}".format(name, low, high, shown(value)))
     return float(value)
 
 
 def model_id(model: Any) -> str:
     if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError("model must be a non-empty model id, like 'moonshotai/Kimi-K2.6', got {!r}".format(
-            model))
+        raise InvalidRequestError("model must be a non-empty model id, like 'moonshotai/Kimi-K2.6', got {}".format(
+            shown(model)))
     return model
 
 
@@ -61,8 +89,8 @@ def path_id(value: Any, what: str) -> str:
     """An id or name that goes into a URL path segment."""
     if not isinstance(value, str) or not value or any(c in value for c in "/?#%") or not value.isprintable():
         raise InvalidRequestError(
-            "{} must be a non-empty string without '/', '?', '#', '%' or control characters, got {!r}".format(
-                what, value)
+            "{} must be a non-empty string without '/', '?', '#', '%' or control characters, got {}".format(
+                what, shown(value))
         )
     return value
 
@@ -95,21 +123,28 @@ def string_mapping(name: str, value: Any) -> Mapping[str, str]:
             name, type(value).__name__))
     result = {}
     for key, item in value.items():
-        header_value("{} key".format(name), key)
+        if not isinstance(key, str) or not _HEADER_NAME.match(key):
+            raise InvalidRequestError("{} names must be HTTP header names (letters, digits and !#$%&'*+-.^_`|~), "
+                                      "got {}".format(name, shown(key)))
+        if key.lower() in _FRAMING_HEADERS:
+            raise InvalidRequestError("{} cannot set {}: the client frames each request itself".format(name, key))
         result[key] = header_value("{}[{!r}]".format(name, key), item)
     return result
 
 
-def encode_json(body: Any) -> bytes:
-    """The request body as compact UTF-8 JSON with sorted keys (so replays fingerprint alike)."""
+def encode_json(body: Any, what: str = "the request") -> bytes:
+    """``body`` as compact UTF-8 JSON with sorted keys: the one encoding for bodies, metadata and fingerprints.
+
+    Deterministic, so replays and journal fingerprints compare alike.
+    """
     try:
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
         raise InvalidRequestError(
-            "the request cannot be sent as JSON ({}: {}): pass only strings, numbers, booleans, None, lists "
+            "{} cannot be sent as JSON ({}: {}): pass only strings, numbers, booleans, None, lists "
             "and dicts with string keys, no NaN or infinity, no lone surrogates".format(
-                type(exc).__name__, str(exc)[:200])
+                what, type(exc).__name__, str(exc)[:200])
         ) from None
 
 

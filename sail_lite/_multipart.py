@@ -62,6 +62,9 @@ class MultipartUpload:
             raise InvalidRequestError(
                 "file must be a path or a binary file object opened for reading, got {}".format(type(source).__name__)
             )
+        if progress is not None and not callable(progress):
+            raise InvalidRequestError("progress must be a callable(bytes_sent, total), got {}".format(
+                type(progress).__name__))
         self.filename = filename or default_name
         self._progress = progress
         self._sent_once = False

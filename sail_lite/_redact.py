@@ -26,16 +26,25 @@ def redact_url(text: str) -> str:
     return _ANY_QUERY.sub(_REDACTED, text)
 
 
-def redact_secrets(value: Any) -> Any:
+_MAX_DEPTH = 64  # deeper than any wire object: what lies below is returned as it is
+
+
+def redact_secrets(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` (str, or dicts/lists/tuples of them) with http(s) URL queries redacted.
 
     Only queries of absolute URLs are touched, so ordinary text ("2+2?")
-    stays as it is. Other values are returned unchanged.
+    stays as it is. Containers come back as plain dicts, lists and tuples;
+    other values are returned unchanged, and so is anything nested deeper
+    than any wire object is (a hostile value must not exhaust the stack).
     """
     if isinstance(value, str):
         return _URL_QUERY.sub(lambda match: match.group(1) + _REDACTED, value) if "://" in value else value
+    if _depth >= _MAX_DEPTH:
+        return value
     if isinstance(value, dict):
-        return {key: redact_secrets(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact_secrets(item) for item in value)
+        return {key: redact_secrets(item, _depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_secrets(item, _depth + 1) for item in value]
+    if isinstance(value, tuple):
+        return tuple(redact_secrets(item, _depth + 1) for item in value)
     return value

@@ -40,6 +40,7 @@ from .errors import (
     ClientClosedError,
     ConfigurationError,
     DeadlineExceededError,
+    InvalidRequestError,
     SailError,
     UploadNotRewindableError,
     status_error,
@@ -400,6 +401,9 @@ class Requester:
         deadline (without one, the poll policy's wait bound for ``window``)
         would pass before the next fetch.
         """
+        if on_poll is not None and not callable(on_poll):
+            raise InvalidRequestError("on_poll must be a callable taking the polled object, got {}".format(
+                type(on_poll).__name__))
         if call.deadline_at is None:
             call = dataclasses.replace(call, deadline_at=self.clock() + self.poll.wait_bound(window))
         interval: Optional[float] = None

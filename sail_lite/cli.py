@@ -204,6 +204,24 @@ def _parser(out: Optional[IO[str]] = None, err: Optional[IO[str]] = None) -> arg
             sub.add_argument("--deadline", type=float, metavar="SECONDS", help="give up after this long")
         sub.add_argument("--json", action="store_true", help="print JSON")
 
+    jobs = _sub(commands, "jobs", "inspect and finish journaled jobs (sail_lite.Journal files)").add_subparsers(
+        dest="action", metavar="ACTION")
+    jobs.required = True
+    status = _sub(jobs, "status", "counts by status and the failures (with their error codes) of a journal",
+                  epilog="example:\n  sail-lite jobs status eval.db\n\n" + EXIT_CODES)
+    status.add_argument("file", metavar="FILE", help="the journal file")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    resume = _sub(jobs, "resume", "finish every unfinished request of a journal, with the parameters it recorded",
+                  parents=connection,
+                  epilog="Finished requests cost nothing; accepted ones are re-attached by response id; the rest "
+                         "are re-sent\nwith their recorded idempotency keys, so the server replays what it "
+                         "already ran.\n\nexample:\n  sail-lite jobs resume eval.db\n\n" + EXIT_CODES)
+    resume.add_argument("file", metavar="FILE", help="the journal file")
+    resume.add_argument("--job", help="resume only this job (default: every job in the file)")
+    resume.add_argument("--max-in-flight", type=int, default=64, metavar="N", help="requests at once (default 64)")
+    resume.add_argument("--retry-failed", action="store_true", help="send failed requests again too")
+    resume.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
     models = _sub(commands, "models", "the model catalogue").add_subparsers(dest="action", metavar="ACTION")
     models.required = True
     _sub(models, "list", "list models", parents=connection).add_argument(
@@ -292,6 +310,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str], out: IO[str], err: IO[st
     def emit(value: Any) -> None:
         out.write(json.dumps(_plain(value), indent=2, sort_keys=True) + "\n")
 
+    if args.command == "jobs":
+        return _jobs(args, out, err, environ, emit)
+
     if args.command == "sample":
         if args.stop and args.stop_token:
             raise _Usage("pass --stop or --stop-token, not both")
@@ -343,6 +364,49 @@ def _run(args: argparse.Namespace, argv: Sequence[str], out: IO[str], err: IO[st
             else:
                 out.write("".join(model.id + "\n" for model in items))
     return 0
+
+
+def _jobs(args: argparse.Namespace, out: IO[str], err: IO[str], environ: Mapping[str, str],
+          emit: Callable[[Any], None]) -> int:
+    from .journal import resume, summarize
+
+    if not os.path.isfile(args.file):
+        raise _Usage("journal file not found: {}".format(args.file))
+    if args.action == "status":
+        summary = summarize(args.file)
+        if args.json:
+            emit(summary)
+        else:
+            _print_summary(summary, out)
+        return 0
+    bar = ProgressBar("resuming " + os.path.basename(args.file), err, in_bytes=False, tty=interactive(err, environ))
+
+    def progress(state: Any) -> None:
+        if state.total:
+            bar(state.done, state.total)
+
+    with _client(args, environ) as client:
+        outcome = resume(args.file, client, job=args.job, max_in_flight=args.max_in_flight,
+                         retry_failed=args.retry_failed, progress=progress)
+    if args.json:
+        emit(outcome)
+    else:
+        for job, ran in sorted(outcome["jobs"].items()):
+            out.write("{}: ran {ran}, completed {completed}, failed {failed}\n".format(job, **ran))
+        _print_summary(outcome["summary"], out)
+    failed = sum(counts.get("failed", 0) for counts in (job["counts"] for job in outcome["summary"]["jobs"]))
+    return 1 if failed else 0
+
+
+def _print_summary(summary: Mapping[str, Any], out: IO[str]) -> None:
+    for job in summary["jobs"]:
+        counts = ", ".join("{} {}".format(status, n) for status, n in sorted(job["counts"].items()) if n)
+        out.write("{}  ({}, {} requests): {}\n".format(job["job"], job["kind"], job["total"] or "?", counts or "empty"))
+        for code, n in sorted(job["failure_codes"].items(), key=lambda item: -item[1]):
+            out.write("  failed with {}: {}\n".format(code, n))
+        for failure in job["failures"]:
+            out.write("  #{} {} {}: {}\n".format(failure["position"], failure["type"], failure["code"] or "",
+                                                 _one_line(failure["message"] or "")))
 
 
 def _one_line(text: str) -> str:

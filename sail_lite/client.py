@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
 
-from ._checks import header_value, positive_int
+from ._checks import header_value, positive_int, shown
 from ._requester import Requester, Timeout
 from .errors import ConfigurationError
 from .polling import PollPolicy
@@ -102,6 +102,14 @@ class Client:
         rng: Optional[random.Random] = None,
         environ: Optional[Mapping[str, str]] = None,
     ) -> None:
+        if environ is not None and (not isinstance(environ, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in environ.items())):
+            raise ConfigurationError("environ must map variable names to strings, like os.environ")
+        for name, value in (("sleep", sleep), ("clock", clock)):
+            if not callable(value):
+                raise ConfigurationError("{} must be a callable, got {}".format(name, type(value).__name__))
+        if rng is not None and not all(callable(getattr(rng, m, None)) for m in ("random", "uniform")):
+            raise ConfigurationError("rng must be a random.Random, got {}".format(type(rng).__name__))
         env = os.environ if environ is None else environ
         self.base_url = _base_url(base_url, env)
         if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
@@ -113,7 +121,7 @@ class Client:
             if value is not None and not isinstance(value, cls):
                 raise ConfigurationError("{} must be a {}, got {}".format(name, cls.__name__, type(value).__name__))
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or not 1 <= max_workers <= 1024:
-            raise ConfigurationError("max_workers must be an int from 1 to 1024, got {!r}".format(max_workers))
+            raise ConfigurationError("max_workers must be an int from 1 to 1024, got {}".format(shown(max_workers)))
         positive_int("max_response_bytes", max_response_bytes, ConfigurationError)
         _configure_logging(env.get("SAIL_LOG"))
 
@@ -312,6 +320,8 @@ def _proxies(proxies: Any, base_url: str, env: Mapping[str, str]) -> Dict[str, s
     if env is os.environ:
         return dict(get_environ_proxies(base_url))
     found = {name.lower(): value for name, value in env.items() if name.lower().endswith("_proxy") and value}
-    if should_bypass_proxies(base_url, no_proxy=found.pop("no_proxy", None)):
+    # Only the given mapping's NO_PROXY: with no_proxy=None requests would read os.environ's.
+    no_proxy = found.pop("no_proxy", None)
+    if no_proxy and should_bypass_proxies(base_url, no_proxy=no_proxy):
         return {}
     return {name[: -len("_proxy")]: value for name, value in found.items()}

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from . import errors as _errors
+from ._checks import encode_json
 from ._redact import redact_secrets, redact_url
 from .errors import InvalidRequestError, SailError
 from .types import Response, SampledTokens, Usage
@@ -149,13 +150,7 @@ class JournalMismatchError(JournalError, ValueError):
 
 def canonical_json(value: Any, what: str = "value") -> str:
     """Deterministic JSON (sorted keys, no spaces, tuples as lists); non-JSON input is an InvalidRequestError."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(
-            "{} must be JSON-serializable (lists, dicts, str, int, float, bool, None) to be fingerprinted and "
-            "journaled: {}".format(what, exc)
-        ) from None
+    return encode_json(value, what).decode("utf-8")
 
 
 def _digest(*parts: str) -> str:

@@ -33,6 +33,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import time
@@ -43,6 +44,7 @@ from typing import (
     Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union,
 )
 
+from ._redact import redact_secrets
 from .errors import InvalidRequestError, NotFoundError, ResponseCancelledError, SailError
 from .journal import (
     Journal,
@@ -188,6 +190,9 @@ def run_map(
         raise InvalidRequestError("submit (and attach, if given) must be callables")
     if progress_interval < 0:
         raise InvalidRequestError("progress_interval must be >= 0 seconds")
+    if journal is not None and not isinstance(journal, Journal):
+        raise InvalidRequestError("journal must be a sail_lite.Journal (Journal(path)), got {}".format(
+            type(journal).__name__))
     if job is not None:
         check_job_name(job)
     if journal is not None and job is None:
@@ -348,10 +353,13 @@ def _run(
             space = min(max_in_flight - counters["in_flight"], cap - len(window))
             if space <= 0:
                 return
+            # With a journal, items are claimed a batch per transaction; without one, each is
+            # started as soon as it is read (a slow source never holds back what it already gave).
+            take = space if journal is not None else 1
             batch: List[_Prepared] = []
             for prep in prepared:
                 batch.append(prep)
-                if len(batch) >= space:
+                if len(batch) >= take:
                     break
             else:
                 exhausted = True
@@ -432,7 +440,7 @@ def _run(
 # --- bindings to a Client ----------------------------------------------------------------------------------------
 
 def map_tokens(
-    client: Any,
+    source: Any,
     prompts: Iterable[Union[Sequence[int], Mapping[str, Any]]],
     *,
     journal: Optional[Journal] = None,
@@ -446,42 +454,24 @@ def map_tokens(
     deadline: Optional[float] = None,
     **sampling: Any,
 ) -> Iterator[Any]:
-    """``client.tokens.submit`` over many prompts through :func:`run_map`; yields ``SampledTokens`` in order.
+    """``tokens.submit`` over many prompts through :func:`run_map`; yields ``SampledTokens`` in order.
 
-    Each prompt is a sequence of token ids, or a mapping with
-    ``prompt_tokens`` and per-prompt overrides of ``sampling`` (e.g.
-    ``stop``, ``max_tokens``). ``sampling`` holds :meth:`Tokens.submit`'s
-    keyword arguments (``model``, ``max_tokens``, ``stop``, ...), recorded
-    with the job so ``sail-lite jobs resume`` can finish it. ``timeout``
+    ``source`` is a :class:`~sail_lite.Client` (or its ``tokens``). Each
+    prompt is a sequence of token ids, or a mapping with ``prompt_tokens``
+    and per-prompt overrides of ``sampling`` (e.g. ``stop``, ``max_tokens``).
+    ``sampling`` holds :meth:`Tokens.submit`'s keyword arguments (``model``,
+    ``max_tokens``, ``stop``, ...), recorded with the job (signed-URL query
+    strings redacted) so ``sail-lite jobs resume`` can finish it. ``timeout``
     and ``deadline`` are per request and not part of the job.
     """
-    tokens = client.tokens
-
-    def submit(item: Any, key: Optional[str]) -> "Future[Any]":
-        prompt, overrides = _split_prompt(item)
-        merged = dict(sampling)
-        merged.update(overrides)
-        return tokens.submit(prompt, idempotency_key=key, timeout=timeout, deadline=deadline, **merged)
-
-    def attach(response_id: str) -> "Future[Any]":
-        return tokens.attach(response_id, timeout=timeout, deadline=deadline)
-
+    submit, attach = _token_calls(getattr(source, "tokens", source), sampling, timeout, deadline)
     return run_map(prompts, submit=submit, attach=attach, journal=journal, job=job, kind="tokens",
-                   params=sampling, max_in_flight=max_in_flight, progress=progress, on_interrupt=on_interrupt,
-                   return_exceptions=return_exceptions, retry_failed=retry_failed)
-
-
-def _split_prompt(item: Any) -> Tuple[Any, Dict[str, Any]]:
-    if isinstance(item, Mapping):
-        if "prompt_tokens" not in item:
-            raise InvalidRequestError("a prompt given as a mapping needs 'prompt_tokens' (and optional overrides)")
-        overrides = {k: v for k, v in item.items() if k != "prompt_tokens"}
-        return item["prompt_tokens"], overrides
-    return item, {}
+                   params=redact_secrets(sampling), max_in_flight=max_in_flight, progress=progress,
+                   on_interrupt=on_interrupt, return_exceptions=return_exceptions, retry_failed=retry_failed)
 
 
 def map_responses(
-    client: Any,
+    source: Any,
     requests: Iterable[Union[str, Mapping[str, Any]]],
     *,
     journal: Optional[Journal] = None,
@@ -495,14 +485,37 @@ def map_responses(
     deadline: Optional[float] = None,
     **create_args: Any,
 ) -> Iterator[Any]:
-    """``client.responses.submit`` over many requests through :func:`run_map`; yields ``Response`` in order.
+    """``responses.submit`` over many requests through :func:`run_map`; yields ``Response`` in order.
 
-    Each request is an ``input`` string, or a mapping of
-    :meth:`Responses.create` arguments that override ``create_args`` (the
-    shared ones, e.g. ``model``, recorded with the job).
+    ``source`` is a :class:`~sail_lite.Client` (or its ``responses``). Each
+    request is an ``input`` string, or a mapping of :meth:`Responses.create`
+    arguments that override ``create_args`` (the shared ones, e.g.
+    ``model``, recorded with the job).
     """
-    responses = client.responses
+    submit, attach = _response_calls(getattr(source, "responses", source), create_args, timeout, deadline)
+    return run_map(requests, submit=submit, attach=attach, journal=journal, job=job, kind="responses",
+                   params=redact_secrets(create_args), max_in_flight=max_in_flight, progress=progress,
+                   on_interrupt=on_interrupt, return_exceptions=return_exceptions, retry_failed=retry_failed)
 
+
+def _token_calls(tokens: Any, sampling: Mapping[str, Any], timeout: Optional[float],
+                 deadline: Optional[float]) -> Tuple[Submit, Attach]:
+    """The ``submit``/``attach`` pair of a tokens job: one definition for a run and its resume."""
+    def submit(item: Any, key: Optional[str]) -> "Future[Any]":
+        prompt, overrides = _split_prompt(item)
+        merged = dict(sampling)
+        merged.update(overrides)
+        return tokens.submit(prompt, idempotency_key=key, timeout=timeout, deadline=deadline, **merged)
+
+    def attach(response_id: str) -> "Future[Any]":
+        return tokens.attach(response_id, timeout=timeout, deadline=deadline)
+
+    return submit, attach
+
+
+def _response_calls(responses: Any, create_args: Mapping[str, Any], timeout: Optional[float],
+                    deadline: Optional[float]) -> Tuple[Submit, Attach]:
+    """The ``submit``/``attach`` pair of a responses job: one definition for a run and its resume."""
     def submit(item: Any, key: Optional[str]) -> "Future[Any]":
         merged = dict(create_args)
         merged.update({"input": item} if isinstance(item, str) else dict(item))
@@ -511,9 +524,16 @@ def map_responses(
     def attach(response_id: str) -> "Future[Any]":
         return responses.attach(response_id, timeout=timeout, deadline=deadline)
 
-    return run_map(requests, submit=submit, attach=attach, journal=journal, job=job, kind="responses",
-                   params=create_args, max_in_flight=max_in_flight, progress=progress, on_interrupt=on_interrupt,
-                   return_exceptions=return_exceptions, retry_failed=retry_failed)
+    return submit, attach
+
+
+def _split_prompt(item: Any) -> Tuple[Any, Dict[str, Any]]:
+    if isinstance(item, Mapping):
+        if "prompt_tokens" not in item:
+            raise InvalidRequestError("a prompt given as a mapping needs 'prompt_tokens' (and optional overrides)")
+        overrides = {k: v for k, v in item.items() if k != "prompt_tokens"}
+        return item["prompt_tokens"], overrides
+    return item, {}
 
 
 def resume_rows(
@@ -531,39 +551,26 @@ def resume_rows(
     if info is None:
         raise JournalError("no job {!r} in {}".format(job, journal.path))
     kind, params = info["kind"], info["params"]
+    if redact_secrets(params) != params or "?<redacted>" in json.dumps(params):
+        raise JournalError("job {!r} samples through a signed URL, which the journal does not keep (it expires, "
+                           "and it is a credential): resume it by running its script again with a fresh URL"
+                           .format(job))
     if kind == "tokens":
-        tokens = client.tokens
-
-        def submit(item: Any, key: Optional[str]) -> "Future[Any]":
-            prompt, overrides = _split_prompt(item)
-            merged = dict(params)
-            merged.update(overrides)
-            return tokens.submit(prompt, idempotency_key=key, **merged)
-
-        attach: Attach = tokens.attach
+        submit, attach = _token_calls(client.tokens, params, None, None)
     elif kind == "responses":
-        responses = client.responses
-
-        def submit(item: Any, key: Optional[str]) -> "Future[Any]":
-            merged = dict(params)
-            merged.update({"input": item} if isinstance(item, str) else dict(item))
-            return responses.submit(idempotency_key=key, **merged)
-
-        attach = responses.attach
+        submit, attach = _response_calls(client.responses, params, None, None)
     else:
         raise JournalError("job {!r} was recorded by a custom run_map (kind {!r}): resume it by running its script "
                            "again".format(job, kind))
     statuses = ("pending", "accepted", "cancelled", "failed") if retry_failed else ("pending", "accepted", "cancelled")
     # A snapshot of the keys first: claiming re-arms rows while we read.
     keys = [row.key for row in journal.rows(job, statuses=statuses)]
-    import json as _json
-
     def prepared() -> Iterator[_Prepared]:
         for key in keys:
             row = journal.row(key)
             if row is None:
                 continue
-            item = _json.loads(row.item_json) if row.item_json is not None else None
+            item = json.loads(row.item_json) if row.item_json is not None else None
             yield _Prepared(row.position, item, JournalEntry(row.key, row.fingerprint, row.position, row.item_json),
                             None)
 

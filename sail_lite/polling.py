@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
+from ._checks import MAX_SECONDS
 from .errors import ClientClosedError, ConfigurationError, DeadlineExceededError, SailError
 
 if TYPE_CHECKING:  # concurrent.futures is imported when the first future is made, not with sail_lite
@@ -70,6 +71,8 @@ def _number(owner: str, name: str, value: Any, *, low: float = 0.0, low_open: bo
         raise ConfigurationError("{}.{} must be a number, got {}".format(owner, name, type(value).__name__))
     if not math.isfinite(value):
         raise ConfigurationError("{}.{} must be finite, got {!r}".format(owner, name, value))
+    if high is None:
+        high = MAX_SECONDS  # past it, threads and sockets refuse the number (OverflowError)
     if value < low or (low_open and value == low) or (high is not None and (
             value > high or (high_open and value == high))):
         raise ConfigurationError("{}.{} must be {} {}{}, got {!r}".format(

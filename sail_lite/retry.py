@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import FrozenSet, Mapping, Optional
 
+from ._checks import MAX_SECONDS, shown
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -58,18 +59,19 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or not 0 <= self.max_retries <= 100:
-            raise ConfigurationError("RetryPolicy.max_retries must be an int from 0 to 100, got {!r}".format(
-                self.max_retries))
-        for name, low in (("initial_delay", 0.0), ("max_delay", 0.0), ("max_retry_after", 0.0), ("multiplier", 1.0)):
+            raise ConfigurationError("RetryPolicy.max_retries must be an int from 0 to 100, got {}".format(
+                shown(self.max_retries)))
+        for name, low, high in (("initial_delay", 0.0, MAX_SECONDS), ("max_delay", 0.0, MAX_SECONDS),
+                                ("max_retry_after", 0.0, MAX_SECONDS), ("multiplier", 1.0, MAX_SECONDS)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < math.inf:
-                raise ConfigurationError("RetryPolicy.{} must be a finite number >= {}, got {!r}".format(
-                    name, low, value))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigurationError("RetryPolicy.{} must be a number from {} to {:.0f}, got {}".format(
+                    name, low, high, shown(value)))
         statuses = self.retry_statuses
         if isinstance(statuses, (str, bytes)) or not hasattr(statuses, "__iter__") or not all(
                 isinstance(code, int) and not isinstance(code, bool) for code in statuses):
-            raise ConfigurationError("RetryPolicy.retry_statuses must be a set of HTTP status ints, got {!r}".format(
-                statuses))
+            raise ConfigurationError("RetryPolicy.retry_statuses must be a set of HTTP status ints, got {}".format(
+                shown(statuses)))
         object.__setattr__(self, "retry_statuses", frozenset(statuses))
 
     @property
@@ -113,7 +115,11 @@ class RetryPolicy:
     def backoff(self, retry_index: int, rng: random.Random) -> float:
         """Full-jitter exponential delay before retry number ``retry_index`` (from 0)."""
         exponent = min(retry_index, 64)  # keeps the power finite
-        ceiling = min(self.max_delay, self.initial_delay * self.multiplier ** exponent)
+        try:
+            grown = self.initial_delay * float(self.multiplier) ** exponent
+        except OverflowError:
+            grown = math.inf if self.initial_delay > 0 else 0.0
+        ceiling = min(self.max_delay, grown)
         return rng.uniform(0.0, ceiling)
 
     def delay(self, retry_index: int, retry_after: Optional[float], rng: random.Random) -> Optional[float]:

@@ -17,18 +17,22 @@ extra.
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import warnings
 from concurrent.futures import Future
-from typing import Any, Callable, Deque, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from .client import Client
 from ._checks import positive_int, seconds as positive_seconds
 from .errors import ConfigurationError, InvalidRequestError, ResponseExpiredError, ResponseFailedError, _rebuild
 from .resources._common import normalize_stop
 from .resources.tokens import SamplingOptions, StopArg, to_sampled_tokens, validate_sampling_options
-from .types import Response
+from ._redact import redact_secrets
+from .types import Response, SampledTokens
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .journal import Journal
+    from .pipeline import Progress
 
 try:  # pragma: no branch - which arm runs depends on the environment
     from tinker_cookbook.completers import TokenCompleter as _TokenCompleterBase
@@ -272,49 +276,45 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         *,
         max_tokens: Optional[int] = None,
         max_in_flight: int = 64,
-        progress: Optional[Callable[[int, Optional[int]], None]] = None,
+        progress: "Optional[Callable[[Progress], None]]" = None,
+        journal: "Optional[Journal]" = None,
+        job: Optional[str] = None,
+        on_interrupt: Optional[str] = None,
+        return_exceptions: bool = False,
     ) -> Iterator[Any]:
-        """Sample every prompt, yielding results in input order, at most ``max_in_flight`` at once.
+        """Sample every prompt, yielding ``TokensWithLogprobs`` in input order, at most ``max_in_flight`` at once.
 
         Prompts are read lazily, so a generator of millions is fine. A failed
         sample raises its error at its place in the order, after every earlier
-        result was yielded; the samples still in flight are then cancelled on
-        the server (as they are when the consumer stops iterating early).
-        ``progress(done, total)`` is called after each result (``total`` is
-        ``None`` when ``prompts`` has no length).
+        result was yielded (or is yielded as the exception with
+        ``return_exceptions``); stopping early cancels the samples still in
+        flight on the server (``on_interrupt="leave"`` leaves them running).
+        With a ``job`` name each sample's idempotency key comes from the job,
+        the prompt and its occurrence (the same prompt eight times for a
+        group rollout is eight samples), so a re-run after a crash is replayed
+        by the server, not billed again; with a :class:`~sail_lite.Journal`
+        it also resumes. ``progress(Progress)`` reports done / in flight /
+        failed, rate and ETA. The engine is :func:`sail_lite.pipeline.run_map`.
         """
-        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-            raise InvalidRequestError("max_in_flight must be an int >= 1, got {!r}".format(max_in_flight))
-        total = len(prompts) if hasattr(prompts, "__len__") else None  # type: ignore[arg-type]
-        pending: Deque["Future[Any]"] = collections.deque()
-        source = iter(prompts)
-        done = 0
-        try:
-            while True:
-                while len(pending) < max_in_flight:
-                    prompt = next(source, _END)
-                    if prompt is _END:
-                        break
-                    pending.append(self._submit_or_fail(prompt, stop, max_tokens))
-                if not pending:
-                    return
-                result = pending.popleft().result()
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-                yield result
-        finally:
-            for future in pending:
-                future.cancel()
+        from .pipeline import run_map
 
-    def _submit_or_fail(self, prompt: PromptArg, stop: StopArg, max_tokens: Optional[int]) -> "Future[Any]":
-        """``submit``, with bad input turned into a failed future so ``map`` raises it in order."""
-        try:
-            return self.submit(prompt, stop, max_tokens=max_tokens)
-        except InvalidRequestError as exc:
-            failed: "Future[Any]" = Future()
-            failed.set_exception(exc)
-            return failed
+        def submit(prompt: List[int], key: Optional[str]) -> "Future[Any]":
+            # Journaled results must be plain data: SampledTokens now, TokensWithLogprobs on the way out.
+            call = self.client._requester.call(timeout=self.timeout, deadline=self.deadline, idempotency_key=key)
+            return self.client.responses._submit(self.request_body(prompt, stop, max_tokens=max_tokens),
+                                                 self._sampled, call)
+
+        def attach(response_id: str) -> "Future[Any]":
+            call = self.client._requester.call(timeout=self.timeout, deadline=self.deadline)
+            return self.client.responses._attach(response_id, self._sampled, call)
+
+        params = {"options": redact_secrets(dataclasses.asdict(self.options)), "stop": _sdk_stop(stop),
+                  "max_tokens": max_tokens}
+        results = run_map((_token_list(prompt) for prompt in prompts), submit=submit, attach=attach,
+                          journal=journal, job=job, kind="completer", params=params, max_in_flight=max_in_flight,
+                          progress=progress, on_interrupt=on_interrupt, return_exceptions=return_exceptions,
+                          total=len(prompts) if hasattr(prompts, "__len__") else None)  # type: ignore[arg-type]
+        return _converted(results, self._tokens_with_logprobs)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -344,8 +344,12 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     # -- result -----------------------------------------------------------------------------
 
     def _to_result(self, response: Response) -> Any:
+        return self._tokens_with_logprobs(self._sampled(response))
+
+    def _sampled(self, response: Response) -> SampledTokens:
+        """The raw-token result, or its typed error (with a re-resolve hint for an expired checkpoint URL)."""
         try:
-            sampled = to_sampled_tokens(response)
+            return to_sampled_tokens(response)
         except ResponseFailedError as exc:
             if self.options.tinker_lora_signed_url is not None and not isinstance(exc, ResponseExpiredError) \
                     and exc.code in _URL_EXPIRED_CODES:
@@ -353,6 +357,9 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
                                     "get_tinker_checkpoint_signed_url() and build a new completer"
                                     .format(exc.message)) from None
             raise
+
+    @staticmethod
+    def _tokens_with_logprobs(sampled: SampledTokens) -> Any:
         logprobs = list(sampled.logprobs) if sampled.logprobs is not None else None
         extra: Dict[str, Any] = {}
         if "sequence_id" in _RESULT_FIELDS:
@@ -385,7 +392,21 @@ def _sdk_stop(stop: Any) -> Any:
     return normalize_stop(list(stop)) or []
 
 
-_END = object()
+def _converted(results: Iterator[Any], convert: Callable[[Any], Any]) -> Iterator[Any]:
+    """``results`` with each result (not an exception) converted; closing this closes ``results`` at once."""
+    try:
+        for result in results:
+            yield result if isinstance(result, BaseException) else convert(result)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
+def _token_list(prompt: PromptArg) -> List[int]:
+    """A prompt as a plain list of ids (journal-able); a bad one is kept as given, to fail at its place."""
+    tokens = _prompt_tokens(prompt)
+    return list(tokens) if isinstance(tokens, (list, tuple)) else tokens  # type: ignore[return-value]
 
 
 def _prompt_tokens(prompt: PromptArg) -> List[int]:

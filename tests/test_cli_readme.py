@@ -29,16 +29,21 @@ COMMANDS = readme_commands()
 
 
 def test_the_readme_lists_every_command():
-    assert [c[1] for c in COMMANDS] == ["demo", "sample", "loras", "loras", "loras", "responses", "models", "emulator"]
+    assert [c[1] for c in COMMANDS] == ["demo", "sample", "loras", "loras", "loras", "responses", "models", "jobs",
+                                        "emulator"]
     assert all(c[0] == "sail-lite" for c in COMMANDS)
 
 
 def test_the_readme_api_command_lines_run_as_written(emulator, tmp_path, monkeypatch):
     from sail_lite.adapters import make_adapter
 
+    from sail_lite import Client, Journal
+
     monkeypatch.chdir(tmp_path)
     make_adapter(tmp_path / "my-adapter")  # the README's `my-adapter/`, in the working directory
     environ = {"SAIL_API_KEY": emulator.api_key, "SAIL_BASE_URL": emulator.base_url}
+    with Client(emulator.api_key, base_url=emulator.base_url, environ={}) as client, Journal("eval.db") as journal:
+        list(client.tokens.map([[1, 2]], model="moonshotai/Kimi-K2.6", max_tokens=2, journal=journal, job="eval"))
     last_response = None
     for argv in COMMANDS:
         if argv[1] in ("demo", "emulator"):

@@ -175,7 +175,10 @@ def test_ctrl_c_with_cancel_cancels_on_the_server_and_a_rerun_resends_under_new_
     assert comparable(results) == reference
     assert len({item[3] for item in results}) == N
     assert resent(tmp_path / "job.db") >= counts["cancelled"]
-    assert server.stats()["inference_runs"] == N + resent(tmp_path / "job.db")
+    # A re-sent item ran again only if its first create had reached the server before the cancel: one
+    # cancelled while still queued in the client never ran at all. So every item ran, and nothing ran
+    # twice but the re-sent ones.
+    assert N <= server.stats()["inference_runs"] <= N + resent(tmp_path / "job.db")
 
 
 def resent(path):

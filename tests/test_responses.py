@@ -163,7 +163,7 @@ def test_thousands_in_flight_on_few_threads():
             return self.now
 
     clock = Clock()
-    count = 2000
+    count = 1000
     policy = PollPolicy(initial_interval=2.0, multiplier=1.5, learn=False, priors={},
                         default_max_interval=2.0, max_interval={})
     with EmulatorServer(turn_times={w: 10.0 for w in TURN_PRESETS["fast"]}, clock=clock) as server:

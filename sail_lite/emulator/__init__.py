@@ -203,7 +203,7 @@ class EmulatorServer:
             return self
         self.stopping.clear()
         self._server = _HTTPServer(self._address, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="sail-emulator", daemon=True)
         self._thread.start()
         return self

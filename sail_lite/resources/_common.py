@@ -16,7 +16,7 @@ if sys.version_info >= (3, 9):  # isinstance(x, Mapping) on every request: the a
 else:  # pragma: no cover - 3.8: typing's alias, so that annotations still resolve
     from typing import Mapping
 
-from .._checks import encode_json
+from .._checks import encode_json, shown
 from ..errors import InvalidRequestError, MalformedResponseError
 
 __all__ = [
@@ -71,7 +71,7 @@ def check_window(window: Any, *, background: Optional[bool], lora: bool) -> Opti
         )
         return DEFAULT_WINDOW
     if window not in COMPLETION_WINDOWS:
-        raise InvalidRequestError("completion_window {!r} is not one of {}".format(window, ", ".join(COMPLETION_WINDOWS)))
+        raise InvalidRequestError("completion_window {} is not one of {}".format(shown(window), ", ".join(COMPLETION_WINDOWS)))
     if window == "asap" and lora:
         raise InvalidRequestError("LoRA requests cannot use the asap completion window: use balanced or flex")
     if window == "asap" and background:
@@ -112,7 +112,7 @@ def build_metadata(
     result: Dict[str, str] = {}
     for key, value in (metadata or {}).items():
         if not isinstance(key, str):
-            raise InvalidRequestError("metadata keys must be strings, got {!r}".format(key))
+            raise InvalidRequestError("metadata keys must be strings, got {}".format(shown(key)))
         if value is None:
             continue
         if isinstance(value, str):
@@ -125,12 +125,12 @@ def build_metadata(
             result[key] = str(value)
         else:
             raise InvalidRequestError(
-                "metadata[{!r}] must be a string (or a finite number, a bool, a list or dict), got {!r}".format(
-                    key, value)
+                "metadata[{!r}] must be a string (or a finite number, a bool, a list or dict), got {}".format(
+                    key, shown(value))
             )
     if lora is not None:
         if not isinstance(lora, str) or not lora.strip():
-            raise InvalidRequestError("lora must be a LoRA name or id (a non-empty string), got {!r}".format(lora))
+            raise InvalidRequestError("lora must be a LoRA name or id (a non-empty string), got {}".format(shown(lora)))
         result["lora"] = lora
     if completion_window is not None:
         result["completion_window"] = completion_window
@@ -154,8 +154,8 @@ def check_prompt_tokens(tokens: Any) -> List[int]:
     for position, token in enumerate(result):
         if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token <= _MAX_TOKEN_ID:
             raise InvalidRequestError(
-                "token id at position {} is {!r}: every token id must be an int from 0 to {}".format(
-                    position, token, _MAX_TOKEN_ID
+                "token id at position {} is {}: every token id must be an int from 0 to {}".format(
+                    position, shown(token), _MAX_TOKEN_ID
                 )
             )
     return result
@@ -180,7 +180,7 @@ def normalize_stop(stop: Any) -> Optional[List[Union[str, int]]]:
         return items
     raise InvalidRequestError(
         "stop must be a non-empty string, a list of non-empty strings, or a list of token ids (ints "
-        "0..2^31-1), not a mix; got {!r}".format(items[:8])
+        "0..2^31-1), not a mix; got {}".format(shown(items))
     )
 
 
@@ -192,7 +192,7 @@ def string_list(name: str, value: Any, *, non_empty: bool = False) -> List[str]:
     if non_empty and not items:
         raise InvalidRequestError("{} must not be empty".format(name))
     if not all(isinstance(item, str) and item for item in items):
-        raise InvalidRequestError("{} must contain only non-empty strings, got {!r}".format(name, items[:8]))
+        raise InvalidRequestError("{} must contain only non-empty strings, got {}".format(name, shown(items)))
     return items
 
 

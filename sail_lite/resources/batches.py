@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from .._checks import path_id, positive_int
+from .._checks import path_id, positive_int, shown
 from ..errors import InvalidRequestError, MalformedResponseError
 from ..types import Batch, Response
 from ._common import build_metadata, check_window
@@ -46,7 +46,9 @@ class Batches:
         """
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
                                     idempotency_key=idempotency_key)
-        items = list(requests) if not isinstance(requests, (str, bytes, Mapping)) else None
+        items = None
+        if not isinstance(requests, (str, bytes, Mapping)) and hasattr(requests, "__iter__"):
+            items = list(requests)
         if not items or len(items) > MAX_BATCH_REQUESTS:
             raise InvalidRequestError(
                 "a batch needs 1 to {} requests, each {{'custom_id': ..., 'params': {{...}}}}".format(MAX_BATCH_REQUESTS)
@@ -61,8 +63,8 @@ class Batches:
             params = item.get("params") if isinstance(item, Mapping) else None
             if not isinstance(custom_id, str) or not _CUSTOM_ID.match(custom_id):
                 raise InvalidRequestError(
-                    "requests[{}].custom_id must be 1-64 chars of [a-z0-9_-] starting with [a-z0-9], got {!r}".format(
-                        position, custom_id
+                    "requests[{}].custom_id must be 1-64 chars of [a-z0-9_-] starting with [a-z0-9], got {}".format(
+                        position, shown(custom_id)
                     )
                 )
             if custom_id in seen:

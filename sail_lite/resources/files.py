@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import IO, TYPE_CHECKING, Mapping, Optional, Union
 
+from .._checks import shown
 from .._multipart import MultipartUpload, Progress
 from ..errors import InvalidRequestError
 from ..types import FileObject
@@ -24,6 +25,7 @@ class Files:
         *,
         purpose: str = "lora",
         progress: Optional[Progress] = None,
+        idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
@@ -37,12 +39,15 @@ class Files:
         sent. A failed attempt is retried only when the source can be
         rewound (a path, or a seekable file); otherwise
         :class:`~sail_lite.errors.UploadNotRewindableError` says to restart
-        it. A retry after a lost reply may leave an unused duplicate file on
-        the server; it never duplicates inference.
+        it. Every attempt carries one idempotency key (``idempotency_key``,
+        or a minted one, on the error if the call gives up); a server that
+        does not honour it on uploads may keep an unused duplicate file after
+        a lost reply. An upload never runs inference.
         """
         if not isinstance(purpose, str) or not purpose or not purpose.isprintable():
-            raise InvalidRequestError("purpose must be a non-empty string such as 'lora', got {!r}".format(purpose))
-        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+            raise InvalidRequestError("purpose must be a non-empty string such as 'lora', got {}".format(shown(purpose)))
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
+                                    idempotency_key=idempotency_key)
         body = MultipartUpload(file, fields=[("purpose", purpose)], progress=progress)
         payload = self._requester.request("POST", "/files", call, body=body, content_type=body.content_type,
                                           kind="upload", key_header="Idempotency-Key")

@@ -6,7 +6,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from .._checks import path_id
+from .._checks import model_id, path_id, shown
 from ..errors import (
     ConflictError,
     InvalidRequestError,
@@ -33,8 +33,8 @@ def check_lora_name(name: Any) -> str:
     """Return ``name`` if it follows the LoRA naming rules, else raise :class:`LoRANameError`."""
     if not isinstance(name, str) or len(name) < 2 or not _NAME.match(name):
         raise LoRANameError(
-            "LoRA name {!r} is invalid: use 2-64 characters of lowercase letters, digits and dashes, "
-            "starting and ending with a letter or digit (e.g. 'funnier-v1')".format(name)
+            "LoRA name {} is invalid: use 2-64 characters of lowercase letters, digits and dashes, "
+            "starting and ending with a letter or digit (e.g. 'funnier-v1')".format(shown(name))
         )
     return name
 
@@ -70,6 +70,7 @@ class LoRAs:
         weights_file_id: str,
         display_name: Optional[str] = None,
         description: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
@@ -81,7 +82,8 @@ class LoRAs:
         the taken LoRA is this very call's (a retry after a lost reply),
         which is then returned.
         """
-        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
+                                    idempotency_key=idempotency_key)
         body: Dict[str, Any] = {
             "name": check_lora_name(name),
             "supported_models": _models(supported_models),
@@ -170,7 +172,7 @@ class LoRAs:
         ``on_poll(lora)`` sees every poll (progress).
         """
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
-        return self._wait_for_validation(path_id(name, "LoRA name"), model, call, on_poll)
+        return self._wait_for_validation(path_id(name, "LoRA name"), model_id(model), call, on_poll)
 
     def _wait_for_validation(self, name: str, model: str, call: "Call",
                              on_poll: Optional[Callable[[LoRA], None]]) -> LoRA:
@@ -226,6 +228,11 @@ class LoRAs:
 
         check_lora_name(name)
         models = _models(supported_models)
+        if progress is not None and not callable(progress):
+            raise InvalidRequestError("progress must be a callable(bytes_sent, total), got {}".format(
+                type(progress).__name__))
+        _optional_text("display_name", display_name)
+        _optional_text("description", description)
         if not isinstance(adapter_dir, (str, os.PathLike)):
             raise InvalidRequestError("adapter_dir must be a folder path, got {}".format(type(adapter_dir).__name__))
         folder = os.fspath(adapter_dir)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
 from .._checks import encode_json, model_id, number_in, path_id, positive_int
 from .._future import ResponseFuture
@@ -25,6 +25,8 @@ from ._common import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._requester import Call, Requester
+    from ..journal import Journal
+    from ..pipeline import Progress
 
 __all__ = ["Responses", "check_result"]
 
@@ -145,6 +147,35 @@ class Responses:
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
                                     idempotency_key=idempotency_key)
         return self._submit(_body(locals(), background=True), check_result, call)
+
+    def map(
+        self,
+        requests: Iterable[Union[str, Mapping[str, Any]]],
+        *,
+        journal: "Optional[Journal]" = None,
+        job: Optional[str] = None,
+        max_in_flight: int = 64,
+        progress: "Optional[Callable[[Progress], None]]" = None,
+        on_interrupt: Optional[str] = None,
+        return_exceptions: bool = False,
+        retry_failed: bool = False,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        **create_args: Any,
+    ) -> Iterator[Response]:
+        """:meth:`submit` over many requests; yield the terminal responses in input order.
+
+        Each request is an ``input`` string or a mapping of :meth:`create`
+        arguments overriding ``create_args`` (the shared ones, e.g.
+        ``model``). Lazy, bounded by ``max_in_flight``, and with ``job`` /
+        ``journal`` replay-safe and resumable exactly as
+        :meth:`~sail_lite.resources.tokens.Tokens.map`.
+        """
+        from ..pipeline import map_responses
+
+        return map_responses(self, requests, journal=journal, job=job, max_in_flight=max_in_flight,
+                             progress=progress, on_interrupt=on_interrupt, return_exceptions=return_exceptions,
+                             retry_failed=retry_failed, timeout=timeout, deadline=deadline, **create_args)
 
     def retrieve(self, response_id: str, *, timeout: Optional[float] = None, deadline: Optional[float] = None,
                  extra_headers: Optional[Mapping[str, str]] = None) -> Response:

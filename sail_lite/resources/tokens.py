@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Union
 
 if sys.version_info >= (3, 9):  # isinstance(x, Mapping) on every request: the abc's check is the fast one
     from collections.abc import Mapping
@@ -35,6 +35,8 @@ from .responses import Responses, check_result
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._requester import Requester
+    from ..journal import Journal
+    from ..pipeline import Progress
 
 __all__ = ["Tokens", "SamplingOptions", "validate_sampling_options", "sampling_arguments", "LOGPROBS_INCLUDE"]
 
@@ -244,6 +246,41 @@ class Tokens:
             raise InvalidRequestError("options must be a SamplingOptions (from validate_sampling_options)")
         body = options.body(prompt_tokens, stop, max_tokens)
         return self._responses._submit(body, to_sampled_tokens, call)
+
+    def map(
+        self,
+        prompts: Iterable[Union[Sequence[int], Mapping[str, Any]]],
+        *,
+        journal: "Optional[Journal]" = None,
+        job: Optional[str] = None,
+        max_in_flight: int = 64,
+        progress: "Optional[Callable[[Progress], None]]" = None,
+        on_interrupt: Optional[str] = None,
+        return_exceptions: bool = False,
+        retry_failed: bool = False,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        **sampling: Any,
+    ) -> Iterator[SampledTokens]:
+        """Sample every prompt; yield the :class:`SampledTokens` in input order, ``max_in_flight`` at once.
+
+        ``sampling`` is :meth:`submit`'s keyword arguments (``model``,
+        ``max_tokens``, ``stop``, ...); a prompt may also be a mapping with
+        ``prompt_tokens`` and its own overrides. Prompts are read lazily and
+        memory stays flat for any number of them. With a ``job`` name every
+        request's idempotency key is derived from the job, the prompt and its
+        occurrence, so a re-run after a crash is replayed by the server, not
+        billed again; with a :class:`~sail_lite.Journal` the run also
+        resumes (finished prompts from the file, in-flight ones re-attached).
+        ``progress(Progress)`` reports done / in flight / failed, rate and
+        ETA. See :func:`sail_lite.pipeline.run_map` for ``on_interrupt``,
+        ``return_exceptions`` and ``retry_failed``.
+        """
+        from ..pipeline import map_tokens
+
+        return map_tokens(self, prompts, journal=journal, job=job, max_in_flight=max_in_flight, progress=progress,
+                          on_interrupt=on_interrupt, return_exceptions=return_exceptions,
+                          retry_failed=retry_failed, timeout=timeout, deadline=deadline, **sampling)
 
     def attach(
         self, response_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None,
