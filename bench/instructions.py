@@ -74,7 +74,8 @@ elif which == "urllib3 (bare)":
     pool = urllib3.PoolManager(maxsize=IN_FLIGHT)
     headers = {"Authorization": "Bearer " + key, "Content-Type": "application/json"}
     def one(i):
-        reply = pool.request("POST", base + "/responses", body=json.dumps(body(i)).encode(), headers=headers, timeout=30.0)
+        reply = pool.request("POST", base + "/responses", body=json.dumps(body(i)).encode(), headers=headers,
+                             timeout=30.0)
         assert json.loads(reply.data)["status"] == "completed"
     threaded(one, n)
 else:

@@ -7,8 +7,9 @@ by :meth:`Poller.run`. A create goes first while the oldest due poll may
 still slip (by half of its own gap: a probe long before completions are
 expected slips more than a poll where they are), so the turn clocks of a
 burst start early; past that, the poll goes first, so a due poll never
-waits behind a burst of creates for longer than its schedule allows. Ten thousand responses in flight cost ten thousand heap entries,
-not ten thousand threads.
+waits behind a burst of creates for longer than its schedule allows. Ten
+thousand responses in flight cost ten thousand heap entries, not ten
+thousand threads.
 
 Where to poll: the poller learns, per (model, completion window), when
 responses it has watched became terminal (a small ring of recent
