@@ -8,7 +8,11 @@ the others: 32 threads looping). What is measured is this process's CPU time
 (``time.process_time``: user + system, every thread) per sample; the
 emulator runs in its own process so its CPU is not counted. Clients are
 measured in interleaved rounds; the median round counts. Ratios are to the
-bare ``requests`` loop of the same run.
+bare ``requests`` loop of the same run: the median over rounds of each
+round's ratio (paired, so that a round slowed by the machine's other work
+slows both sides of its ratio). User and system CPU and context switches
+per sample are shown too (``getrusage``): on a shared machine the kernel's
+share moves the most.
 
     python bench/client_cpu.py [--quick] [--samples 2000] [--rounds 3] [--json PATH]
 """
@@ -19,6 +23,7 @@ import json
 import os
 import statistics
 import sys
+import resource
 import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -138,16 +143,26 @@ def measure(samples: int, rounds: int) -> Dict[str, Any]:
             run(IN_FLIGHT * 2)  # warm: imports, connections, first-call caches
         cpu: Dict[str, list] = {name: [] for name in clients}
         wall: Dict[str, list] = {name: [] for name in clients}
+        usage: Dict[str, list] = {name: [] for name in clients}
         for _ in range(rounds):
             for name, run in clients.items():
+                before = resource.getrusage(resource.RUSAGE_SELF)
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 run(samples)
                 cpu[name].append((time.process_time() - cpu0) / samples)
                 wall[name].append((time.perf_counter() - wall0) / samples)
-    bare = statistics.median(cpu["requests (bare)"])
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                usage[name].append(((after.ru_utime - before.ru_utime) / samples,
+                                    (after.ru_stime - before.ru_stime) / samples,
+                                    (after.ru_nvcsw - before.ru_nvcsw + after.ru_nivcsw - before.ru_nivcsw) / samples))
+    bare = cpu["requests (bare)"]
     table = {name: {"cpu_ms": statistics.median(values) * 1e3,
-                    "ratio": statistics.median(values) / bare,
+                    "ratio": statistics.median([v / b for v, b in zip(values, bare)]),
+                    "ratio_of_medians": statistics.median(values) / statistics.median(bare),
                     "rounds_ms": [v * 1e3 for v in values],
+                    "user_ms": statistics.median(u for u, _, _ in usage[name]) * 1e3,
+                    "system_ms": statistics.median(k for _, k, _ in usage[name]) * 1e3,
+                    "switches": statistics.median(c for _, _, c in usage[name]),
                     "samples_per_s": 1.0 / statistics.median(wall[name])}
              for name, values in cpu.items()}
     return {"samples": samples, "rounds": rounds, "in_flight": IN_FLIGHT, "window": window, "clients": table}
@@ -157,15 +172,17 @@ def print_table(result: Dict[str, Any]) -> None:
     print("Client CPU per sample, {} in flight, {} samples x {} rounds (median round; emulator in its own process):"
           .format(result["in_flight"], result["samples"], result["rounds"]))
     for name, row in result["clients"].items():
-        print("  {:<16} {:7.3f} ms CPU/sample  {:5.2f}x bare requests  {:7.0f} samples/s".format(
-            name, row["cpu_ms"], row["ratio"], row["samples_per_s"]))
+        print("  {:<16} {:7.3f} ms CPU/sample  {:5.2f}x bare requests (rounds: {})  user {:.3f} + system {:.3f} ms, "
+              "{:.1f} context switches  {:7.0f} samples/s".format(
+                  name, row["cpu_ms"], row["ratio"], " ".join("{:.2f}".format(v) for v in row["rounds_ms"]),
+                  row.get("user_ms", 0.0), row.get("system_ms", 0.0), row.get("switches", 0.0), row["samples_per_s"]))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--samples", type=int)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     samples = args.samples or (1000 if args.quick else 3000)

@@ -4,7 +4,9 @@ Each round starts one interpreter that times ``import requests`` and one that
 times ``import sail_lite`` (which imports requests too, so the difference is
 sail_lite's own cost), alternating, with the repository on ``PYTHONPATH``
 and byte-code caches warm (as after ``pip install``).
-Medians over ``--rounds``. Then one ``python -X importtime -c "import
+Medians over ``--rounds``; a third interpreter per round times ``import
+sail_lite`` plus the first ``Client(...)`` (no I/O: what a script pays
+before its first call). Then one ``python -X importtime -c "import
 sail_lite"`` lists the modules sail_lite pulls in beyond requests, by their
 own (self) import time: what to defer.
 
@@ -37,8 +39,12 @@ def env() -> Dict[str, str]:
     return values
 
 
+CLIENT = "sail_lite; sail_lite.Client('sk-bench', base_url='http://127.0.0.1:9/v1', environ={})"
+
+
 def time_import(module: str) -> float:
-    out = subprocess.run([sys.executable, "-c", CODE.format(module)], cwd=ROOT, env=env(), check=True,
+    code = CODE.format(CLIENT if module == "client" else module)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), check=True,
                          capture_output=True, text=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -57,7 +63,7 @@ def import_tree(module: str) -> List[Tuple[str, int, int]]:
 
 
 def measure(rounds: int) -> Dict[str, Any]:
-    times: Dict[str, List[float]] = {"requests": [], "sail_lite": []}
+    times: Dict[str, List[float]] = {"requests": [], "sail_lite": [], "client": []}
     for module in times:
         time_import(module)  # writes the byte-code caches; not counted
     for _ in range(rounds):
@@ -69,8 +75,10 @@ def measure(rounds: int) -> Dict[str, Any]:
     medians = {module: statistics.median(values) * 1e3 for module, values in times.items()}
     # Paired by round: the machine's load drifts, and a round's two interpreters share it.
     paired = [(lite - bare) * 1e3 for lite, bare in zip(times["sail_lite"], times["requests"])]
+    paired_client = [(lite - bare) * 1e3 for lite, bare in zip(times["client"], times["requests"])]
     return {
         "rounds": rounds, "median_ms": medians, "extra_ms": statistics.median(paired),
+        "extra_with_client_ms": statistics.median(paired_client),
         "min_ms": {module: min(values) * 1e3 for module, values in times.items()},
         "samples_ms": {m: [v * 1e3 for v in values] for m, values in times.items()},
         "extra_modules": [{"module": n, "self_ms": o / 1e3, "cumulative_ms": c / 1e3} for n, o, c in extra],
@@ -84,6 +92,8 @@ def print_table(result: Dict[str, Any]) -> None:
           "sail_lite's own +{:.1f} ms (median of paired differences; fastest: {:.1f} vs {:.1f} ms)".format(
               result["rounds"], m["requests"], m["sail_lite"], result["extra_ms"], result["min_ms"]["requests"],
               result["min_ms"]["sail_lite"]))
+    print("  import sail_lite + the first Client(): +{:.1f} ms over import requests (median of paired differences)".format(
+        result["extra_with_client_ms"]))
     print("  modules sail_lite adds beyond requests: {} (self time {:.1f} ms under -X importtime); the top 15:".format(
         len(result["extra_modules"]), result["extra_modules_self_ms"]))
     for row in result["extra_modules"][:15]:

@@ -282,15 +282,15 @@ def run_cells(server: Server, cells: Sequence[Tuple[str, float, float, str]], n:
     return results
 
 
-def measure(quick: bool, n: int, waves: int, burst_n: int) -> Dict[str, Any]:
-    turns = [t for t in TURNS if not quick or t <= QUICK_MAX_TURN]
-    sdk = sdk_available()
-    if not sdk:
+def measure(quick: bool, n: int, waves: int, burst_n: int, burst_only: bool = False) -> Dict[str, Any]:
+    turns = [] if burst_only else [t for t in TURNS if not quick or t <= QUICK_MAX_TURN]
+    sdk = sdk_available() and not burst_only
+    if not sdk and not burst_only:
         print("(sail SDK not installed: pip install sail-sdk==0.17.1; its cells are skipped)")
     with EmulatorProcess(hooks=True, turn=0.0) as emulator:
         server = Server(emulator)
         names = server.resolve_windows(WINDOWS)
-        groups = [[t] for t in turns if t < 20] + [[t for t in turns if t >= 20]]
+        groups = [[t] for t in turns if t < 20] + [[t for t in turns if t >= 20]] if turns else []
         cells: List[Dict[str, Any]] = []
         for group in groups:
             if group:
@@ -322,9 +322,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--n", type=int, default=8, help="samples per wave")
     parser.add_argument("--waves", type=int, default=3)
     parser.add_argument("--burst", type=int, default=256)
+    parser.add_argument("--burst-only", action="store_true", help="only the burst of 0.2 s turns")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
-    result = measure(args.quick, args.n, args.waves, args.burst)
+    result = measure(args.quick, args.n, args.waves, args.burst, args.burst_only)
     print_table(result)
     if args.json:
         with open(args.json, "w") as handle:

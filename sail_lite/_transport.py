@@ -27,8 +27,7 @@ import itertools
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import requests
 import urllib3
@@ -40,6 +39,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.util.retry import Retry
 
 from ._redact import redact_url
 from .errors import APIConnectionError, APITimeoutError, ResponseTooLargeError, TLSError
@@ -49,17 +49,26 @@ __all__ = ["Reply", "Transport"]
 _CHUNK = 64 * 1024
 
 
-@dataclass(frozen=True)
 class Reply:
-    """What one HTTP attempt brought back (``headers`` has lower-case names)."""
+    """What one HTTP attempt brought back; ``headers`` is case-insensitive (``get("content-type")``).
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
+    Read-only by convention; a plain class, not a dataclass: one is made
+    per request, on the hot path.
+    """
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
 
     @property
     def request_id(self) -> Optional[str]:
         return self.headers.get("x-request-id")
+
+    def __repr__(self) -> str:
+        return "Reply(status={}, {} bytes)".format(self.status, len(self.body))
 
 
 class Transport:
@@ -105,6 +114,9 @@ class Transport:
         self._user_agent = user_agent
         self._max_response_bytes = max_response_bytes
         self._clock = clock
+        # Made once, not per request: urllib3 would build the same objects on every call.
+        self._no_retries = Retry(False, redirect=False)
+        self._timeouts: Dict[Tuple[float, float], urllib3.Timeout] = {}
 
     def send(
         self,
@@ -125,18 +137,21 @@ class Transport:
         reached the server), :class:`TLSError` or
         :class:`ResponseTooLargeError`; never returns a partial body.
         """
-        send_headers = dict(headers)
-        send_headers.setdefault("User-Agent", self._user_agent)
-        send_headers.setdefault("Accept-Encoding", "gzip, deflate")
+        send_headers = {"User-Agent": self._user_agent, "Accept-Encoding": "gzip, deflate"}
+        send_headers.update(headers)
         if body is not None and not isinstance(body, (bytes, bytearray)):
             send_headers["Content-Length"] = str(len(body))  # a streamed upload knows its length
+        bounds = self._timeouts.get(timeout)
+        if bounds is None:
+            if len(self._timeouts) >= 256:  # deadlines make many distinct bounds: keep the cache small
+                self._timeouts.clear()
+            bounds = self._timeouts[timeout] = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         alarm = self._watchdog.prepare(reply_by)
         response = None
         try:
             response = self._pool.urlopen(
-                method, self._prefix + path, body=body, headers=send_headers,
-                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
-                retries=False, redirect=False, assert_same_host=False,
+                method, self._prefix + path, body=body, headers=send_headers, timeout=bounds,
+                retries=self._no_retries, redirect=False, assert_same_host=False,
                 preload_content=False, decode_content=True, enforce_content_length=True,
             )
             content = self._read(response, method, path)
@@ -150,15 +165,21 @@ class Transport:
                 raise _connection_error(exc, method, path, alarm.fired) from None
             raise
         finally:
-            alarm.disarm()  # before the connection can go back to the pool
-            self._watchdog.release()
+            self._watchdog.finish(alarm)  # before the connection can go back to the pool
             if response is not None:
                 if alarm.fired or not response.closed:
                     response.close()  # a half-read or shut-down connection is never reused
                 response.release_conn()
-        return Reply(status=status, headers={k.lower(): v for k, v in reply_headers.items()}, body=content)
+        return Reply(status, reply_headers, content)
 
     def _read(self, response: Any, method: str, path: str) -> bytes:
+        headers = response.headers
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) <= self._max_response_bytes \
+                and headers.get("content-encoding", "identity").lower() == "identity":
+            # The usual reply: its size is known and nothing decompresses it, so one read of exactly
+            # that many bytes (a shorter body raises) is within the cap.
+            return response.read()  # type: ignore[no-any-return]
         chunks: List[bytes] = []
         size = 0
         for chunk in response.stream(_CHUNK, decode_content=True):
@@ -203,39 +224,16 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Alarm:
-    """One attempt's bound: fired at most once, never after it is disarmed."""
+    """One attempt's bound: fired at most once, never after it is disarmed (both under the watchdog's lock)."""
 
-    __slots__ = ("reply_by", "sock", "fired", "_disarmed", "_lock")
+    __slots__ = ("reply_by", "sock", "fired", "disarmed", "armed")
 
     def __init__(self, reply_by: float) -> None:
         self.reply_by = reply_by
         self.sock: Optional[socket.socket] = None
         self.fired = False
-        self._disarmed = False
-        self._lock = threading.Lock()
-
-    def fire(self) -> None:
-        with self._lock:
-            if self._disarmed or self.sock is None:
-                return
-            self.fired = True
-            try:
-                if isinstance(self.sock, socket.socket):
-                    # socket.socket.shutdown, not SSLSocket's: wakes the blocked reader without
-                    # tearing the TLS object out from under it.
-                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
-                else:  # a TLS-in-TLS transport (HTTPS through an HTTPS proxy)
-                    self.sock.shutdown(socket.SHUT_RDWR)
-            except Exception:  # already closed: nothing left to wake
-                pass
-
-    def disarm(self) -> None:
-        with self._lock:
-            self._disarmed = True
-
-    @property
-    def disarmed(self) -> bool:
-        return self._disarmed
+        self.disarmed = False
+        self.armed = False
 
 
 class _Watchdog:
@@ -243,16 +241,20 @@ class _Watchdog:
 
     ``prepare`` parks the bound for the calling thread; the connection arms
     it with its socket when it starts reading the reply (see
-    :func:`_guarded`). Entries are a heap; disarmed ones are dropped lazily.
-    The thread starts on the first armed alarm.
+    :func:`_guarded`); ``finish`` disarms it. Entries are a heap; disarmed
+    ones are dropped lazily. One plain lock guards the heap and every
+    alarm's state (two acquisitions per request, no per-request lock). The
+    thread starts on the first armed alarm.
     """
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._local = threading.local()
         self._heap: List[Tuple[float, int, _Alarm]] = []
+        self._live = 0  # armed and not disarmed: when the heap holds many more, it is rebuilt
         self._sequence = itertools.count()
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
         self._thread: Optional[threading.Thread] = None
         self._closed = False
 
@@ -261,20 +263,30 @@ class _Watchdog:
         self._local.alarm = alarm
         return alarm
 
-    def release(self) -> None:
+    def finish(self, alarm: _Alarm) -> None:
+        """Disarm ``alarm`` (it can no longer fire once this returns) and forget it for this thread."""
+        with self._lock:
+            alarm.disarmed = True
+            if alarm.armed:
+                self._live -= 1
         self._local.alarm = None
 
     def arm(self, sock: Any) -> None:
         alarm: Optional[_Alarm] = getattr(self._local, "alarm", None)
         if alarm is None or sock is None:
             return
-        alarm.sock = sock
-        with self._condition:
-            if self._closed:
+        with self._lock:
+            if self._closed or alarm.disarmed:
                 return
+            alarm.sock = sock
+            alarm.armed = True
+            self._live += 1
             heap = self._heap
             while heap and heap[0][2].disarmed:
                 heapq.heappop(heap)
+            if len(heap) > 64 and len(heap) > 4 * self._live:  # disarmed entries behind a long-lived head
+                heap[:] = [entry for entry in heap if not entry[2].disarmed]
+                heapq.heapify(heap)
             heapq.heappush(heap, (alarm.reply_by, next(self._sequence), alarm))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="sail-lite-watchdog", daemon=True)
@@ -282,7 +294,22 @@ class _Watchdog:
             elif heap[0][2] is alarm:
                 self._condition.notify()
         if self._clock() >= alarm.reply_by:
-            alarm.fire()
+            self._fire(alarm)
+
+    def _fire(self, alarm: _Alarm) -> None:
+        with self._lock:  # so that finish() cannot return while the socket is being shut down
+            if alarm.disarmed or alarm.sock is None:
+                return
+            alarm.fired = True
+            try:
+                if isinstance(alarm.sock, socket.socket):
+                    # socket.socket.shutdown, not SSLSocket's: wakes the blocked reader without
+                    # tearing the TLS object out from under it.
+                    socket.socket.shutdown(alarm.sock, socket.SHUT_RDWR)
+                else:  # a TLS-in-TLS transport (HTTPS through an HTTPS proxy)
+                    alarm.sock.shutdown(socket.SHUT_RDWR)
+            except Exception:  # already closed: nothing left to wake
+                pass
 
     def _run(self) -> None:
         while True:
@@ -302,7 +329,7 @@ class _Watchdog:
                         heapq.heappop(self._heap)
                         break
                     self._condition.wait(wait)
-            alarm.fire()
+            self._fire(alarm)
 
     def close(self) -> None:
         with self._condition:

@@ -9,14 +9,25 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
 
 from ._checks import header_value, positive_int, shown
 from ._requester import Requester, Timeout
 from .errors import ConfigurationError
 from .polling import PollPolicy
 from .retry import RetryPolicy
+
+if TYPE_CHECKING:  # the resources load on first use (see Client._resource), not with sail_lite
+    from .resources.batches import Batches
+    from .resources.chat import Chat
+    from .resources.files import Files
+    from .resources.loras import LoRAs
+    from .resources.messages import Messages
+    from .resources.models import Models
+    from .resources.responses import Responses
+    from .resources.tokens import Tokens
 
 __all__ = ["Client", "Timeout", "DEFAULT_BASE_URL", "DEFAULT_MAX_RESPONSE_BYTES"]
 
@@ -127,20 +138,94 @@ class Client:
             max_workers=max_workers, max_response_bytes=max_response_bytes, verify=self.verify,
             proxies=self.proxies, sleep=sleep, clock=clock, rng=rng or random.Random(),
         )
-        self._init_resources()
+        self._resources: Dict[str, Any] = {}
+        self._resources_lock = threading.RLock()  # re-entered: tokens needs responses, loras needs files
 
-    def _init_resources(self) -> None:
-        from .resources import Batches, Chat, Files, LoRAs, Messages, Models, Responses, Tokens
+    # --- the resources: each module is imported, and its object made, on first access -------
 
+    @property
+    def responses(self) -> "Responses":
+        """The Responses API: create, retrieve, cancel, wait, submit (futures), attach."""
+        return self._resource("responses")
+
+    @property
+    def tokens(self) -> "Tokens":
+        """Raw-token sampling (token ids in, :class:`~sail_lite.types.SampledTokens` out)."""
+        return self._resource("tokens")
+
+    @property
+    def chat(self) -> "Chat":
+        """``client.chat.completions``: the Chat Completions API."""
+        return self._resource("chat")
+
+    @property
+    def messages(self) -> "Messages":
+        """The Messages API (and its input token count)."""
+        return self._resource("messages")
+
+    @property
+    def models(self) -> "Models":
+        """The model list."""
+        return self._resource("models")
+
+    @property
+    def files(self) -> "Files":
+        """Streamed file uploads."""
+        return self._resource("files")
+
+    @property
+    def loras(self) -> "LoRAs":
+        """The LoRA registry: upload, validate, list, delete."""
+        return self._resource("loras")
+
+    @property
+    def batches(self) -> "Batches":
+        """The Batch API."""
+        return self._resource("batches")
+
+    def _resource(self, name: str) -> Any:
+        found = self._resources.get(name)
+        if found is not None:
+            return found
+        with self._resources_lock:  # one object per resource, whichever thread asks first
+            found = self._resources.get(name)
+            if found is None:
+                found = self._resources[name] = self._make_resource(name)
+            return found
+
+    def _make_resource(self, name: str) -> Any:
         requester = self._requester
-        self.responses = Responses(requester)
-        self.tokens = Tokens(requester, self.responses)
-        self.chat = Chat(requester)
-        self.messages = Messages(requester)
-        self.models = Models(requester)
-        self.files = Files(requester)
-        self.loras = LoRAs(requester, self.files)
-        self.batches = Batches(requester)
+        if name == "responses":
+            from .resources.responses import Responses
+
+            return Responses(requester)
+        if name == "tokens":
+            from .resources.tokens import Tokens
+
+            return Tokens(requester, self.responses)
+        if name == "chat":
+            from .resources.chat import Chat
+
+            return Chat(requester)
+        if name == "messages":
+            from .resources.messages import Messages
+
+            return Messages(requester)
+        if name == "models":
+            from .resources.models import Models
+
+            return Models(requester)
+        if name == "files":
+            from .resources.files import Files
+
+            return Files(requester)
+        if name == "loras":
+            from .resources.loras import LoRAs
+
+            return LoRAs(requester, self.files)
+        from .resources.batches import Batches
+
+        return Batches(requester)
 
     def close(self) -> None:
         """Stop the poller's threads and close the connections.

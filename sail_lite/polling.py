@@ -2,9 +2,12 @@
 
 A scheduler thread keeps a heap of ``(next poll time, watch)`` and hands due
 polls to a few worker threads; a worker is busy only while an HTTP call is.
-Workers take from two lanes: due polls (and cancels) first, then creates
-queued by :meth:`Poller.run`, so a due poll never waits behind a burst of
-creates. Ten thousand responses in flight cost ten thousand heap entries,
+Workers take from two lanes: due polls (and cancels), and creates queued
+by :meth:`Poller.run`. A create goes first while the oldest due poll may
+still slip (by half of its own gap: a probe long before completions are
+expected slips more than a poll where they are), so the turn clocks of a
+burst start early; past that, the poll goes first, so a due poll never
+waits behind a burst of creates for longer than its schedule allows. Ten thousand responses in flight cost ten thousand heap entries,
 not ten thousand threads.
 
 Where to poll: the poller learns, per (model, completion window), when
@@ -27,10 +30,11 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Opt
 
 from ._checks import MAX_SECONDS
 from .errors import ClientClosedError, ConfigurationError, DeadlineExceededError, SailError
-from .types import Response
 
 if TYPE_CHECKING:  # concurrent.futures is imported when the first future is made, not with sail_lite
     from concurrent.futures import Future
+
+    from .types import Response
 
 __all__ = ["PollPolicy", "Poller"]
 
@@ -115,6 +119,9 @@ class PollPolicy:
       later point of its own schedule.
     - Nothing known (an unknown window, or ``learn=False`` and no prior):
       geometric, ``initial_interval`` then x ``multiplier``.
+    - Responses already waiting when a first precise observation arrives
+      (a cold burst, planned geometrically) have their next poll moved to
+      where the new region puts it, if that is earlier.
 
     Every gap is at least ``min_interval`` and at most ``max_interval[window]``
     (``default_max_interval`` for an unknown window). ``jitter`` shifts each
@@ -286,6 +293,8 @@ class Knowledge:
         self._policy = policy
         self._lock = threading.Lock()
         self._by_key: Dict[Tuple[str, str], _History] = {}
+        # region() runs before every poll; it changes only when an observation arrives.
+        self._regions: Dict[Tuple[str, str], Dict[Optional[str], Optional[Region]]] = {}
 
     def _history(self, key: Tuple[str, str]) -> _History:
         found = self._by_key.get(key)
@@ -299,6 +308,7 @@ class Knowledge:
             return
         with self._lock:
             self._history(key).observations.append((max(0.0, lower), upper))
+            self._regions.pop(key, None)
 
     def still_running(self, key: Tuple[str, str], elapsed: float, now: float) -> None:
         with self._lock:
@@ -315,10 +325,20 @@ class Knowledge:
             return history.frontier
 
     def region(self, key: Tuple[str, str], window: Optional[str]) -> Optional[Region]:
-        policy = self._policy
         with self._lock:
+            cached = self._regions.get(key)
+            if cached is None:
+                cached = self._regions[key] = {}
+            elif window in cached:
+                return cached[window]
             history = self._by_key.get(key)
-            observations = list(history.observations) if history is not None else []
+            region = self._derive(list(history.observations) if history is not None else [], window)
+            if len(cached) < 64:  # one entry per window name a caller used: bounded all the same
+                cached[window] = region
+            return region
+
+    def _derive(self, observations: List[Tuple[float, float]], window: Optional[str]) -> Optional[Region]:
+        policy = self._policy
         precise = [(lo, hi) for lo, hi in observations if hi - lo <= self.PRECISE * hi]
         if len(precise) >= 4:  # once there are enough, the coarse early ones only blur the region
             widths = sorted(hi - lo for lo, hi in precise)
@@ -351,7 +371,7 @@ class _Watch:
 
     __slots__ = (
         "response_id", "window", "key", "future", "deadline_at", "bounded_by_default", "read_timeout",
-        "transform", "started", "phase", "last_running", "failures", "learn", "polled",
+        "transform", "started", "phase", "last_running", "failures", "learn", "polled", "slip",
     )
 
     def __init__(self, response_id: str, window: Optional[str], key: Tuple[str, str], future: Future,
@@ -371,24 +391,32 @@ class _Watch:
         self.failures = 0
         self.learn = learn
         self.polled = False  # whether any poll was sent yet: the first point is special
+        self.slip = 0.0  # how late the next poll may go while creates wait: half its gap
 
 
 class _Lanes:
-    """Worker threads fed by two FIFO lanes; the urgent lane (polls, cancels) is served first.
+    """Worker threads fed by two FIFO lanes: urgent (polls, cancels) and normal (creates).
 
-    First, not only: one task in ``FAIR`` comes from the normal lane (creates)
-    when both wait, so a flood of due polls slows creates without stopping them.
+    An urgent task may carry ``slip_until`` (on ``clock``): until then a
+    queued normal task goes before it (a create starts a turn clock; a poll
+    that may slip loses little by waiting). Past it, or without one, the
+    urgent task goes first; not always: one task in ``FAIR`` comes from the
+    normal lane when both wait, so a flood of due polls slows creates
+    without stopping them.
 
     Threads start on demand up to ``workers``. :meth:`shutdown` lets queued
     tasks run (their futures must settle), then joins the threads.
     """
 
-    def __init__(self, workers: int, name: str) -> None:
+    def __init__(self, workers: int, name: str, clock: Callable[[], float]) -> None:
         self._workers = workers
         self._name = name
-        self._urgent: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        self._clock = clock
+        self._urgent: Deque[Tuple[Callable[..., Any], Tuple[Any, ...], float]] = collections.deque()
         self._normal: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
-        self._condition = threading.Condition()
+        # "with self._lock" (C) on the hot paths; the condition shares it for waits and notifies.
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
         self._threads: List[threading.Thread] = []
         self._idle = 0
         self._shutdown = False
@@ -396,11 +424,14 @@ class _Lanes:
 
     FAIR = 4
 
-    def submit(self, urgent: bool, function: Callable[..., Any], *args: Any) -> None:
-        with self._condition:
+    def submit(self, urgent: bool, function: Callable[..., Any], *args: Any, slip_until: float = -math.inf) -> None:
+        with self._lock:
             if self._shutdown:
                 raise RuntimeError("the poller's workers are shut down")
-            (self._urgent if urgent else self._normal).append((function, args))
+            if urgent:
+                self._urgent.append((function, args, slip_until))
+            else:
+                self._normal.append((function, args))
             if self._idle:
                 self._idle -= 1  # counted here, so a burst of submits wakes as many workers
                 self._condition.notify()
@@ -412,17 +443,18 @@ class _Lanes:
 
     def _work(self) -> None:
         while True:
-            with self._condition:
+            with self._lock:
                 while not self._urgent and not self._normal:
                     if self._shutdown:
                         return
                     self._idle += 1
                     self._condition.wait()  # whoever notifies takes us off the idle count
                 self._served += 1
-                if self._normal and (not self._urgent or self._served % self.FAIR == 0):
+                if self._normal and (not self._urgent or self._served % self.FAIR == 0
+                                     or self._urgent[0][2] > self._clock()):
                     function, args = self._normal.popleft()
                 else:
-                    function, args = self._urgent.popleft()
+                    function, args, _ = self._urgent.popleft()
             try:
                 function(*args)
             except BaseException:  # a task settles its own future; this only keeps the worker alive
@@ -473,11 +505,13 @@ class Poller:
         self._rng = rng
         self._is_transient = is_transient or _default_is_transient
         self._knowledge = Knowledge(policy)
-        self._lanes = _Lanes(max(1, min(max_workers, MAX_THREADS - 1)), "sail-lite-poll")
+        self._lanes = _Lanes(max(1, min(max_workers, MAX_THREADS - 1)), "sail-lite-poll", clock)
         self._heap: List[Tuple[float, int, _Watch]] = []
         self._sequence = itertools.count()
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)  # shares the lock: "with self._lock" on hot paths
         self._scheduler: Optional[threading.Thread] = None
+        self._rescheduled: Dict[Tuple[str, str], float] = {}
         self._closed = False
 
     # --- public --------------------------------------------------------
@@ -527,6 +561,10 @@ class Poller:
         ``learn=False`` for a response created long before this call (e.g.
         ``responses.wait(id)``): its completion time says nothing about turns.
         """
+        if response.is_terminal and not future.done():
+            # Finished already (a fast turn): settle here; no watch to track, nothing left to cancel.
+            self._settle_now(future, transform, response)
+            return
         window = window or _metadata_window(response)
         now = self._clock()
         bounded_by_default = deadline_at is None
@@ -580,7 +618,8 @@ class Poller:
         point = self._policy.next_poll(elapsed, watch.window, region, watch.phase,
                                        self._knowledge.frontier(watch.key, now))
         due = min(watch.started + point, watch.deadline_at)
-        with self._condition:
+        watch.slip = 0.5 * max(0.0, due - (watch.started + elapsed))
+        with self._lock:
             if self._closed:
                 closed = True
             else:
@@ -596,6 +635,47 @@ class Poller:
         if closed:
             self._fail(watch, ClientClosedError("the client is closed", response_id=watch.response_id))
 
+    #: A key's waiting watches are re-planned at most this often (seconds): each pass walks the heap.
+    RESCHEDULE_EVERY = 1.0
+
+    def _maybe_reschedule(self, key: Tuple[str, str], window: Optional[str], before: Optional[Region]) -> None:
+        """Pull waiting polls of ``key`` earlier when an observation just placed completions earlier.
+
+        Watches that were planned before anything was known (a cold burst,
+        all accepted within seconds) would otherwise keep their coarse,
+        geometric next point although siblings have just shown where
+        completions are. Only on a material change (the region became
+        learned, or its start moved 20% earlier), at most once per
+        ``RESCHEDULE_EVERY`` per key; a poll is only ever moved earlier.
+        """
+        after = self._knowledge.region(key, window)
+        if after is None or not after.learned or (
+                before is not None and before.learned and after.low >= 0.8 * before.low):
+            return
+        now = self._clock()
+        with self._lock:
+            if now - self._rescheduled.get(key, -math.inf) < self.RESCHEDULE_EVERY:
+                return
+            self._rescheduled[key] = now
+        frontier = self._knowledge.frontier(key, now)
+        policy = self._policy
+        with self._lock:
+            heap = self._heap
+            moved = False
+            for index, (due, sequence, watch) in enumerate(heap):
+                if watch.key != key:
+                    continue
+                elapsed = watch.last_running if watch.polled else 0.0
+                point = policy.next_poll(elapsed, watch.window, after, watch.phase, frontier)
+                earlier = min(watch.started + point, watch.deadline_at)
+                if earlier < due:
+                    watch.slip = 0.5 * max(0.0, earlier - (watch.started + elapsed))
+                    heap[index] = (earlier, sequence, watch)
+                    moved = True
+            if moved:
+                heapq.heapify(heap)
+                self._condition.notify()
+
     def _run(self) -> None:
         while True:
             with self._condition:
@@ -609,11 +689,11 @@ class Poller:
                     self._condition.wait(wait)
                 if self._closed:
                     return
-                _, _, watch = heapq.heappop(self._heap)
+                due, _, watch = heapq.heappop(self._heap)
             if watch.future.done():
                 continue  # cancelled: the done-callback has already cancelled it on the server
             try:
-                self._lanes.submit(True, self._poll, watch)
+                self._lanes.submit(True, self._poll, watch, slip_until=due + watch.slip)
             except RuntimeError:  # the workers shut down under us: close() is settling everything
                 return
 
@@ -648,7 +728,9 @@ class Poller:
         watch.failures = 0
         if response.is_terminal:
             if watch.learn and response.status in ("completed", "incomplete"):
+                before = self._knowledge.region(watch.key, watch.window)
                 self._knowledge.observe(watch.key, watch.last_running, self._clock() - watch.started)
+                self._maybe_reschedule(watch.key, watch.window, before)
             self._settle(watch, response)
         elif self._clock() >= watch.deadline_at:
             self._fail(watch, self._deadline_error(watch, None, status=response.status))
@@ -661,13 +743,18 @@ class Poller:
     # --- settling ------------------------------------------------------
 
     def _settle(self, watch: _Watch, response: Response) -> None:
+        self._settle_now(watch.future, watch.transform, response)
+
+    @staticmethod
+    def _settle_now(future: Future, transform: Callable[[Response], Any], response: Response) -> None:
         try:
-            result = watch.transform(response)
+            result = transform(response)
         except BaseException as exc:  # the transform's typed error is the result
-            self._fail(watch, exc)
-            return
+            outcome, value = future.set_exception, exc
+        else:
+            outcome, value = future.set_result, result
         try:
-            watch.future.set_result(result)
+            outcome(value)
         except _invalid_state():
             pass  # cancelled meanwhile; the result is dropped by the caller's choice
 

@@ -10,8 +10,14 @@ or lacks the one field that identifies it, raises
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+if sys.version_info >= (3, 9):  # every from_dict checks isinstance(x, Mapping): the abc's check is the fast one
+    from collections.abc import Mapping
+else:  # pragma: no cover - 3.8: typing's alias, so that annotations still resolve
+    from typing import Mapping
 
 from ._redact import redact_secrets
 from .errors import MalformedResponseError
@@ -106,7 +112,7 @@ def _rebuild(cls: type, values: Dict[str, Any]) -> Any:
     return cls(**values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # its own __repr__ (below) redacts; no generated one to build at import
 class Response:
     """A Responses API object (``resp_...``), background or not.
 
@@ -347,6 +353,8 @@ class SampledTokens:
 
 @dataclass(frozen=True)
 class ChatChoice:
+    """One choice of a :class:`ChatCompletion`."""
+
     index: int
     role: str
     content: str
@@ -430,6 +438,8 @@ class Message:
 
 @dataclass(frozen=True)
 class Model:
+    """A model from ``GET /models``."""
+
     id: str
     created: Optional[int] = None
     owned_by: Optional[str] = None

@@ -10,7 +10,7 @@ import pytest
 
 from sail_lite import PollPolicy
 from sail_lite.errors import APIConnectionError, APIStatusError, ConfigurationError, DeadlineExceededError
-from sail_lite.polling import Knowledge, Poller, Region
+from sail_lite.polling import Knowledge, Poller, Region, _Lanes
 from sail_lite.types import Response
 
 MODEL = "moonshotai/Kimi-K2.6"
@@ -320,6 +320,86 @@ def test_due_polls_do_not_wait_behind_queued_creates():
         create.result(timeout=30)
     poller.close()
     assert order[0] == "poll", order
+
+
+def test_a_poll_that_may_still_slip_lets_queued_creates_go_first_and_no_longer():
+    clock = FakeClock()
+    lanes = _Lanes(1, "test-lanes", clock)
+    order = []
+
+    def settle(count):
+        waited = threading.Event()
+        for _ in range(20000):
+            if len(order) >= count:
+                return
+            waited.wait(0.0005)
+        raise AssertionError(order)
+
+    gate = threading.Event()
+    lanes.submit(False, gate.wait)  # holds the one worker
+    lanes.submit(True, order.append, "probe", slip_until=clock() + 1.0)
+    lanes.submit(False, order.append, "create")
+    gate.set()
+    settle(2)
+    assert order == ["create", "probe"]  # the probe may slip a second: the create starts its turn first
+
+    gate = threading.Event()
+    lanes.submit(False, gate.wait)
+    lanes.submit(True, order.append, "overdue poll", slip_until=clock() - 0.001)
+    lanes.submit(False, order.append, "create 2")
+    gate.set()
+    settle(4)
+    assert order[2:] == ["overdue poll", "create 2"]  # past its slip, a due poll never waits behind creates
+    lanes.shutdown()
+
+
+def test_a_first_completion_pulls_in_the_waiting_polls_of_a_cold_burst():
+    # B was planned before anything was known (a geometric point far past its completion); A's
+    # completion shows where completions are, and B's waiting poll moves there at once.
+    clock = FakeClock()
+    finish = {}
+
+    def fetch(response_id, deadline_at, read_timeout):
+        return response("completed" if clock() >= finish[response_id] else "in_progress", response_id)
+
+    poller = make_poller(fetch, clock, PollPolicy(max_interval={"balanced": 1e6}))
+    start = clock()
+    finish["resp_a"] = start + 10.0
+    first = Future()
+    poller.watch(response("queued", "resp_a"), first, window="balanced", deadline_at=None, transform=lambda r: r)
+    drive_until(poller, clock, start + 4.0)
+    finish["resp_b"] = clock() + 10.0
+    second = Future()
+    poller.watch(response("queued", "resp_b"), second, window="balanced", deadline_at=None, transform=lambda r: r)
+    drive_until(poller, clock, future=second)
+    seen = clock()
+    assert first.done()
+    poller.close()
+    # Without the pull, B would wait for its geometric point (about 3.6 s late here).
+    assert seen - finish["resp_b"] <= 0.1 * 10.0, seen - finish["resp_b"]
+
+
+def drive_until(poller, clock, until=None, future=None):
+    """Step virtual time to each due poll, one at a time (the poller idle in between), until ``until``
+    or until ``future`` is done."""
+    lanes = poller._lanes
+    for _ in range(200000):
+        if future is not None and future.done():
+            return
+        with poller._condition:
+            due = poller._heap[0][0] if poller._heap else None
+        with lanes._condition:
+            idle = not lanes._urgent and not lanes._normal and lanes._idle == len(lanes._threads)
+        if not idle or (due is not None and due <= clock()):
+            threading.Event().wait(0.0005)  # a poll is on its way or running: let it finish first
+            continue
+        if due is None or (until is not None and due > until):
+            break
+        clock.advance(due - clock())
+        with poller._condition:
+            poller._condition.notify_all()
+    if until is not None and clock() < until:
+        clock.advance(until - clock())
 
 
 def test_threads_stay_under_32_whatever_max_workers_says():

@@ -243,3 +243,24 @@ def test_importing_sail_lite_loads_neither_emulator_nor_tinker():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_client_loads_a_resource_module_on_first_use_only():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sail_lite\n"
+        "loaded = lambda: sorted(m[len('sail_lite.resources.'):] for m in sys.modules\n"
+        "                        if m.startswith('sail_lite.resources.') and m != 'sail_lite.resources._common')\n"
+        "client = sail_lite.Client('sk-test', base_url='http://127.0.0.1:9/v1', environ={})\n"
+        "print(loaded())\n"
+        "assert client.tokens is client.tokens and client.tokens._responses is client.responses\n"
+        "print(loaded())\n"
+        "assert client.loras._files is client.files\n"
+        "print(loaded())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "[]", "['responses', 'tokens']", "['files', 'loras', 'responses', 'tokens']"], result.stdout

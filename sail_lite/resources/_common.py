@@ -9,7 +9,12 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+if sys.version_info >= (3, 9):  # isinstance(x, Mapping) on every request: the abc's check is the fast one
+    from collections.abc import Mapping
+else:  # pragma: no cover - 3.8: typing's alias, so that annotations still resolve
+    from typing import Mapping
 
 from .._checks import encode_json, shown
 from ..errors import InvalidRequestError, MalformedResponseError

@@ -8,8 +8,14 @@ go to the model verbatim.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Union
+
+if sys.version_info >= (3, 9):  # isinstance(x, Mapping) on every request: the abc's check is the fast one
+    from collections.abc import Mapping
+else:  # pragma: no cover - 3.8: typing's alias, so that annotations still resolve
+    from typing import Mapping
 
 from .._checks import model_id, number_in, positive_int
 from .._future import ResponseFuture
