@@ -35,7 +35,6 @@ __all__ = [
     "AdapterReport",
     "MAX_RANKS",
     "MAX_HEADER_BYTES",
-    "known_max_rank",
     "read_safetensors_header",
     "load_adapter_config",
     "check_adapter_config",
@@ -116,11 +115,6 @@ def _adapter_error(problems: Sequence[AdapterProblem]) -> AdapterError:
 
 def _fail(code: str, message: str) -> AdapterError:
     return _adapter_error([AdapterProblem(code, message)])
-
-
-def known_max_rank(model: str) -> Optional[int]:
-    """The published max LoRA rank of ``model``, or None when unknown."""
-    return MAX_RANKS.get(model)
 
 
 def read_safetensors_header(

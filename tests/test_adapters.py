@@ -10,10 +10,10 @@ import pytest
 
 from sail_lite.adapters import (
     MAX_HEADER_BYTES,
+    MAX_RANKS,
     check_adapter_config,
     check_adapter_dir,
     check_tensors,
-    known_max_rank,
     make_adapter,
     read_safetensors_header,
     write_safetensors,
@@ -74,7 +74,7 @@ def test_every_problem_at_once_and_in_the_error():
 def test_unknown_model_only_warns():
     problems, warnings = check_adapter_config(dict(GOOD, base_model_name_or_path="acme/new", r=512), ["acme/new"])
     assert problems == [] and "not known locally" in warnings[0]
-    assert known_max_rank(KIMI) == 32 and known_max_rank("acme/new") is None
+    assert MAX_RANKS[KIMI] == 32 and "acme/new" not in MAX_RANKS
 
 
 def test_missing_folder_names_both_files(tmp_path):

@@ -39,6 +39,8 @@ def _child_uses_inherited_client(client, queue):
 
 @pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
                     reason="needs fork")
+# Forking a process with live threads is the point of this test (3.12+ warns that it is risky in general).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_rebuilds_its_session(emulator):
     with make_client(emulator) as client:
         client.models.list()  # the parent has a live pooled connection now

@@ -125,20 +125,16 @@ def test_a_dripping_server_cannot_hold_an_attempt_past_its_time_bound(what):
     timeout = Timeout(connect=1.0, read=0.4)
     with ScriptedServer(drip(what)) as server, scripted_client(server, timeout=timeout,
                                                                 retry=RetryPolicy(max_retries=0)) as client:
-        started = time.monotonic()
+        # Without the bound the drip ends in a complete reply (~10 s): no error at all, so raising proves it.
         with pytest.raises(APITimeoutError) as info:
             client.responses.retrieve("resp_1")
-        elapsed = time.monotonic() - started
     assert "time bound" in str(info.value)
-    assert elapsed < 5  # generous on a loaded machine; without the bound the drip takes ~10 s
 
 
 def test_a_deadline_stops_a_dripping_body_too():
     with ScriptedServer(drip("body")) as server, scripted_client(server) as client:
-        started = time.monotonic()
-        with pytest.raises((DeadlineExceededError, APITimeoutError)):
+        with pytest.raises((DeadlineExceededError, APITimeoutError)):  # the drip alone would succeed
             client.responses.retrieve("resp_1", deadline=0.3)
-        assert time.monotonic() - started < 5
 
 
 # --- nothing floods memory ---------------------------------------------------------------------------

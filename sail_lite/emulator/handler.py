@@ -44,7 +44,7 @@ _logger = logging.getLogger("sail_lite.emulator")
 _DRAIN_LIMIT = 1 << 20  # unread bodies up to this size are drained to keep the connection; larger ones close it
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}\Z")
 
-Reply = Tuple[int, Any, Dict[str, str]]
+RouteResult = Tuple[int, Any, Dict[str, str]]
 
 
 class _Context:
@@ -73,7 +73,7 @@ class _Sent(Exception):
 class _Route:
     __slots__ = ("method", "pattern", "template", "func", "auth")
 
-    def __init__(self, method: str, template: str, func: Callable[["Handler", _Context], Reply], auth: str) -> None:
+    def __init__(self, method: str, template: str, func: Callable[["Handler", _Context], RouteResult], auth: str) -> None:
         self.method = method
         self.template = template
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
@@ -326,7 +326,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- inference, shared by responses, chat, messages ----------------------------------------------------
 
     def _infer(self, context: _Context, params: InferenceParams, route: str, key_header: str,
-               render: Callable[[ResponseRecord], Dict[str, Any]]) -> Reply:
+               render: Callable[[ResponseRecord], Dict[str, Any]]) -> RouteResult:
         record, status = self.emulator.state.infer(
             context.org, context.api_key, params, route=route, key=self.headers.get(key_header),
             key_header=key_header, own_url=self.emulator.url, wait=self._wait_for)
@@ -348,42 +348,42 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routes --------------------------------------------------------------------------------------------
 
-    def models(self, context: _Context) -> Reply:
+    def models(self, context: _Context) -> RouteResult:
         data = [{"id": m.id, "object": "model", "created": 1735689600, "owned_by": m.owned_by}
                 for m in self.emulator.state.models.values()]
         return 200, {"object": "list", "data": data}, {}
 
-    def create_response(self, context: _Context) -> Reply:
+    def create_response(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         params = parse_response_body(context.json(), state.models, catalogue=state.catalogue)
         return self._infer(context, params, "responses", "Idempotency-Key", state.response_json)
 
-    def retrieve_response(self, context: _Context) -> Reply:
+    def retrieve_response(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         return 200, state.response_json(state.get_response(context.org, context.match["id"])), {}
 
-    def cancel_response(self, context: _Context) -> Reply:
+    def cancel_response(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         record = state.get_response(context.org, context.match["id"])
         state.cancel_response(record)
         return 200, state.response_json(record), {}
 
-    def chat(self, context: _Context) -> Reply:
+    def chat(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         return self._infer(context, parse_chat_body(context.json(), state.models, state.catalogue), "chat", "Idempotency-Key",
                            state.chat_json)
 
-    def messages(self, context: _Context) -> Reply:
+    def messages(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         return self._infer(context, parse_messages_body(context.json(), state.models, state.catalogue), "messages",
                            "anthropic-idempotency-key", state.message_json)
 
-    def count_tokens(self, context: _Context) -> Reply:
+    def count_tokens(self, context: _Context) -> RouteResult:
         """Anthropic's token counter: the prompt ``/messages`` would bill, with the byte-level tokenizer."""
         _, prompt = parse_count_tokens_body(context.json(), self.emulator.state.models)
         return 200, {"input_tokens": len(prompt)}, {}
 
-    def create_file(self, context: _Context) -> Reply:
+    def create_file(self, context: _Context) -> RouteResult:
         emulator = self.emulator
         boundary = boundary_of(self.headers.get("Content-Type") or "")
         reader = self._body_reader()
@@ -411,29 +411,29 @@ class Handler(BaseHTTPRequestHandler):
                                          purpose=purpose, digest=upload.digest)
         return 200, record.to_json(), {}
 
-    def retrieve_file(self, context: _Context) -> Reply:
+    def retrieve_file(self, context: _Context) -> RouteResult:
         return 200, self.emulator.state.get_file(context.org, context.match["id"], "file_id").to_json(), {}
 
-    def create_lora(self, context: _Context) -> Reply:
+    def create_lora(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         lora = state.create_lora(context.org, parse_lora_body(context.json(), state.models))
         return 200, lora.to_json(state.clock()), {}
 
-    def list_loras(self, context: _Context) -> Reply:
+    def list_loras(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         now = state.clock()
         return 200, {"object": "list", "data": [l.to_json(now) for l in state.list_loras(context.org)]}, {}
 
-    def retrieve_lora(self, context: _Context) -> Reply:
+    def retrieve_lora(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         return 200, state.get_lora(context.org, context.match["name"]).to_json(state.clock()), {}
 
-    def update_lora(self, context: _Context) -> Reply:
+    def update_lora(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         changes = parse_lora_patch(context.json(), state.models)
         return 200, state.update_lora(context.org, context.match["name"], changes).to_json(state.clock()), {}
 
-    def create_batch(self, context: _Context) -> Reply:
+    def create_batch(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         body = context.json(self.emulator.max_batch_bytes)
         label, items = parse_batch_body(body, state.models, state.catalogue)
@@ -441,7 +441,7 @@ class Handler(BaseHTTPRequestHandler):
                                    fingerprint("batches", body), label, items, own_url=self.emulator.url)
         return 200, state.batch_json(batch, detail=False), {}
 
-    def list_batches(self, context: _Context) -> Reply:
+    def list_batches(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         query = urllib.parse.parse_qs(context.query)
         limit_text = (query.get("limit") or ["20"])[0]
@@ -451,11 +451,11 @@ class Handler(BaseHTTPRequestHandler):
         batches = state.list_batches(context.org, int(limit_text), after)
         return 200, [state.batch_json(b, detail=False) for b in batches], {}
 
-    def retrieve_batch(self, context: _Context) -> Reply:
+    def retrieve_batch(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         return 200, state.batch_json(state.get_batch(context.org, context.match["id"]), detail=True), {}
 
-    def batch_item(self, context: _Context) -> Reply:
+    def batch_item(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         batch = state.get_batch(context.org, context.match["id"])
         response_id = batch.items.get(context.match["custom_id"])
@@ -464,7 +464,7 @@ class Handler(BaseHTTPRequestHandler):
                            code="not_found")
         return 200, state.response_json(state.responses[response_id]), {}
 
-    def archive(self, context: _Context) -> Reply:
+    def archive(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         archive_id = context.match["id"]
         verify(self.emulator.archive_secret, archive_id, context.query, state.clock())
@@ -473,14 +473,14 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "no such checkpoint archive", code="not_found")
         return self._send_file(path, "application/x-tar")
 
-    def external_weights(self, context: _Context) -> Reply:
+    def external_weights(self, context: _Context) -> RouteResult:
         state = self.emulator.state
         weights_id, filename = context.match["id"], context.match["file"]
         verify(self.emulator.archive_secret, weights_id + "/" + filename, context.query, state.clock())
         content_type = "application/json" if filename.endswith(".json") else "application/octet-stream"
         return self._send_file(state.external_file(weights_id, filename), content_type)
 
-    def _send_file(self, path: str, content_type: str) -> Reply:
+    def _send_file(self, path: str, content_type: str) -> RouteResult:
         """Stream a stored file as a 200 (``sendfile``: no copy of it in memory), then say it was sent."""
         try:
             handle = open(path, "rb")
@@ -500,14 +500,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         raise _Sent()
 
-    def admin_stats(self, context: _Context) -> Reply:
+    def admin_stats(self, context: _Context) -> RouteResult:
         return 200, self.emulator.stats(), {}
 
-    def admin_reset(self, context: _Context) -> Reply:
+    def admin_reset(self, context: _Context) -> RouteResult:
         self.emulator.reset()
         return 200, {"reset": True}, {}
 
-    def admin_faults(self, context: _Context) -> Reply:
+    def admin_faults(self, context: _Context) -> RouteResult:
         faults = self.emulator.faults
         if self.command == "POST":
             body = context.json()

@@ -24,7 +24,7 @@ from array import array
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-__all__ = ["EOS", "VOCAB", "Generation", "generate", "encode_text", "decode_tokens", "adapter_digest"]
+__all__ = ["EOS", "VOCAB", "Generation", "generate", "encode_text", "decode_tokens"]
 
 EOS = 256
 VOCAB: Tuple[int, ...] = tuple(range(32, 127)) + (10, EOS)
@@ -60,11 +60,6 @@ def encode_text(text: str) -> List[int]:
 
 def decode_tokens(tokens: Sequence[int]) -> str:
     return bytes(t for t in tokens if 0 <= t < 256).decode("utf-8", "replace")
-
-
-def adapter_digest(weights: bytes) -> bytes:
-    """The fingerprint through which an adapter shifts the distribution."""
-    return hashlib.sha256(weights).digest()
 
 
 def _uniform(state: bytes, salt: bytes) -> float:
