@@ -28,7 +28,12 @@ from sail_lite import errors as E
 from ._tls_servers import ForwardProxy, TLSForwarder
 from .conftest import make_client
 
-trustme = pytest.importorskip("trustme")
+
+
+def new_ca():
+    # trustme (and cryptography under it) is imported by the tests that make certificates, not at
+    # collection: every xdist worker collects this module.
+    return pytest.importorskip("trustme").CA()
 
 MODEL = "moonshotai/Kimi-K2.6"
 
@@ -38,7 +43,7 @@ MODEL = "moonshotai/Kimi-K2.6"
 
 @pytest.fixture(scope="module")
 def ca():
-    return trustme.CA()
+    return new_ca()
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +114,7 @@ def test_a_certificate_for_another_host_is_a_tls_error(emulator, ca, ca_path):
 def test_the_argument_wins_over_the_environment(emulator, https, ca_path, tmp_path):
     # A wrong bundle in the environment does not matter when verify= names the right one.
     wrong = tmp_path / "other.pem"
-    trustme.CA().cert_pem.write_to_path(str(wrong))
+    new_ca().cert_pem.write_to_path(str(wrong))
     with https_client(emulator, https, verify=ca_path, environ={"REQUESTS_CA_BUNDLE": str(wrong)}) as client:
         client.models.list()
     with https_client(emulator, https, environ={"SSL_CERT_FILE": str(wrong)}) as client:
