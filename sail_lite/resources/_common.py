@@ -11,12 +11,7 @@ import sys
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-if sys.version_info >= (3, 9):  # isinstance(x, Mapping) on every request: the abc's check is the fast one
-    from collections.abc import Mapping
-else:  # pragma: no cover - 3.8: typing's alias, so that annotations still resolve
-    from typing import Mapping
-
-from .._checks import encode_json, shown
+from .._checks import Mapping, encode_json, model_id, number_in, positive_int, shown
 from ..errors import InvalidRequestError, MalformedResponseError
 
 __all__ = [
@@ -31,8 +26,10 @@ __all__ = [
     "compact_json",
     "extra_fields",
     "list_data",
+    "message_body",
     "message_list",
     "normalize_stop",
+    "sampling_fields",
     "string_list",
     "system_prompt",
 ]
@@ -217,6 +214,35 @@ def system_prompt(system: Any) -> Union[str, List[Dict[str, Any]]]:
     if not all(isinstance(block, Mapping) for block in blocks):
         raise InvalidRequestError("system blocks must be objects like {'type': 'text', 'text': ...}")
     return [dict(block) for block in blocks]
+
+
+def message_body(extra_body: Any, model: Any, messages: Any, system: Any = None) -> Dict[str, Any]:
+    """A Chat Completions or Messages body: ``extra_body``'s fields, then the checked model, messages, system."""
+    body = extra_fields(extra_body)
+    body["model"] = model_id(model)
+    body["messages"] = message_list(messages)
+    if system is not None:
+        body["system"] = system_prompt(system)
+    return body
+
+
+_RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}
+
+
+def sampling_fields(body: Dict[str, Any], *, metadata: Any = None, lora: Any = None, completion_window: Any = None,
+                    background: bool = False, **numbers: Any) -> Dict[str, Any]:
+    """``body`` with each sampling number that is not ``None`` and the wire metadata (:func:`build_metadata`).
+
+    ``temperature`` is checked to lie in 0..2 and ``top_p`` in 0..1; any
+    other number is a token limit, an int >= 1. Checked in the order given.
+    """
+    for name, value in numbers.items():
+        if value is not None:
+            body[name] = number_in(name, value, *_RANGES[name]) if name in _RANGES else positive_int(name, value)
+    wire_metadata = build_metadata(metadata, lora=lora, completion_window=completion_window, background=background)
+    if wire_metadata:
+        body["metadata"] = wire_metadata
+    return body
 
 
 def extra_fields(extra_body: Any) -> Dict[str, Any]:
