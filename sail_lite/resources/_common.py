@@ -26,6 +26,7 @@ __all__ = [
     "compact_json",
     "extra_fields",
     "list_data",
+    "list_like",
     "message_body",
     "message_list",
     "normalize_stop",
@@ -137,9 +138,14 @@ def build_metadata(
     return result or None
 
 
+def list_like(value: Any) -> bool:
+    """Whether ``value`` may stand for a list: an iterable, but not a string, bytes or a mapping."""
+    return not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__iter__")
+
+
 def check_prompt_tokens(tokens: Any) -> List[int]:
     """A raw-token prompt as a list: 1..2,000,000 ints, each 0..2^31-1."""
-    if isinstance(tokens, (str, bytes, Mapping)) or not hasattr(tokens, "__iter__"):
+    if not list_like(tokens):
         raise InvalidRequestError("the prompt must be a sequence of token ids (ints), got {}".format(type(tokens).__name__))
     result = list(tokens)
     if not result:
@@ -166,7 +172,7 @@ def normalize_stop(stop: Any) -> Optional[List[Union[str, int]]]:
         if not stop:
             raise InvalidRequestError("a stop string must not be empty")
         return [stop]
-    if isinstance(stop, (bytes, Mapping)) or not hasattr(stop, "__iter__"):
+    if not list_like(stop):  # a str was taken above
         raise InvalidRequestError("stop must be a string, a list of strings or a list of token ids")
     items = list(stop)
     if not items:
@@ -183,7 +189,7 @@ def normalize_stop(stop: Any) -> Optional[List[Union[str, int]]]:
 
 def string_list(name: str, value: Any, *, non_empty: bool = False) -> List[str]:
     """A list of non-empty strings from any iterable but a bare string."""
-    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+    if not list_like(value):
         raise InvalidRequestError("{} must be a list of strings, got {}".format(name, type(value).__name__))
     items = list(value)
     if non_empty and not items:
@@ -195,7 +201,7 @@ def string_list(name: str, value: Any, *, non_empty: bool = False) -> List[str]:
 
 def message_list(messages: Any) -> List[Dict[str, Any]]:
     """Chat/Messages ``messages``: a non-empty list of ``{"role": str, "content": ...}`` objects."""
-    if isinstance(messages, (str, bytes, Mapping)) or not hasattr(messages, "__iter__"):
+    if not list_like(messages):
         raise InvalidRequestError("messages must be a list of {'role': ..., 'content': ...} objects")
     result = [dict(m) if isinstance(m, Mapping) else m for m in messages]
     if not result or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in result):
@@ -207,7 +213,7 @@ def system_prompt(system: Any) -> Union[str, List[Dict[str, Any]]]:
     """The Messages ``system``: a string, or a list of content blocks (objects)."""
     if isinstance(system, str):
         return system
-    if isinstance(system, (bytes, Mapping)) or not hasattr(system, "__iter__"):
+    if not list_like(system):  # a str was taken above
         raise InvalidRequestError("system must be a string or a list of content blocks, got {}".format(
             type(system).__name__))
     blocks = list(system)
