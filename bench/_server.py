@@ -78,6 +78,7 @@ def install_hooks(state: Any, seed: int = 0) -> Dict[str, bool]:
 
 def main() -> int:
     from sail_lite.emulator import EmulatorServer
+    from sail_lite.emulator.__main__ import announce_and_serve
 
     try:
         from sail_lite.emulator import TURN_PRESETS
@@ -91,22 +92,8 @@ def main() -> int:
     server = EmulatorServer(port=0, seed=args.seed, turn_times={w: args.turn for w in windows})
     hooks = install_hooks(server.state, args.seed)
     server.start()
-    out = sys.stdout
-    out.write("Sail emulator listening on {}\n".format(server.url))
-    out.write("  export SAIL_BASE_URL={}\n".format(server.base_url))
-    out.write("  export SAIL_API_KEY={}\n".format(server.api_key))
-    out.write("  admin token (for /_emulator/ routes): {}\n".format(server.admin_token))
-    out.write("  windows: {}\n".format(json.dumps(windows)))
-    out.write("  bench hooks: {}\n".format(json.dumps(hooks)))
-    out.write("Press Ctrl-C to stop.\n")
-    out.flush()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return announce_and_serve(server, sys.stdout, extra=[
+        "windows: {}".format(json.dumps(windows)), "bench hooks: {}".format(json.dumps(hooks))])
 
 
 if __name__ == "__main__":

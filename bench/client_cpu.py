@@ -18,7 +18,6 @@ share moves the most.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -31,6 +30,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _report  # noqa: E402
 from _emulator import EmulatorProcess  # noqa: E402
 
 MODEL = "moonshotai/Kimi-K2.6"
@@ -179,19 +179,13 @@ def print_table(result: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _report.parser(__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--samples", type=int)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
     samples = args.samples or (1000 if args.quick else 3000)
-    result = measure(samples, args.rounds)
-    print_table(result)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
-    return result
+    return _report.report(measure(samples, args.rounds), print_table, args.json)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,16 @@ own (self) import time: what to defer.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODE = "import time; t = time.perf_counter(); import {}; print(time.perf_counter() - t)"
@@ -102,17 +104,11 @@ def print_table(result: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _report.parser(__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int)
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
-    result = measure(args.rounds or (9 if args.quick else 21))
-    print_table(result)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
-    return result
+    return _report.report(measure(args.rounds or (9 if args.quick else 21)), print_table, args.json)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ ratio that no poll schedule can beat). ``--quick`` runs 2,000 samples of 5 s tur
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
 import sys
@@ -27,6 +25,7 @@ from typing import Any, Dict, Optional, Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _report  # noqa: E402
 from _emulator import EmulatorProcess  # noqa: E402
 
 MODEL = "moonshotai/Kimi-K2.6"
@@ -114,20 +113,14 @@ def print_table(result: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _report.parser(__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--count", type=int)
     parser.add_argument("--turn", type=float)
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
     count = args.count or (2000 if args.quick else 10000)
     turn = args.turn or (5.0 if args.quick else 20.0)
-    result = measure(count, turn)
-    print_table(result)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
-    return result
+    return _report.report(measure(count, turn), print_table, args.json)
 
 
 if __name__ == "__main__":

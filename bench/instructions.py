@@ -22,7 +22,6 @@ Needs ``valgrind`` on PATH; about 6 minutes.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -36,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+import _report  # noqa: E402
 from _emulator import EmulatorProcess  # noqa: E402
 
 IN_FLIGHT = 32
@@ -156,17 +156,11 @@ def print_table(result: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json")
+    parser = _report.parser(__doc__)
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    result = measure()
-    print_table(result)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
-    return result
+    return _report.report(measure(), print_table, args.json)
 
 
 if __name__ == "__main__":

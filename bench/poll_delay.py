@@ -32,9 +32,7 @@ turn is seen at once; a 21 s one 19 s late).
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -46,6 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _report  # noqa: E402
 from _emulator import EmulatorProcess  # noqa: E402
 
 import requests  # noqa: E402
@@ -317,20 +316,14 @@ def print_table(result: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _report.parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="skip turns longer than 5 s")
     parser.add_argument("--n", type=int, default=8, help="samples per wave")
     parser.add_argument("--waves", type=int, default=3)
     parser.add_argument("--burst", type=int, default=256)
     parser.add_argument("--burst-only", action="store_true", help="only the burst of 0.2 s turns")
-    parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
-    result = measure(args.quick, args.n, args.waves, args.burst, args.burst_only)
-    print_table(result)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
-    return result
+    return _report.report(measure(args.quick, args.n, args.waves, args.burst, args.burst_only), print_table, args.json)
 
 
 if __name__ == "__main__":

@@ -132,13 +132,18 @@ def delay_rows(table: Table, delay: Optional[Dict[str, Any]], quick: bool) -> No
                   "<= 0.6 s", burst["best"] <= 0.6)
 
 
+def outcome(table: Table, results: Dict[str, Optional[Dict[str, Any]]], name: str,
+            label: str) -> Optional[Dict[str, Any]]:
+    """``name``'s result; ``None`` with no row when it was left out (``--only``), or with a "failed" row."""
+    result = results.get(name, NOT_RUN)
+    if result is None:
+        table.add(label, "", skipped="benchmark failed")
+    return None if result is NOT_RUN else result
+
+
 def other_rows(table: Table, results: Dict[str, Optional[Dict[str, Any]]], quick: bool) -> None:
-    flight = results.get("in_flight", NOT_RUN)
-    if flight is NOT_RUN:
-        pass
-    elif flight is None:
-        table.add("in flight", "", skipped="benchmark failed")
-    else:
+    flight = outcome(table, results, "in_flight", "in flight")
+    if flight is not None:
         label = "{:,} in flight, {:g} s turns: all done / turn".format(flight["count"], flight["turn"])
         table.add(label, "{:.2f}x".format(flight["ratio_to_turn"]),
                   "{:.1f} polls/sample, RSS +{:.0f} MB".format(flight["polls_per_sample"], flight["rss_growth_mb"]),
@@ -146,12 +151,8 @@ def other_rows(table: Table, results: Dict[str, Optional[Dict[str, Any]]], quick
         table.add("  threads while {:,} in flight".format(flight["count"]),
                   "{} added ({} in the process)".format(flight["threads_added"], flight["peak_threads"]),
                   "", "<= 32", flight["threads_added"] <= 32)
-    cpu = results.get("client_cpu", NOT_RUN)
-    if cpu is NOT_RUN:
-        pass
-    elif cpu is None:
-        table.add("client CPU per sample", "", skipped="benchmark failed")
-    else:
+    cpu = outcome(table, results, "client_cpu", "client CPU per sample")
+    if cpu is not None:
         rows = cpu["clients"]
         others = ", ".join("{} {:.2f} ms ({:.2f}x)".format(name, row["cpu_ms"], row["ratio"])
                            for name, row in rows.items() if name != "sail_lite")
@@ -159,12 +160,8 @@ def other_rows(table: Table, results: Dict[str, Optional[Dict[str, Any]]], quick
         table.add("client CPU per sample, {} in flight".format(cpu["in_flight"]),
                   "{:.2f} ms = {:.2f}x bare requests".format(lite["cpu_ms"], lite["ratio"]), others,
                   "<= 0.8x bare requests", lite["ratio"] <= 0.8)
-    imports = results.get("import_time", NOT_RUN)
-    if imports is NOT_RUN:
-        pass
-    elif imports is None:
-        table.add("import sail_lite vs import requests", "", skipped="benchmark failed")
-    else:
+    imports = outcome(table, results, "import_time", "import sail_lite vs import requests")
+    if imports is not None:
         with_client = imports.get("extra_with_client_ms")
         table.add("import sail_lite vs import requests", "+{:.1f} ms".format(imports["extra_ms"]),
                   "requests alone {:.0f} ms (median of {}){}".format(

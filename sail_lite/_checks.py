@@ -10,12 +10,19 @@ from __future__ import annotations
 import json
 import re
 import reprlib
-from typing import Any, Mapping, Optional, Type
+import sys
+from typing import Any, Optional, Type
+
+if sys.version_info >= (3, 9):  # isinstance(x, Mapping) on every request and reply: the abc's check is the fast one
+    from collections.abc import Mapping
+else:  # pragma: no cover - 3.8: typing's alias, so that annotations still resolve
+    from typing import Mapping
 
 from .errors import InvalidRequestError, MalformedResponseError, SailError
 
 __all__ = [
     "MAX_SECONDS",
+    "Mapping",
     "decode_json",
     "encode_json",
     "header_value",

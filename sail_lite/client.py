@@ -6,6 +6,7 @@ I/O.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import random
@@ -35,6 +36,10 @@ DEFAULT_BASE_URL = "https://api.sailresearch.com/v1"
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 _LOGGER_NAME = "sail_lite"
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+# Each resource: its module under sail_lite.resources (its name), its class, the resources it is built on.
+_RESOURCES = {"responses": ("Responses", ()), "tokens": ("Tokens", ("responses",)), "chat": ("Chat", ()),
+              "messages": ("Messages", ()), "models": ("Models", ()), "files": ("Files", ()),
+              "loras": ("LoRAs", ("files",)), "batches": ("Batches", ())}
 
 
 def _configure_logging(level_name: Optional[str]) -> None:
@@ -102,8 +107,7 @@ class Client:
         rng: Optional[random.Random] = None,
         environ: Optional[Mapping[str, str]] = None,
     ) -> None:
-        if environ is not None and (not isinstance(environ, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in environ.items())):
+        if environ is not None and not _strings_to_strings(environ):
             raise ConfigurationError("environ must map variable names to strings, like os.environ")
         for name, value in (("sleep", sleep), ("clock", clock)):
             if not callable(value):
@@ -194,38 +198,9 @@ class Client:
             return found
 
     def _make_resource(self, name: str) -> Any:
-        requester = self._requester
-        if name == "responses":
-            from .resources.responses import Responses
-
-            return Responses(requester)
-        if name == "tokens":
-            from .resources.tokens import Tokens
-
-            return Tokens(requester, self.responses)
-        if name == "chat":
-            from .resources.chat import Chat
-
-            return Chat(requester)
-        if name == "messages":
-            from .resources.messages import Messages
-
-            return Messages(requester)
-        if name == "models":
-            from .resources.models import Models
-
-            return Models(requester)
-        if name == "files":
-            from .resources.files import Files
-
-            return Files(requester)
-        if name == "loras":
-            from .resources.loras import LoRAs
-
-            return LoRAs(requester, self.files)
-        from .resources.batches import Batches
-
-        return Batches(requester)
+        class_name, needs = _RESOURCES[name]
+        module = importlib.import_module(".resources." + name, __package__)
+        return getattr(module, class_name)(self._requester, *(self._resource(other) for other in needs))
 
     def close(self) -> None:
         """Stop the poller's threads and close the connections.
@@ -256,6 +231,10 @@ class Client:
     def __setstate__(self, state: Dict[str, Any]) -> None:
         api_key = state.pop("api_key")
         self.__init__(api_key, environ={}, **state)  # type: ignore[misc]
+
+
+def _strings_to_strings(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
 def _api_key(api_key: Any, env: Mapping[str, str]) -> str:
@@ -310,8 +289,7 @@ def _verify(verify: Any, env: Mapping[str, str]) -> Union[bool, str]:
 
 def _proxies(proxies: Any, base_url: str, env: Mapping[str, str]) -> Dict[str, str]:
     if proxies is not None:
-        if not isinstance(proxies, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in proxies.items()):
+        if not _strings_to_strings(proxies):
             raise ConfigurationError("proxies must map schemes ('http', 'https') to proxy URLs, as in requests")
         return dict(proxies)
     # requests' own rules: http_proxy / https_proxy / all_proxy, NO_PROXY honoured.

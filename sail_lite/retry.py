@@ -1,8 +1,9 @@
 """Which failures are retried, and how long to wait before the next attempt.
 
-Pure arithmetic, no I/O: the request loop in :mod:`sail_lite.client` asks
-:meth:`RetryPolicy.should_retry` and :meth:`RetryPolicy.delay` and does the
-sleeping itself (through an injectable ``sleep``).
+Pure arithmetic, no I/O: the request loop in :mod:`sail_lite._requester` asks
+:meth:`RetryPolicy.delay_before_retry` (:meth:`~RetryPolicy.should_retry`, then
+:meth:`~RetryPolicy.delay`) and does the sleeping itself (through an injectable
+``sleep``); the poller asks :meth:`~RetryPolicy.should_retry` about a failed poll.
 """
 from __future__ import annotations
 

@@ -10,15 +10,10 @@ or lacks the one field that identifies it, raises
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-if sys.version_info >= (3, 9):  # every from_dict checks isinstance(x, Mapping): the abc's check is the fast one
-    from collections.abc import Mapping
-else:  # pragma: no cover - 3.8: typing's alias, so that annotations still resolve
-    from typing import Mapping
-
+from ._checks import Mapping
 from ._redact import redact_secrets
 from .errors import MalformedResponseError
 

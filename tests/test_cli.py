@@ -11,6 +11,8 @@ import pytest
 
 from sail_lite.cli import main
 
+from ._streams import Stream
+
 MODEL = "moonshotai/Kimi-K2.6"
 
 
@@ -147,24 +149,15 @@ def test_console_script_runs(emulator):
     assert emulator.api_key not in result.stdout + result.stderr
 
 
-class _Stream(io.StringIO):
-    def __init__(self, tty):
-        super().__init__()
-        self.tty = tty
-
-    def isatty(self):
-        return self.tty
-
-
 def test_upload_of_a_taken_name_sends_nothing_and_is_one_line(emulator, base, tmp_path):
     from sail_lite.adapters import make_adapter
 
     folder = str(make_adapter(tmp_path / "adapter"))
     argv = base + ["loras", "upload", folder, "--name", "taken-v1", "--model", MODEL, "--no-wait"]
-    err = _Stream(tty=True)
+    err = Stream(tty=True)
     assert main(argv, out=io.StringIO(), err=err, environ={}) == 0
     assert "\ruploading taken-v1 [" in err.getvalue()  # a terminal: redrawn in place
-    err = _Stream(tty=False)
+    err = Stream(tty=False)
     assert main(argv, out=io.StringIO(), err=err, environ={}) == 1
     assert emulator.stats()["requests"]["POST /v1/files"] == 2  # the second run uploaded nothing
     text = err.getvalue()
@@ -177,7 +170,7 @@ def test_upload_progress_in_ci_is_a_line_per_step(emulator, base, tmp_path):
     from sail_lite.adapters import make_adapter
 
     folder = str(make_adapter(tmp_path / "adapter", hidden_size=512))
-    err = _Stream(tty=True)  # a terminal, but CI says so: no redraws
+    err = Stream(tty=True)  # a terminal, but CI says so: no redraws
     assert main(base + ["loras", "upload", folder, "--name", "ci-v1", "--model", MODEL, "--no-wait"],
                 out=io.StringIO(), err=err, environ={"CI": "true"}) == 0
     lines = err.getvalue().splitlines()

@@ -8,14 +8,7 @@ import pytest
 
 from sail_lite.cli import main
 
-
-class Stream(io.StringIO):
-    def __init__(self, tty: bool) -> None:
-        super().__init__()
-        self.tty = tty
-
-    def isatty(self) -> bool:
-        return self.tty
+from ._streams import Stream
 
 
 def run(argv, environ, err=None):

@@ -1,20 +1,11 @@
 """Progress output: redrawn in place on a terminal, whole lines on a pipe or in CI."""
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from sail_lite._progress import ProgressBar, interactive
 
-
-class Stream(io.StringIO):
-    def __init__(self, tty: bool) -> None:
-        super().__init__()
-        self.tty = tty
-
-    def isatty(self) -> bool:
-        return self.tty
+from ._streams import Stream
 
 
 def feed(bar, total, steps):

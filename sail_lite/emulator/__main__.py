@@ -12,7 +12,7 @@ from typing import Optional, Sequence, TextIO
 from . import TURN_PRESETS, EmulatorServer
 from .params import CATALOGUES
 
-__all__ = ["main", "serve", "listen_error"]
+__all__ = ["main", "serve", "announce_and_serve", "listen_error"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,10 +59,20 @@ def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     except OSError:
         server.state.close()  # its private storage folder
         raise
+    return announce_and_serve(server, out)
+
+
+def announce_and_serve(server: EmulatorServer, out: TextIO = sys.stdout, extra: Sequence[str] = ()) -> int:
+    """Print how to reach the started ``server`` (and the ``extra`` lines), serve until Ctrl-C, then stop it.
+
+    The banner's lines are read by scripts (bench/_emulator.py): keep their prefixes.
+    """
     out.write("Sail emulator listening on {}\n".format(server.url))
     out.write("  export SAIL_BASE_URL={}\n".format(server.base_url))
     out.write("  export SAIL_API_KEY={}\n".format(server.api_key))
     out.write("  admin token (for /_emulator/ routes): {}\n".format(server.admin_token))
+    for line in extra:
+        out.write("  {}\n".format(line))
     out.write("Press Ctrl-C to stop.\n")
     out.flush()
     try:

@@ -11,12 +11,7 @@ import sys
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-if sys.version_info >= (3, 9):  # isinstance(x, Mapping) on every request: the abc's check is the fast one
-    from collections.abc import Mapping
-else:  # pragma: no cover - 3.8: typing's alias, so that annotations still resolve
-    from typing import Mapping
-
-from .._checks import encode_json, shown
+from .._checks import Mapping, encode_json, model_id, number_in, positive_int, shown
 from ..errors import InvalidRequestError, MalformedResponseError
 
 __all__ = [
@@ -31,8 +26,11 @@ __all__ = [
     "compact_json",
     "extra_fields",
     "list_data",
+    "list_like",
+    "message_body",
     "message_list",
     "normalize_stop",
+    "sampling_fields",
     "string_list",
     "system_prompt",
 ]
@@ -140,9 +138,14 @@ def build_metadata(
     return result or None
 
 
+def list_like(value: Any) -> bool:
+    """Whether ``value`` may stand for a list: an iterable, but not a string, bytes or a mapping."""
+    return not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__iter__")
+
+
 def check_prompt_tokens(tokens: Any) -> List[int]:
     """A raw-token prompt as a list: 1..2,000,000 ints, each 0..2^31-1."""
-    if isinstance(tokens, (str, bytes, Mapping)) or not hasattr(tokens, "__iter__"):
+    if not list_like(tokens):
         raise InvalidRequestError("the prompt must be a sequence of token ids (ints), got {}".format(type(tokens).__name__))
     result = list(tokens)
     if not result:
@@ -169,7 +172,7 @@ def normalize_stop(stop: Any) -> Optional[List[Union[str, int]]]:
         if not stop:
             raise InvalidRequestError("a stop string must not be empty")
         return [stop]
-    if isinstance(stop, (bytes, Mapping)) or not hasattr(stop, "__iter__"):
+    if not list_like(stop):  # a str was taken above
         raise InvalidRequestError("stop must be a string, a list of strings or a list of token ids")
     items = list(stop)
     if not items:
@@ -186,7 +189,7 @@ def normalize_stop(stop: Any) -> Optional[List[Union[str, int]]]:
 
 def string_list(name: str, value: Any, *, non_empty: bool = False) -> List[str]:
     """A list of non-empty strings from any iterable but a bare string."""
-    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+    if not list_like(value):
         raise InvalidRequestError("{} must be a list of strings, got {}".format(name, type(value).__name__))
     items = list(value)
     if non_empty and not items:
@@ -198,7 +201,7 @@ def string_list(name: str, value: Any, *, non_empty: bool = False) -> List[str]:
 
 def message_list(messages: Any) -> List[Dict[str, Any]]:
     """Chat/Messages ``messages``: a non-empty list of ``{"role": str, "content": ...}`` objects."""
-    if isinstance(messages, (str, bytes, Mapping)) or not hasattr(messages, "__iter__"):
+    if not list_like(messages):
         raise InvalidRequestError("messages must be a list of {'role': ..., 'content': ...} objects")
     result = [dict(m) if isinstance(m, Mapping) else m for m in messages]
     if not result or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in result):
@@ -210,13 +213,42 @@ def system_prompt(system: Any) -> Union[str, List[Dict[str, Any]]]:
     """The Messages ``system``: a string, or a list of content blocks (objects)."""
     if isinstance(system, str):
         return system
-    if isinstance(system, (bytes, Mapping)) or not hasattr(system, "__iter__"):
+    if not list_like(system):  # a str was taken above
         raise InvalidRequestError("system must be a string or a list of content blocks, got {}".format(
             type(system).__name__))
     blocks = list(system)
     if not all(isinstance(block, Mapping) for block in blocks):
         raise InvalidRequestError("system blocks must be objects like {'type': 'text', 'text': ...}")
     return [dict(block) for block in blocks]
+
+
+def message_body(extra_body: Any, model: Any, messages: Any, system: Any = None) -> Dict[str, Any]:
+    """A Chat Completions or Messages body: ``extra_body``'s fields, then the checked model, messages, system."""
+    body = extra_fields(extra_body)
+    body["model"] = model_id(model)
+    body["messages"] = message_list(messages)
+    if system is not None:
+        body["system"] = system_prompt(system)
+    return body
+
+
+_RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}
+
+
+def sampling_fields(body: Dict[str, Any], *, metadata: Any = None, lora: Any = None, completion_window: Any = None,
+                    background: bool = False, **numbers: Any) -> Dict[str, Any]:
+    """``body`` with each sampling number that is not ``None`` and the wire metadata (:func:`build_metadata`).
+
+    ``temperature`` is checked to lie in 0..2 and ``top_p`` in 0..1; any
+    other number is a token limit, an int >= 1. Checked in the order given.
+    """
+    for name, value in numbers.items():
+        if value is not None:
+            body[name] = number_in(name, value, *_RANGES[name]) if name in _RANGES else positive_int(name, value)
+    wire_metadata = build_metadata(metadata, lora=lora, completion_window=completion_window, background=background)
+    if wire_metadata:
+        body["metadata"] = wire_metadata
+    return body
 
 
 def extra_fields(extra_body: Any) -> Dict[str, Any]:

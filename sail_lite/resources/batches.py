@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from .._checks import path_id, positive_int, shown
 from ..errors import InvalidRequestError, MalformedResponseError
 from ..types import Batch, Response
-from ._common import build_metadata, check_window
+from ._common import build_metadata, check_window, list_like
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._requester import Requester
@@ -46,9 +46,7 @@ class Batches:
         """
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
                                     idempotency_key=idempotency_key)
-        items = None
-        if not isinstance(requests, (str, bytes, Mapping)) and hasattr(requests, "__iter__"):
-            items = list(requests)
+        items = list(requests) if list_like(requests) else None
         if not items or len(items) > MAX_BATCH_REQUESTS:
             raise InvalidRequestError(
                 "a batch needs 1 to {} requests, each {{'custom_id': ..., 'params': {{...}}}}".format(MAX_BATCH_REQUESTS)

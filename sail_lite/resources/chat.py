@@ -1,11 +1,10 @@
 """``client.chat.completions``: the OpenAI-shaped Chat Completions API."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from .._checks import model_id, number_in, positive_int
 from ..types import ChatCompletion
-from ._common import build_metadata, extra_fields, message_list
+from ._common import message_body, sampling_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._requester import Requester
@@ -41,18 +40,9 @@ class Completions:
         """
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
                                     idempotency_key=idempotency_key)
-        body: Dict[str, Any] = extra_fields(extra_body)
-        body["model"] = model_id(model)
-        body["messages"] = message_list(messages)
-        if max_completion_tokens is not None:
-            body["max_completion_tokens"] = positive_int("max_completion_tokens", max_completion_tokens)
-        if temperature is not None:
-            body["temperature"] = number_in("temperature", temperature, 0.0, 2.0)
-        if top_p is not None:
-            body["top_p"] = number_in("top_p", top_p, 0.0, 1.0)
-        wire_metadata = build_metadata(metadata, lora=lora, completion_window=completion_window, background=False)
-        if wire_metadata:
-            body["metadata"] = wire_metadata
+        body = sampling_fields(message_body(extra_body, model, messages), max_completion_tokens=max_completion_tokens,
+                               temperature=temperature, top_p=top_p, metadata=metadata, lora=lora,
+                               completion_window=completion_window)
         payload = self._requester.request("POST", "/chat/completions", call, json_body=body, kind="inference",
                                           key_header="Idempotency-Key")
         return ChatCompletion.from_dict(payload)

@@ -44,10 +44,12 @@ def _models(supported_models: Any) -> List[str]:
                        non_empty=True)
 
 
-def _optional_text(name: str, value: Any) -> Optional[str]:
-    if value is not None and not isinstance(value, str):
-        raise InvalidRequestError("{} must be a string, got {}".format(name, type(value).__name__))
-    return value
+def _texts(**values: Any) -> Dict[str, str]:
+    """The given (not ``None``) optional text fields, each checked to be a string."""
+    for name, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequestError("{} must be a string, got {}".format(name, type(value).__name__))
+    return {name: value for name, value in values.items() if value is not None}
 
 
 class LoRAs:
@@ -90,10 +92,7 @@ class LoRAs:
             "config_file_id": path_id(config_file_id, "config_file_id"),
             "weights_file_id": path_id(weights_file_id, "weights_file_id"),
         }
-        if display_name is not None:
-            body["display_name"] = _optional_text("display_name", display_name)
-        if description is not None:
-            body["description"] = _optional_text("description", description)
+        body.update(_texts(display_name=display_name, description=description))
         try:
             return LoRA.from_dict(self._requester.request("POST", "/loras", call, json_body=body,
                                                           key_header="Idempotency-Key"))
@@ -150,10 +149,7 @@ class LoRAs:
         body: Dict[str, Any] = {}
         if supported_models is not None:
             body["supported_models"] = _models(supported_models)
-        if display_name is not None:
-            body["display_name"] = _optional_text("display_name", display_name)
-        if description is not None:
-            body["description"] = _optional_text("description", description)
+        body.update(_texts(display_name=display_name, description=description))
         if not body:
             raise InvalidRequestError("update needs at least one of supported_models, display_name, description")
         return LoRA.from_dict(self._requester.request(
@@ -231,8 +227,7 @@ class LoRAs:
         if progress is not None and not callable(progress):
             raise InvalidRequestError("progress must be a callable(bytes_sent, total), got {}".format(
                 type(progress).__name__))
-        _optional_text("display_name", display_name)
-        _optional_text("description", description)
+        _texts(display_name=display_name, description=description)
         if not isinstance(adapter_dir, (str, os.PathLike)):
             raise InvalidRequestError("adapter_dir must be a folder path, got {}".format(type(adapter_dir).__name__))
         folder = os.fspath(adapter_dir)

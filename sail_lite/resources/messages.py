@@ -1,11 +1,11 @@
 """``client.messages``: the Anthropic-shaped Messages API."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
-from .._checks import model_id, number_in, positive_int
+from .._checks import positive_int
 from ..types import Message, TokenCount
-from ._common import build_metadata, extra_fields, message_list, system_prompt
+from ._common import message_body, sampling_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._requester import Requester
@@ -44,13 +44,10 @@ class Messages:
         """
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
                                     idempotency_key=idempotency_key)
-        body = _body(model, messages, system, extra_body)
+        body = message_body(extra_body, model, messages, system)
         body["max_tokens"] = positive_int("max_tokens", max_tokens)
-        if temperature is not None:
-            body["temperature"] = number_in("temperature", temperature, 0.0, 2.0)
-        wire_metadata = build_metadata(metadata, lora=lora, completion_window=completion_window, background=False)
-        if wire_metadata:
-            body["metadata"] = wire_metadata
+        sampling_fields(body, temperature=temperature, metadata=metadata, lora=lora,
+                        completion_window=completion_window)
         payload = self._requester.request("POST", "/messages", call, json_body=body, kind="inference",
                                           key_header="anthropic-idempotency-key")
         return Message.from_dict(payload)
@@ -71,15 +68,7 @@ class Messages:
         Runs no inference, so it is retried like a read.
         """
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
-        body = _body(model, messages, system, extra_body)
+        body = message_body(extra_body, model, messages, system)
         payload = self._requester.request("POST", "/messages/count_tokens", call, json_body=body, replay_safe=True)
         return TokenCount.from_dict(payload)
 
-
-def _body(model: Any, messages: Any, system: Any, extra_body: Any) -> Dict[str, Any]:
-    body = extra_fields(extra_body)
-    body["model"] = model_id(model)
-    body["messages"] = message_list(messages)
-    if system is not None:
-        body["system"] = system_prompt(system)
-    return body
