@@ -1,0 +1,326 @@
+"""``submit`` with a Journal: one request at a time, recorded and resumed as ``map`` does (issue 12).
+
+Real HTTP against the emulator. The frozen-clock emulator holds background
+responses ``queued`` until a test advances its clock, which is how a test
+catches a request in flight without sleeping.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from sail_lite import ResponseFuture
+from sail_lite.errors import InvalidRequestError, SailError
+from sail_lite.journal import Journal, JournalMismatchError, resume, summarize
+from sail_lite.types import Response
+
+from .conftest import make_client
+
+MODEL = "moonshotai/Kimi-K2.6"
+PROMPTS = [[5, 6, 7], [8, 9], [5, 6, 7], [10]]  # a repeat: equal prompts are distinct samples
+HOUR = 3600.0
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+
+
+@pytest.fixture
+def frozen():
+    """An emulator on a clock that moves only when told (responses stay queued until then)."""
+    from sail_lite.emulator import EmulatorServer
+
+    clock = FakeClock()
+    with EmulatorServer(clock=clock, turn_times={"balanced": 10.0}, idempotency_retention=HOUR) as server:
+        server.clock = clock
+        yield server
+
+
+def submit_all(client, journal, job="rollout", prompts=PROMPTS, **kwargs):
+    return [client.tokens.submit(p, model=MODEL, max_tokens=4, journal=journal, job=job, **kwargs) for p in prompts]
+
+
+def test_a_journaled_submit_is_recorded_and_a_second_one_comes_from_the_journal_with_no_request(emulator, tmp_path):
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
+        first = [f.result(10) for f in submit_all(client, journal)]
+        assert emulator.stats()["inference_runs"] == len(PROMPTS)
+        assert len({r.response_id for r in first}) == len(PROMPTS)  # the repeat is its own sample
+        requests_before = emulator.stats()["requests"]
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:  # a re-run, a new process
+        again = submit_all(client, journal)
+        assert all(isinstance(f, ResponseFuture) and f.done() for f in again)  # done at once: from the file
+        assert [f.result(0) for f in again] == first
+        assert [f.response_id for f in again] == [r.response_id for r in first]
+    assert emulator.stats()["inference_runs"] == len(PROMPTS)
+    assert emulator.stats()["requests"] == requests_before  # not one HTTP request
+    status = summarize(tmp_path / "j.db")["jobs"][0]
+    assert status["kind"] == "tokens.submit" and status["counts"]["completed"] == len(PROMPTS)
+    assert status["total"] == len(PROMPTS)
+
+
+def test_the_record_is_durable_before_the_create_is_sent_and_the_id_as_soon_as_it_is_accepted(frozen, tmp_path):
+    accepted = threading.Event()
+    with make_client(frozen) as client, Journal(tmp_path / "j.db") as journal:
+        future = client.tokens.submit([1, 2, 3], model=MODEL, max_tokens=4, journal=journal, job="one")
+        row = journal.row(future.idempotency_key)
+        assert row is not None and row.status in ("pending", "accepted")  # committed before submit returned
+        future.add_accepted_callback(lambda f: accepted.set())
+        assert accepted.wait(10)
+        row = journal.row(future.idempotency_key)
+        assert (row.status, row.response_id) == ("accepted", future.response_id)  # journaled before callbacks ran
+        frozen.clock.advance(30)
+        result = future.result(10)
+        row = journal.row(future.idempotency_key)
+        assert row.status == "completed" and row.response_id == result.response_id
+
+
+def test_an_in_flight_submit_is_reattached_by_response_id(frozen, tmp_path):
+    accepted = threading.Event()
+    with make_client(frozen) as client, Journal(tmp_path / "j.db") as journal:
+        future = client.tokens.submit([1, 2, 3], model=MODEL, max_tokens=4, journal=journal, job="one")
+        future.add_accepted_callback(lambda f: accepted.set())
+        assert accepted.wait(10)
+        response_id = future.response_id
+    # The client closed with the response queued on the server, as a crashed process leaves it.
+    posts = frozen.stats()["requests"].get("POST /responses", 0)
+    with make_client(frozen) as client, Journal(tmp_path / "j.db") as journal:
+        again = client.tokens.submit([1, 2, 3], model=MODEL, max_tokens=4, journal=journal, job="one")
+        assert again.response_id == response_id  # known at once, from the journal
+        frozen.clock.advance(30)
+        assert again.result(10).response_id == response_id
+    assert frozen.stats()["requests"].get("POST /responses", 0) == posts  # re-attached, not re-sent
+    assert frozen.stats()["inference_runs"] == 1
+
+
+def test_a_create_that_may_have_reached_the_server_is_resent_with_the_same_key(frozen, tmp_path):
+    class LosesTheId(Journal):
+        """Dies (as far as the journal knows) between the accepted create and recording its id."""
+
+        def record_accepted(self, key, response_id):
+            raise SailError("disk full")
+
+    with make_client(frozen) as client, LosesTheId(tmp_path / "j.db") as journal:
+        future = client.tokens.submit([4, 4], model=MODEL, max_tokens=4, journal=journal, job="one")
+        with pytest.raises(SailError, match="disk full"):
+            future.result(10)
+        key = future.idempotency_key
+        assert journal.row(key).status == "pending"
+    with make_client(frozen) as client, Journal(tmp_path / "j.db") as journal:
+        again = client.tokens.submit([4, 4], model=MODEL, max_tokens=4, journal=journal, job="one")
+        assert again.idempotency_key == key
+        frozen.clock.advance(30)
+        again.result(10)
+    assert frozen.stats()["inference_runs"] == 1  # the server replayed the key
+    assert frozen.stats()["inference_runs_by_idempotency_key"] == {key: 1}
+
+
+def test_responses_submit_takes_a_journal_too(emulator, tmp_path):
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
+        futures = [client.responses.submit(model=MODEL, input=text, max_output_tokens=4, journal=journal, job="txt")
+                   for text in ("hello", "world", "hello")]
+        first = [f.result(10) for f in futures]
+        assert all(isinstance(r, Response) and r.status == "completed" for r in first)
+        assert len({r.id for r in first}) == 3
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
+        again = [client.responses.submit(model=MODEL, input=text, max_output_tokens=4, journal=journal, job="txt")
+                 for text in ("hello", "world", "hello")]
+        assert [f.result(0).raw for f in again] == [r.raw for r in first]
+    assert emulator.stats()["inference_runs"] == 3
+
+
+def test_occurrence_counts_equal_requests_per_journal_and_can_be_pinned(emulator, tmp_path):
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
+        counted = [f.result(10) for f in submit_all(client, journal, prompts=[[3, 3]] * 3)]
+        assert len({r.response_id for r in counted}) == 3
+        # An explicit occurrence names one of them, whatever was submitted before in this run.
+        pinned = client.tokens.submit([3, 3], model=MODEL, max_tokens=4, journal=journal, job="rollout",
+                                      occurrence=1)
+        assert pinned.result(0) == counted[1]
+        with pytest.raises(InvalidRequestError, match="occurrence"):
+            client.tokens.submit([3, 3], model=MODEL, max_tokens=4, journal=journal, job="rollout", occurrence=-1)
+    assert emulator.stats()["inference_runs"] == 3
+
+
+def test_a_changed_request_under_the_same_identity_is_a_mismatch_and_records_nothing(emulator, tmp_path):
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
+        client.tokens.submit([1, 2], model=MODEL, max_tokens=4, journal=journal, job="rows", identity="row-7").result(10)
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
+        with pytest.raises(JournalMismatchError) as info:
+            client.tokens.submit([1, 2, 3], model=MODEL, max_tokens=4, journal=journal, job="rows", identity="row-7")
+        assert info.value.job == "rows" and info.value.recorded != info.value.given
+        assert journal.counts("rows")["completed"] == 1 and journal.counts("rows")["pending"] == 0
+        # Without an identity a changed prompt is simply another request.
+        client.tokens.submit([1, 2, 3], model=MODEL, max_tokens=4, journal=journal, job="rows").result(10)
+    assert emulator.stats()["inference_runs"] == 2
+
+
+def test_cancelling_a_journaled_submit_cancels_on_the_server_and_a_resubmit_uses_a_new_attempt_key(frozen, tmp_path):
+    accepted = threading.Event()
+    with make_client(frozen) as client, Journal(tmp_path / "j.db") as journal:
+        future = client.tokens.submit([9], model=MODEL, max_tokens=4, journal=journal, job="c")
+        future.add_accepted_callback(lambda f: accepted.set())
+        assert accepted.wait(10)
+        key = future.idempotency_key
+        assert future.cancel()
+        assert journal.row(key).status == "cancelled"
+        again = client.tokens.submit([9], model=MODEL, max_tokens=4, journal=journal, job="c")
+        assert again.idempotency_key == key + ".a1"
+        frozen.clock.advance(30)
+        assert again.result(10).stop_reason
+    assert frozen.stats()["inference_runs"] == 2  # the cancelled one ran, then a new attempt
+
+
+def test_a_journaled_failure_comes_back_without_a_request_unless_retried(emulator, tmp_path):
+    from sail_lite.errors import ResponseFailedError
+
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
+        # The emulator loads only checkpoints it published: this response fails on the server.
+        bad = client.tokens.submit([1, 2], model=MODEL, max_tokens=4, journal=journal, job="f",
+                                   tinker_lora_signed_url="https://elsewhere.example/ckpt.tar?sig=secret",
+                                   adapter_config={"r": 8})
+        with pytest.raises(ResponseFailedError):
+            bad.result(10)
+        runs = emulator.stats()["inference_runs"]
+        again = client.tokens.submit([1, 2], model=MODEL, max_tokens=4, journal=journal, job="f",
+                                     tinker_lora_signed_url="https://elsewhere.example/ckpt.tar?sig=fresh",
+                                     adapter_config={"r": 8})
+        assert again.done()
+        with pytest.raises(ResponseFailedError):
+            again.result(0)
+        assert emulator.stats()["inference_runs"] == runs
+        with open(journal.path, "rb") as handle:
+            assert b"secret" not in handle.read()  # a signed URL's query is a credential
+        retried = client.tokens.submit([1, 2], model=MODEL, max_tokens=4, journal=journal, job="f",
+                                       tinker_lora_signed_url="https://elsewhere.example/ckpt.tar?sig=fresh",
+                                       adapter_config={"r": 8}, retry_failed=True)
+        assert retried.idempotency_key.endswith(".a1")
+        with pytest.raises(ResponseFailedError):
+            retried.result(10)
+
+
+def test_a_job_without_a_journal_derives_the_key_from_an_explicit_occurrence(emulator):
+    with make_client(emulator) as client:
+        one = client.tokens.submit([2, 2], model=MODEL, max_tokens=4, job="stateless", occurrence=0)
+        two = client.tokens.submit([2, 2], model=MODEL, max_tokens=4, job="stateless", occurrence=0)
+        other = client.tokens.submit([2, 2], model=MODEL, max_tokens=4, job="stateless", occurrence=1)
+        assert one.idempotency_key == two.idempotency_key != other.idempotency_key
+        assert one.result(10) == two.result(10) != other.result(10)
+        with pytest.raises(InvalidRequestError, match="occurrence"):
+            client.tokens.submit([2, 2], model=MODEL, max_tokens=4, job="stateless")
+    assert emulator.stats()["inference_runs"] == 2
+
+
+def test_bad_combinations_are_typed_errors(emulator, tmp_path):
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
+        with pytest.raises(InvalidRequestError, match="idempotency_key"):
+            client.tokens.submit([1], model=MODEL, max_tokens=4, journal=journal, idempotency_key="mine")
+        with pytest.raises(InvalidRequestError, match="journal"):
+            client.responses.submit(model=MODEL, input="x", journal="j.db")
+        with pytest.raises(InvalidRequestError, match="job"):
+            client.responses.submit(model=MODEL, input="x", journal=journal, job="")
+        with pytest.raises(JournalMismatchError):  # one job, one kind
+            client.tokens.submit([1], model=MODEL, max_tokens=4, journal=journal, job="mixed").result(10)
+            client.responses.submit(model=MODEL, input="x", journal=journal, job="mixed")
+        assert journal.default_job  # no job: the journal's own
+        client.tokens.submit([1], model=MODEL, max_tokens=4, journal=journal).result(10)
+        assert journal.counts(journal.default_job)["completed"] == 1
+
+
+def test_jobs_resume_finishes_a_submitted_job_from_the_file_alone(frozen, tmp_path):
+    accepted = threading.Barrier(3)
+    with make_client(frozen) as client, Journal(tmp_path / "j.db") as journal:
+        futures = submit_all(client, journal, prompts=[[1], [2]])
+        for future in futures:
+            future.add_accepted_callback(lambda f: accepted.wait(10))
+        accepted.wait(10)
+    frozen.clock.advance(30)
+    with make_client(frozen) as client:
+        outcome = resume(tmp_path / "j.db", client)
+    assert outcome["summary"]["counts"]["completed"] == 2
+    assert frozen.stats()["inference_runs"] == 2
+
+
+# --- key retention ------------------------------------------------------------------------------------------
+
+
+def lost_id_then_wait(frozen, path, wait):
+    """A submit whose create reached the server but whose id was never journaled; then ``wait`` seconds pass."""
+    class LosesTheId(Journal):
+        def record_accepted(self, key, response_id):
+            raise SailError("killed")
+
+    with make_client(frozen) as client, LosesTheId(path, clock=frozen.clock) as journal:
+        future = client.tokens.submit([6, 1], model=MODEL, max_tokens=4, journal=journal, job="late")
+        with pytest.raises(SailError):
+            future.result(10)
+    frozen.clock.advance(wait)
+    return future.idempotency_key
+
+
+def test_within_the_retention_window_a_resent_key_is_replayed(frozen, tmp_path):
+    key = lost_id_then_wait(frozen, tmp_path / "j.db", HOUR - 60)
+    status = summarize(tmp_path / "j.db", idempotency_retention=HOUR, clock=frozen.clock)
+    assert status["jobs"][0]["past_retention"] == 0
+    with make_client(frozen) as client, Journal(tmp_path / "j.db", idempotency_retention=HOUR,
+                                                clock=frozen.clock) as journal:
+        client.tokens.submit([6, 1], model=MODEL, max_tokens=4, journal=journal, job="late").result(10)
+    assert frozen.stats()["inference_runs_by_idempotency_key"] == {key: 1}
+
+
+def test_after_the_retention_window_a_resent_key_runs_and_is_billed_again_and_the_journal_says_so(
+        frozen, tmp_path, caplog):
+    key = lost_id_then_wait(frozen, tmp_path / "j.db", HOUR + 60)
+    status = summarize(tmp_path / "j.db", idempotency_retention=HOUR, clock=frozen.clock)
+    assert status["idempotency_retention"] == HOUR and status["jobs"][0]["past_retention"] == 1
+    assert summarize(tmp_path / "j.db", clock=frozen.clock)["jobs"][0]["past_retention"] == 0  # default: 24 h
+    with make_client(frozen) as client, Journal(tmp_path / "j.db", idempotency_retention=HOUR,
+                                                clock=frozen.clock) as journal:
+        with caplog.at_level("WARNING", logger="sail_lite.journal"):
+            future = client.tokens.submit([6, 1], model=MODEL, max_tokens=4, journal=journal, job="late")
+        assert "retention" in caplog.text and "billed again" in caplog.text
+        frozen.clock.advance(30)
+        future.result(10)
+    assert frozen.stats()["inference_runs_by_idempotency_key"] == {key: 2}  # the server ran it again
+
+
+# --- a real crash ------------------------------------------------------------------------------------------
+
+WORKER_PROMPTS = [[1 + i % 3, 2 + i] if i % 3 else [7, 7] for i in range(8)]  # [7, 7] three times
+
+
+def test_sigkill_after_submits_were_accepted_then_resubmitting_pays_once(emulator, tmp_path):
+    """A process submits 8 samples, dies (SIGKILL) in the 4th accepted-callback; the same submits resume it."""
+    from .test_journal_crash import ROOT
+
+    path = tmp_path / "job.db"
+    died = subprocess.run(
+        [sys.executable, "-m", "tests._journal_submit_worker", emulator.base_url, emulator.api_key, str(path),
+         "accepted:4"],
+        cwd=ROOT, timeout=60, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    with Journal(path) as journal:
+        counts = journal.counts("crash-submit")
+    assert counts["pending"] >= 1 and counts["accepted"] + counts["completed"] >= 1  # killed mid-flight
+    with make_client(emulator) as client, Journal(path) as journal:
+        futures = [client.tokens.submit(p, model=MODEL, max_tokens=4, journal=journal, job="crash-submit")
+                   for p in WORKER_PROMPTS]
+        results = [f.result(20) for f in futures]
+    assert len({r.response_id for r in results}) == len(WORKER_PROMPTS)  # every sample exactly once
+    assert emulator.stats()["inference_runs"] == len(WORKER_PROMPTS)
+    assert summarize(path)["jobs"][0]["counts"]["completed"] == len(WORKER_PROMPTS)
+    assert os.path.getsize(path) > 0
