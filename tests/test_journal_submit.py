@@ -51,6 +51,28 @@ def frozen():
         yield server
 
 
+def wait_accepted(future, timeout=10):
+    """Block until the create was accepted (the response exists on the server), before moving a frozen clock."""
+    event = threading.Event()
+    future.add_accepted_callback(lambda f: event.set())
+    assert event.wait(timeout)
+    return future
+
+
+class DiesAtAccept(Journal):
+    """A journal that stops writing for good when the first create is accepted, as a SIGKILL there leaves it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dead = False
+
+    def _write(self, what, sql, args):
+        if self.dead or what.startswith("the response id"):
+            self.dead = True
+            raise SailError("killed before recording " + what)
+        return super()._write(what, sql, args)
+
+
 def submit_all(client, journal, job="rollout", prompts=PROMPTS, **kwargs):
     return [client.tokens.submit(p, model=MODEL, max_tokens=4, journal=journal, job=job, **kwargs) for p in prompts]
 
@@ -108,15 +130,9 @@ def test_an_in_flight_submit_is_reattached_by_response_id(frozen, tmp_path):
 
 
 def test_a_create_that_may_have_reached_the_server_is_resent_with_the_same_key(frozen, tmp_path):
-    class LosesTheId(Journal):
-        """Dies (as far as the journal knows) between the accepted create and recording its id."""
-
-        def record_accepted(self, key, response_id):
-            raise SailError("disk full")
-
-    with make_client(frozen) as client, LosesTheId(tmp_path / "j.db") as journal:
+    with make_client(frozen) as client, DiesAtAccept(tmp_path / "j.db") as journal:
         future = client.tokens.submit([4, 4], model=MODEL, max_tokens=4, journal=journal, job="one")
-        with pytest.raises(SailError, match="disk full"):
+        with pytest.raises(SailError, match="killed"):
             future.result(10)
         key = future.idempotency_key
         assert journal.row(key).status == "pending"
@@ -178,8 +194,10 @@ def test_cancelling_a_journaled_submit_cancels_on_the_server_and_a_resubmit_uses
         key = future.idempotency_key
         assert future.cancel()
         assert journal.row(key).status == "cancelled"
-        again = client.tokens.submit([9], model=MODEL, max_tokens=4, journal=journal, job="c")
+        # The same request again in this run would be the next occurrence (a new sample): pin the first.
+        again = client.tokens.submit([9], model=MODEL, max_tokens=4, journal=journal, job="c", occurrence=0)
         assert again.idempotency_key == key + ".a1"
+        wait_accepted(again)
         frozen.clock.advance(30)
         assert again.result(10).stop_reason
     assert frozen.stats()["inference_runs"] == 2  # the cancelled one ran, then a new attempt
@@ -195,7 +213,8 @@ def test_a_journaled_failure_comes_back_without_a_request_unless_retried(emulato
                                    adapter_config={"r": 8})
         with pytest.raises(ResponseFailedError):
             bad.result(10)
-        runs = emulator.stats()["inference_runs"]
+    runs = emulator.stats()["inference_runs"]
+    with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:  # a re-run
         again = client.tokens.submit([1, 2], model=MODEL, max_tokens=4, journal=journal, job="f",
                                      tinker_lora_signed_url="https://elsewhere.example/ckpt.tar?sig=fresh",
                                      adapter_config={"r": 8})
@@ -207,7 +226,7 @@ def test_a_journaled_failure_comes_back_without_a_request_unless_retried(emulato
             assert b"secret" not in handle.read()  # a signed URL's query is a credential
         retried = client.tokens.submit([1, 2], model=MODEL, max_tokens=4, journal=journal, job="f",
                                        tinker_lora_signed_url="https://elsewhere.example/ckpt.tar?sig=fresh",
-                                       adapter_config={"r": 8}, retry_failed=True)
+                                       adapter_config={"r": 8}, retry_failed=True, occurrence=0)
         assert retried.idempotency_key.endswith(".a1")
         with pytest.raises(ResponseFailedError):
             retried.result(10)
@@ -260,11 +279,7 @@ def test_jobs_resume_finishes_a_submitted_job_from_the_file_alone(frozen, tmp_pa
 
 def lost_id_then_wait(frozen, path, wait):
     """A submit whose create reached the server but whose id was never journaled; then ``wait`` seconds pass."""
-    class LosesTheId(Journal):
-        def record_accepted(self, key, response_id):
-            raise SailError("killed")
-
-    with make_client(frozen) as client, LosesTheId(path, clock=frozen.clock) as journal:
+    with make_client(frozen) as client, DiesAtAccept(path, clock=frozen.clock) as journal:
         future = client.tokens.submit([6, 1], model=MODEL, max_tokens=4, journal=journal, job="late")
         with pytest.raises(SailError):
             future.result(10)
@@ -293,6 +308,7 @@ def test_after_the_retention_window_a_resent_key_runs_and_is_billed_again_and_th
         with caplog.at_level("WARNING", logger="sail_lite.journal"):
             future = client.tokens.submit([6, 1], model=MODEL, max_tokens=4, journal=journal, job="late")
         assert "retention" in caplog.text and "billed again" in caplog.text
+        wait_accepted(future)
         frozen.clock.advance(30)
         future.result(10)
     assert frozen.stats()["inference_runs_by_idempotency_key"] == {key: 2}  # the server ran it again
