@@ -340,3 +340,47 @@ def test_sigkill_after_submits_were_accepted_then_resubmitting_pays_once(emulato
     assert emulator.stats()["inference_runs"] == len(WORKER_PROMPTS)
     assert summarize(path)["jobs"][0]["counts"]["completed"] == len(WORKER_PROMPTS)
     assert os.path.getsize(path) > 0
+
+
+def test_jobs_status_counts_requests_past_the_retention_window(frozen, tmp_path):
+    import io
+
+    from sail_lite.cli import main
+
+    lost_id_then_wait(frozen, tmp_path / "j.db", 2 * HOUR)
+    out = io.StringIO()
+    # The command line reads the wall clock: make the record two days old on it.
+    import time
+
+    with Journal(tmp_path / "j.db") as journal:
+        journal._db.execute("UPDATE requests SET key_at = ?", (time.time() - 2 * 24 * HOUR,))
+    assert main(["jobs", "status", str(tmp_path / "j.db")], out=out, err=io.StringIO(), environ={}) == 0
+    assert "1 request(s) claimed more than 24 h ago" in out.getvalue()
+    assert "billed again" in out.getvalue()
+    out = io.StringIO()
+    assert main(["jobs", "status", str(tmp_path / "j.db"), "--idempotency-retention", str(3 * 24 * HOUR)], out=out,
+                err=io.StringIO(), environ={}) == 0
+    assert "billed again" not in out.getvalue()
+    err = io.StringIO()
+    assert main(["jobs", "status", str(tmp_path / "j.db"), "--idempotency-retention", "0"], out=io.StringIO(),
+                err=err, environ={}) == 2
+    assert "idempotency_retention must be a positive number" in err.getvalue()
+
+
+def test_a_journal_written_before_key_ages_were_recorded_opens_and_counts_from_created_at(tmp_path):
+    import sqlite3
+
+    from sail_lite.journal import _SCHEMA
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(str(path))
+    db.executescript(_SCHEMA.replace(",\n    key_at REAL", ""))
+    db.execute("INSERT INTO meta VALUES ('schema', '1'), ('journal_id', 'abc')")
+    db.execute("INSERT INTO jobs VALUES ('old', 'tokens', '{}', 1, 0, 0)")
+    db.execute("INSERT INTO requests (key, job, position, fingerprint, status, created_at, updated_at) "
+               "VALUES ('k', 'old', 0, 'f', 'pending', 100, 100)")
+    db.commit()
+    db.close()
+    with Journal(path, idempotency_retention=50, clock=lambda: 160.0) as journal:
+        assert journal.row("k").key_at == 100 and journal.count_past_retention("old") == 1
+    assert summarize(path, idempotency_retention=100, clock=lambda: 160.0)["past_retention"] == 0
