@@ -261,15 +261,13 @@ def test_bad_combinations_are_typed_errors(emulator, tmp_path):
 
 
 def test_jobs_resume_finishes_a_submitted_job_from_the_file_alone(frozen, tmp_path):
-    accepted = threading.Barrier(3)
     with make_client(frozen) as client, Journal(tmp_path / "j.db") as journal:
-        futures = submit_all(client, journal, prompts=[[1], [2]])
-        for future in futures:
-            future.add_accepted_callback(lambda f: accepted.wait(10))
-        accepted.wait(10)
+        for future in submit_all(client, journal, prompts=[[1], [2]]):
+            wait_accepted(future)
     frozen.clock.advance(30)
     with make_client(frozen) as client:
         outcome = resume(tmp_path / "j.db", client)
+    assert outcome["jobs"]["rollout"] == {"ran": 2, "completed": 2, "failed": 0}
     assert outcome["summary"]["counts"]["completed"] == 2
     assert frozen.stats()["inference_runs"] == 2
 
@@ -331,7 +329,7 @@ def test_sigkill_after_submits_were_accepted_then_resubmitting_pays_once(emulato
     assert died.returncode == -signal.SIGKILL, died.stderr
     with Journal(path) as journal:
         counts = journal.counts("crash-submit")
-    assert counts["pending"] >= 1 and counts["accepted"] + counts["completed"] >= 1  # killed mid-flight
+    assert counts["pending"] >= 1  # at least the one whose id was never journaled (others race with the kill)
     with make_client(emulator) as client, Journal(path) as journal:
         futures = [client.tokens.submit(p, model=MODEL, max_tokens=4, journal=journal, job="crash-submit")
                    for p in WORKER_PROMPTS]
