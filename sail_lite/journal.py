@@ -668,6 +668,8 @@ class Journal:
         stays flat): the k-th equal request submitted through it gets ``k``.
         """
         with self._lock:
+            if self._closed:
+                raise JournalError("the journal {!r} is closed".format(self.path))
             if self._submit_occurrences is None:
                 self._submit_occurrences = self.occurrence_counter()
             counter = self._submit_occurrences

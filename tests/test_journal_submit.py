@@ -16,7 +16,7 @@ import pytest
 
 from sail_lite import ResponseFuture
 from sail_lite.errors import InvalidRequestError, SailError
-from sail_lite.journal import Journal, JournalMismatchError, resume, summarize
+from sail_lite.journal import Journal, JournalError, JournalMismatchError, resume, summarize
 from sail_lite.types import Response
 
 from .conftest import make_client
@@ -258,6 +258,9 @@ def test_bad_combinations_are_typed_errors(emulator, tmp_path):
         assert journal.default_job  # no job: the journal's own
         client.tokens.submit([1], model=MODEL, max_tokens=4, journal=journal).result(10)
         assert journal.counts(journal.default_job)["completed"] == 1
+        journal.close()
+        with pytest.raises(JournalError, match="closed"):
+            client.tokens.submit([1], model=MODEL, max_tokens=4, journal=journal)
 
 
 def test_jobs_resume_finishes_a_submitted_job_from_the_file_alone(frozen, tmp_path):
