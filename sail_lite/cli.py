@@ -46,6 +46,10 @@ RETIRED_WINDOWS = {"priority": "balanced", "15m": "balanced"}
 DEFAULT_WINDOW = "balanced"
 
 
+#: sail_lite.journal.DEFAULT_IDEMPOTENCY_RETENTION, not imported here (the journal loads sqlite3).
+_DEFAULT_RETENTION = 24 * 3600.0
+
+
 class _Usage(Exception):
     """A usage error argparse cannot express (exit status 2)."""
 
@@ -210,6 +214,9 @@ def _parser(out: Optional[IO[str]] = None, err: Optional[IO[str]] = None) -> arg
     status = _sub(jobs, "status", "counts by status and the failures (with their error codes) of a journal",
                   epilog="example:\n  sail-lite jobs status eval.db\n\n" + EXIT_CODES)
     status.add_argument("file", metavar="FILE", help="the journal file")
+    status.add_argument("--idempotency-retention", type=float, default=_DEFAULT_RETENTION, metavar="SECONDS",
+                        help="the server's idempotency-key retention window: unfinished requests claimed longer ago "
+                             "are counted, since a resume re-runs and re-bills them (default 86400: 24 h)")
     status.add_argument("--json", action="store_true", help="print JSON")
     resume = _sub(jobs, "resume", "finish every unfinished request of a journal, with the parameters it recorded",
                   parents=connection,
@@ -368,12 +375,16 @@ def _run(args: argparse.Namespace, argv: Sequence[str], out: IO[str], err: IO[st
 
 def _jobs(args: argparse.Namespace, out: IO[str], err: IO[str], environ: Mapping[str, str],
           emit: Callable[[Any], None]) -> int:
+    from .errors import InvalidRequestError
     from .journal import resume, summarize
 
     if not os.path.isfile(args.file):
         raise _Usage("journal file not found: {}".format(args.file))
     if args.action == "status":
-        summary = summarize(args.file)
+        try:
+            summary = summarize(args.file, idempotency_retention=args.idempotency_retention)
+        except InvalidRequestError as exc:
+            raise _Usage("--idempotency-retention: " + exc.message) from None
         if args.json:
             emit(summary)
         else:
@@ -399,9 +410,17 @@ def _jobs(args: argparse.Namespace, out: IO[str], err: IO[str], environ: Mapping
 
 
 def _print_summary(summary: Mapping[str, Any], out: IO[str]) -> None:
+    from .journal import _duration
+
     for job in summary["jobs"]:
         counts = ", ".join("{} {}".format(status, n) for status, n in sorted(job["counts"].items()) if n)
         out.write("{}  ({}, {} requests): {}\n".format(job["job"], job["kind"], job["total"] or "?", counts or "empty"))
+        late = job.get("past_retention") or 0
+        if late:
+            out.write("  {} request(s) claimed more than {} ago, past the idempotency retention window, have no "
+                      "recorded response id: a resume re-sends them, and any the server got will run and be billed "
+                      "again\n".format(late, _duration(summary.get("idempotency_retention")
+                                                       or _DEFAULT_RETENTION)))
         for code, n in sorted(job["failure_codes"].items(), key=lambda item: -item[1]):
             out.write("  failed with {}: {}\n".format(code, n))
         for failure in job["failures"]:

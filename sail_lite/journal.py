@@ -41,6 +41,16 @@ counter in a temporary table. Several processes may open the same file; they
 wait for each other up to ``timeout`` seconds. ``synchronous="FULL"``
 measured about 3x slower than NORMAL for a whole journaled map.
 
+Key retention. The server remembers an idempotency key only for its
+retention window (``idempotency_retention``, 24 h by default: wire.md names
+none). Every row records when its current key was first claimed
+(``key_at``); a ``pending`` row older than the window (its create may have
+reached the server, its response id was never recorded) is re-sent with its
+key on resume, and a server past its window runs and bills it again. The
+journal warns when it re-sends one, and :func:`summarize` counts them
+(``past_retention``). Finished rows are unaffected (they come from the file)
+and ``accepted`` ones are re-attached by response id.
+
 Functions for the command line: :func:`summarize` (``sail-lite jobs status
 FILE``) and :func:`resume` (``sail-lite jobs resume FILE``), which runs a
 job's unfinished requests from the journal alone, without the original
@@ -73,6 +83,7 @@ __all__ = [
     "JournalEntry",
     "JournalRow",
     "STATUSES",
+    "DEFAULT_IDEMPOTENCY_RETENTION",
     "canonical_json",
     "encode_result",
     "decode_result",
@@ -87,6 +98,8 @@ _logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 STATUSES = ("pending", "accepted", "completed", "failed", "cancelled")
+#: Seconds a server is assumed to remember an idempotency key (wire.md names no window; 24 h is common).
+DEFAULT_IDEMPOTENCY_RETENTION = 24 * 3600.0
 UNFINISHED = ("pending", "accepted", "cancelled")
 MAX_KEY_CHARS = 255
 _JOB_PREFIX_CHARS = 64
@@ -117,7 +130,8 @@ CREATE TABLE IF NOT EXISTS requests (
     error_type TEXT,
     error_code TEXT,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    key_at REAL
 );
 CREATE INDEX IF NOT EXISTS requests_by_job ON requests (job, status, position);
 """
@@ -330,7 +344,9 @@ class JournalRow:
     """One logical request as recorded.
 
     ``fresh`` is True when this claim created the row (or re-armed a cancelled
-    one): nothing was sent for this attempt yet.
+    one): nothing was sent for this attempt yet. ``key_at`` is when the
+    current attempt's key was first claimed (the server's retention window
+    for it starts at about that time).
     """
 
     key: str
@@ -343,6 +359,7 @@ class JournalRow:
     item_json: Optional[str] = None
     result_json: Optional[str] = None
     error_json: Optional[str] = None
+    key_at: Optional[float] = None
     fresh: bool = False
 
     @property
@@ -351,11 +368,26 @@ class JournalRow:
         return sent_key(self.key, self.attempt)
 
 
-_ROW_COLUMNS = "key, job, position, fingerprint, attempt, status, response_id, item, result, error"
+_ROW_COLUMNS = "key, job, position, fingerprint, attempt, status, response_id, item, result, error, " \
+    "COALESCE(key_at, created_at)"
 
 
 def _row(values: Sequence[Any], fresh: bool = False) -> JournalRow:
     return JournalRow(*values, fresh=fresh)
+
+
+def check_retention(value: Any) -> float:
+    """A retention window: a positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise InvalidRequestError("idempotency_retention must be a positive number of seconds (the server's key "
+                                  "retention window; 86400 for 24 h), got {!r}".format(value))
+    return float(value)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return "{:g} h".format(seconds / 3600)
+    return "{:g} s".format(seconds)
 
 
 # --- the journal ------------------------------------------------------------------------------------------------
@@ -368,16 +400,24 @@ class Journal:
     opens an existing one; ``synchronous`` is ``"NORMAL"`` (default: survives
     SIGKILL; a power loss may drop the last commits, which deterministic keys
     make harmless) or ``"FULL"`` (fsync per commit). ``timeout`` is how long a
-    write waits for another process holding the file. Use it as a context
-    manager or call :meth:`close`. Not picklable: open one per process.
+    write waits for another process holding the file. ``idempotency_retention``
+    is how long (seconds) the server is taken to remember a key: re-sending a
+    ``pending`` request claimed longer ago than that logs a warning (the
+    server will run and bill it again). ``clock`` (wall seconds,
+    ``time.time``) stamps the records. Use it as a context manager or call
+    :meth:`close`. Not picklable: open one per process.
     """
 
     def __init__(self, path: "os.PathLike[str] | str", *, synchronous: str = "NORMAL", timeout: float = 30.0,
-                 clock: Any = time.time) -> None:
+                 idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION, clock: Any = time.time) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise InvalidRequestError("synchronous must be 'NORMAL' or 'FULL', got {!r}".format(synchronous))
+        self.idempotency_retention = check_retention(idempotency_retention)
         self.path = os.fspath(path)
         self._clock = clock
+        self._begun: Dict[str, Tuple[str, str]] = {}  # job -> (kind, params JSON) already checked here
+        self._warned_late: set = set()  # jobs whose late re-sends were already warned about
+        self._submit_occurrences: "Optional[_OccurrenceTable]" = None
         self._lock = threading.RLock()
         self._closed = False
         try:
@@ -388,6 +428,9 @@ class Journal:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
+                if "key_at" not in columns:  # a file from before key retention was tracked: same schema, one more column
+                    self._db.execute("ALTER TABLE requests ADD COLUMN key_at REAL")
                 rows = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
                 if not rows:
                     rows = {"schema": SCHEMA_VERSION, "journal_id": secrets.token_hex(8)}
@@ -477,6 +520,8 @@ class Journal:
         """
         check_job_name(job)
         params_json = canonical_json(dict(params), "the job's parameters")
+        if total is None and self._begun.get(job) == (kind, params_json):
+            return params_json  # checked already by this journal (a submit per request must not cost a commit)
         now = self._clock()
         try:
             with self._transaction() as db:
@@ -484,6 +529,7 @@ class Journal:
                 if found is None:
                     db.execute("INSERT INTO jobs (job, kind, params, total, created_at, updated_at) "
                                "VALUES (?, ?, ?, ?, ?, ?)", (job, kind, params_json, total, now, now))
+                    self._begun[job] = (kind, params_json)
                     return params_json
                 if found[0] != kind or found[1] != params_json:
                     # Name what differs, never the values: a parameter may hold a signed URL.
@@ -500,6 +546,7 @@ class Journal:
                     )
                 db.execute("UPDATE jobs SET total = COALESCE(?, total), updated_at = ? WHERE job = ?",
                            (total, now, job))
+                self._begun[job] = (kind, params_json)
                 return params_json
         except sqlite3.Error as exc:
             raise JournalError("could not record job {!r} in {!r}: {}".format(job, self.path, exc)) from None
@@ -519,7 +566,8 @@ class Journal:
 
     # -- claiming requests -------------------------------------------------------------------------------------
 
-    def claim(self, job: str, entries: Sequence[JournalEntry], *, retry_failed: bool = False) -> List[JournalRow]:
+    def claim(self, job: str, entries: Sequence[JournalEntry], *, retry_failed: bool = False,
+              append: bool = False) -> List[JournalRow]:
         """Look every entry up, in one transaction, and record the new ones as ``pending``.
 
         Returns one row per entry, in order. A new entry (or a ``cancelled``
@@ -527,9 +575,14 @@ class Journal:
         and ``pending`` (a re-armed one with the next ``attempt``, hence a new
         key): the caller sends it now, after this commit. An existing row with
         another fingerprint raises :class:`JournalMismatchError` and records
-        nothing.
+        nothing. With ``append`` a new row's position is the job's next one
+        (its ``total`` counts the rows; for requests submitted one at a time)
+        instead of the entry's. A ``pending`` row claimed longer ago than
+        :attr:`idempotency_retention` is returned as it is (the caller re-sends
+        it with its key) and logged: the server has forgotten that key.
         """
         rows: List[JournalRow] = []
+        late = 0
         now = self._clock()
         try:
             with self._transaction() as db:
@@ -537,20 +590,26 @@ class Journal:
                     found = db.execute("SELECT {} FROM requests WHERE key = ?".format(_ROW_COLUMNS),
                                        (entry.key,)).fetchone()
                     if found is None:
+                        position = entry.position
+                        if append:
+                            total = db.execute("SELECT total FROM jobs WHERE job = ?", (job,)).fetchone()
+                            position = int(total[0] or 0) if total is not None else 0
+                            db.execute("UPDATE jobs SET total = ?, updated_at = ? WHERE job = ?",
+                                       (position + 1, now, job))
                         db.execute(
                             "INSERT INTO requests (key, job, position, fingerprint, attempt, status, item, "
-                            "created_at, updated_at) VALUES (?, ?, ?, ?, 0, 'pending', ?, ?, ?)",
-                            (entry.key, job, entry.position, entry.fingerprint, entry.item_json, now, now),
+                            "created_at, updated_at, key_at) VALUES (?, ?, ?, ?, 0, 'pending', ?, ?, ?, ?)",
+                            (entry.key, job, position, entry.fingerprint, entry.item_json, now, now, now),
                         )
-                        rows.append(JournalRow(entry.key, job, entry.position, entry.fingerprint, 0, "pending",
-                                               item_json=entry.item_json, fresh=True))
+                        rows.append(JournalRow(entry.key, job, position, entry.fingerprint, 0, "pending",
+                                               item_json=entry.item_json, key_at=now, fresh=True))
                         continue
                     row = _row(found)
                     if row.fingerprint != entry.fingerprint or row.job != job:
                         raise JournalMismatchError(
                             "idempotency key {} (job {!r}, input position {}) was recorded for a different "
                             "request: the prompt or a parameter changed. Use a new job name (or journal file) "
-                            "for a new experiment".format(entry.key, job, entry.position),
+                            "for a new experiment".format(entry.key, job, row.position if append else entry.position),
                             key=entry.key, job=job, recorded=row.fingerprint, given=entry.fingerprint,
                         )
                     if row.status == "cancelled" or (retry_failed and row.status == "failed"):
@@ -558,16 +617,63 @@ class Journal:
                         db.execute(
                             "UPDATE requests SET attempt = ?, status = 'pending', response_id = NULL, result = NULL,"
                             " error = NULL, error_type = NULL, error_code = NULL, item = COALESCE(?, item), "
-                            "updated_at = ? WHERE key = ?",
-                            (attempt, entry.item_json, now, entry.key),
+                            "updated_at = ?, key_at = ? WHERE key = ?",
+                            (attempt, entry.item_json, now, now, entry.key),
                         )
                         rows.append(JournalRow(row.key, job, row.position, row.fingerprint, attempt, "pending",
-                                               item_json=entry.item_json or row.item_json, fresh=True))
+                                               item_json=entry.item_json or row.item_json, key_at=now, fresh=True))
                         continue
+                    if self.past_retention(row, now):
+                        late += 1
                     rows.append(row)
         except sqlite3.Error as exc:
             raise JournalError("could not claim requests in {!r}: {}".format(self.path, exc)) from None
+        if late:
+            self._warn_late(job, late)
         return rows
+
+    def past_retention(self, row: JournalRow, now: Optional[float] = None) -> bool:
+        """True for a ``pending`` row whose key was claimed longer ago than :attr:`idempotency_retention`.
+
+        Its create may have reached the server, which has forgotten the key
+        since: re-sending it runs (and bills) the request again.
+        """
+        if row.status != "pending" or row.key_at is None:
+            return False
+        return (self._clock() if now is None else now) - row.key_at >= self.idempotency_retention
+
+    def count_past_retention(self, job: Optional[str] = None) -> int:
+        """How many ``pending`` rows (of ``job``, or of every job) are past the retention window."""
+        sql = "SELECT COUNT(*) FROM requests WHERE status = 'pending' AND COALESCE(key_at, created_at) <= ?"
+        args: List[Any] = [self._clock() - self.idempotency_retention]
+        if job is not None:
+            sql += " AND job = ?"
+            args.append(job)
+        with self._lock:
+            return int(self._db.execute(sql, args).fetchone()[0])
+
+    def _warn_late(self, job: str, n: int) -> None:
+        first = job not in self._warned_late
+        self._warned_late.add(job)
+        (_logger.warning if first else _logger.info)(
+            "%d request(s) of job %r re-sent with keys claimed more than %s ago, past the server's idempotency "
+            "retention window: if their first create reached the server, it runs and is billed again (a new "
+            "sample, nothing lost or mixed)%s", n, job, _duration(self.idempotency_retention),
+            "" if first else " (more of them)")
+
+    def next_occurrence(self, digest: str) -> int:
+        """The next occurrence number of ``digest`` (a job's item identity) among this journal's submits.
+
+        One counter per :class:`Journal` object, in a temporary table (memory
+        stays flat): the k-th equal request submitted through it gets ``k``.
+        """
+        with self._lock:
+            if self._closed:
+                raise JournalError("the journal {!r} is closed".format(self.path))
+            if self._submit_occurrences is None:
+                self._submit_occurrences = self.occurrence_counter()
+            counter = self._submit_occurrences
+        return counter.next(digest)
 
     # -- recording progress ------------------------------------------------------------------------------------
 
@@ -709,23 +815,29 @@ class _MemoryOccurrences:
 # --- the command line's entry points ----------------------------------------------------------------------------
 
 
-def _open_existing(path: "os.PathLike[str] | str") -> Journal:
+def _open_existing(path: "os.PathLike[str] | str", **options: Any) -> Journal:
     if not os.path.isfile(os.fspath(path)):
         raise JournalError("no journal at {!r}".format(os.fspath(path)))
-    return Journal(path)
+    return Journal(path, **options)
 
 
-def summarize(path: "os.PathLike[str] | str", *, max_failures: int = 20) -> Dict[str, Any]:
+def summarize(path: "os.PathLike[str] | str", *, max_failures: int = 20,
+              idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION, clock: Any = time.time) -> Dict[str, Any]:
     """What ``sail-lite jobs status FILE`` prints, as data.
 
-    Returns ``{"path", "counts": {status: n}, "jobs": [{"job", "kind",
-    "params", "total", "counts", "unfinished", "failure_codes": {code: n},
+    Returns ``{"path", "idempotency_retention", "counts": {status: n},
+    "past_retention", "jobs": [{"job", "kind", "params", "total", "counts",
+    "unfinished", "past_retention", "failure_codes": {code: n},
     "failures": [{"key", "position", "type", "code", "message",
     "response_id"}] (the first ``max_failures`` in input order),
     "errors": {type: n} (retryable errors seen on unfinished requests)}]}``.
+    ``past_retention`` counts the ``pending`` requests whose key was claimed
+    more than ``idempotency_retention`` seconds (by ``clock``) ago: a resume
+    re-sends them, and if their first create reached the server, the server
+    (which has forgotten the key) runs and bills them again.
     Raises :class:`JournalError` when ``path`` is not a journal.
     """
-    with _open_existing(path) as journal:
+    with _open_existing(path, idempotency_retention=idempotency_retention, clock=clock) as journal:
         jobs = []
         totals = {status: 0 for status in STATUSES}
         for name in journal.jobs():
@@ -753,10 +865,12 @@ def summarize(path: "os.PathLike[str] | str", *, max_failures: int = 20) -> Dict
             jobs.append({
                 "job": name, "kind": info.get("kind"), "params": params, "total": info.get("total"),
                 "counts": counts, "unfinished": sum(counts[s] for s in UNFINISHED),
+                "past_retention": journal.count_past_retention(name),
                 "failure_codes": {str(code): int(n) for code, n in codes},
                 "failures": failures, "errors": {str(t): int(n) for t, n in errors},
             })
-        return {"path": journal.path, "counts": totals, "jobs": jobs}
+        return {"path": journal.path, "idempotency_retention": journal.idempotency_retention, "counts": totals,
+                "past_retention": sum(job["past_retention"] for job in jobs), "jobs": jobs}
 
 
 def resume(
@@ -777,7 +891,9 @@ def resume(
     attempt key; ``failed`` too with ``retry_failed``), in input order, with
     the parameters recorded at the job's first run, for jobs recorded by
     :func:`sail_lite.pipeline.map_tokens` / ``map_responses`` (kinds
-    ``tokens`` and ``responses``). Items the original run never read are not
+    ``tokens`` and ``responses``) and by ``tokens.submit`` /
+    ``responses.submit`` with a journal (kinds ``tokens.submit`` and
+    ``responses.submit``: each request's recorded wire body). Items the original run never read are not
     in the journal: re-run the script for those. ``job`` picks one job (all
     resumable jobs by default). ``progress`` is the callback of
     :func:`sail_lite.pipeline.run_map`. Returns ``{"jobs": {job: {"ran",

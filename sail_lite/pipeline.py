@@ -36,14 +36,16 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import (
     Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union,
 )
 
+from ._future import ResponseFuture
 from ._redact import redact_secrets
 from .errors import InvalidRequestError, NotFoundError, ResponseCancelledError, SailError
 from .journal import (
@@ -62,7 +64,7 @@ from .journal import (
     request_fingerprint,
 )
 
-__all__ = ["Progress", "run_map", "map_tokens", "map_responses", "resume_rows", "ON_INTERRUPT"]
+__all__ = ["Progress", "run_map", "map_tokens", "map_responses", "submit_request", "resume_rows", "ON_INTERRUPT"]
 
 _logger = logging.getLogger(__name__)
 
@@ -284,36 +286,16 @@ def _run(
     def finish(slot: _Slot, future: "Future[Any]") -> None:
         """Done-callback (any thread): journal the outcome, then wake the main loop."""
         try:
-            if future.cancelled():
-                slot.error = SailError("request cancelled")
-                if journal is not None and slot.key is not None:
-                    journal.record_cancelled(slot.key)
+            what, value, row = _record_outcome(journal, job, slot.key, slot.entry, future, slot.attached,
+                                               retry_failed)
+            if what == "result":
+                slot.result = value
+            elif what == "error":
+                slot.error = value
             else:
-                exc = future.exception()
-                if exc is None:
-                    slot.result = future.result()
-                    if journal is not None and slot.key is not None:
-                        journal.record_result(slot.key, slot.result, getattr(slot.result, "response_id", None)
-                                              or getattr(future, "response_id", None))
-                elif slot.attached and isinstance(exc, NotFoundError):
-                    # The server forgot the response: send the create again with the same key.
-                    if journal is not None and slot.key is not None:
-                        journal.forget_response(slot.key)
-                    slot.resubmit = True
-                elif slot.attached and isinstance(exc, ResponseCancelledError) and journal is not None \
-                        and slot.entry is not None:
-                    # A response left behind by a run that cancelled it (e.g. Ctrl-C with "cancel" whose
-                    # journal closed first) is not this item's result: send it again under the next attempt.
-                    journal.record_cancelled(slot.key)
-                    slot.row = journal.claim(job, [slot.entry], retry_failed=retry_failed)[0]
-                    slot.resubmit = True
-                else:
-                    slot.error = exc
-                    if journal is not None and slot.key is not None:
-                        if is_terminal_failure(exc):
-                            journal.record_failure(slot.key, exc)
-                        else:
-                            journal.record_transient(slot.key, exc)
+                slot.resubmit = True
+                if row is not None:
+                    slot.row = row
         except BaseException as exc:  # a journal write failed: never yield what is not recorded
             slot.error, slot.fatal = exc, True
         if not slot.resubmit:
@@ -437,6 +419,218 @@ def _run(
         prepared.close()  # type: ignore[attr-defined]
 
 
+def _record_outcome(journal: Optional[Journal], job: Optional[str], key: Optional[str], entry: Optional[JournalEntry],
+                    future: "Future[Any]", attached: bool, retry_failed: bool
+                    ) -> Tuple[str, Any, Optional[JournalRow]]:
+    """Journal one finished request; what to do next: ``("result", value, None)``, ``("error", exc, None)``, or
+    ``("resend", None, row)`` (send the create again, with ``row``'s key when a new attempt was claimed).
+
+    Shared by :func:`run_map` and :func:`submit_request`: one definition of what each outcome means.
+    """
+    recording = journal is not None and key is not None
+    if future.cancelled():
+        if recording:
+            journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
+        return "error", SailError("request cancelled"), None
+    exc = future.exception()
+    if exc is None:
+        result = future.result()
+        if recording:
+            journal.record_result(key, result, getattr(result, "response_id", None)  # type: ignore[union-attr,arg-type]
+                                  or getattr(future, "response_id", None))
+        return "result", result, None
+    if attached and isinstance(exc, NotFoundError):
+        # The server forgot the response: send the create again with the same key.
+        if recording:
+            journal.forget_response(key)  # type: ignore[union-attr,arg-type]
+        return "resend", None, None
+    if attached and isinstance(exc, ResponseCancelledError) and recording and entry is not None:
+        # A response left behind by a run that cancelled it (e.g. Ctrl-C with "cancel" whose journal
+        # closed first) is not this item's result: send it again under the next attempt.
+        journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
+        return "resend", None, journal.claim(job, [entry], retry_failed=retry_failed)[0]  # type: ignore
+    if recording:
+        if is_terminal_failure(exc):
+            journal.record_failure(key, exc)  # type: ignore[union-attr,arg-type]
+        else:
+            journal.record_transient(key, exc)  # type: ignore[union-attr,arg-type]
+    return "error", exc, None
+
+
+# --- one request at a time: submit(..., journal=, job=) ----------------------------------------------------------
+
+def submit_request(
+    body: Mapping[str, Any],
+    *,
+    kind: str,
+    send: Callable[[str], "Future[Any]"],
+    attach: Attach,
+    journal: Optional[Journal] = None,
+    job: Optional[str] = None,
+    identity: Any = None,
+    occurrence: Optional[int] = None,
+    retry_failed: bool = False,
+    convert: Optional[Callable[[Any], Any]] = None,
+) -> ResponseFuture:
+    """One journaled (or job-keyed) request, as ``submit(..., journal=, job=)`` makes it; returns at once.
+
+    ``body`` is the request's wire body: with signed-URL queries redacted it
+    is the recorded item, its fingerprint and (unless ``identity`` names the
+    request, e.g. a row id) what its key derives from, together with ``job``
+    and ``occurrence``. ``send(idempotency_key)`` starts the create and
+    ``attach(response_id)`` re-attaches, each returning a future.
+    ``occurrence`` defaults, with a journal, to the journal's count of equal
+    requests it submitted before (the k-th equal submit through one
+    :class:`Journal` object is occurrence k, as the k-th equal item of one
+    ``map``); without a journal it must be given. ``convert`` maps the
+    journaled result to what the caller gets.
+
+    With a journal, the row (key, fingerprint, item) is committed before the
+    create is sent, the response id as soon as it is accepted (before the
+    future's accepted-callbacks run), the result before the future resolves.
+    A request the journal has finished comes back as a done future with no
+    request (a failure raised again, or re-sent under a new attempt key with
+    ``retry_failed``); an accepted one is re-attached by response id; a
+    pending one (its create may have reached the server) is re-sent with its
+    key. A recorded request with another fingerprint raises
+    :class:`~sail_lite.journal.JournalMismatchError` here, recording nothing.
+    Cancelling the returned future cancels the response on the server and
+    journals it ``cancelled`` (the next submit sends a new attempt).
+    """
+    if journal is not None and not isinstance(journal, Journal):
+        raise InvalidRequestError("journal must be a sail_lite.Journal (Journal(path)), got {}".format(
+            type(journal).__name__))
+    if occurrence is not None and (isinstance(occurrence, bool) or not isinstance(occurrence, int) or occurrence < 0):
+        raise InvalidRequestError("occurrence must be an int >= 0 (which of several equal requests this is), got "
+                                  "{!r}".format(occurrence))
+    if job is None:
+        if journal is None:
+            raise InvalidRequestError("submit needs job= or journal= to derive an idempotency key")
+        job = journal.default_job
+    check_job_name(job)
+    item_json = canonical_json(redact_secrets(dict(body)), "the request")  # a signed URL's query is a credential
+    if identity is None:
+        name = item_json
+    else:
+        name = identity if isinstance(identity, str) else canonical_json(identity, "identity")
+    digest = identity_digest(job, name)
+    if journal is None:
+        if occurrence is None:
+            raise InvalidRequestError(
+                "submit(job=...) without a journal needs occurrence= (0 for the first of equal requests, 1 for "
+                "the second, ...): without a journal nothing counts equal requests, and one key for all of "
+                "them would replay one sample")
+        request = _Request(None, job, None, send, attach, retry_failed, convert)
+        return request.begin(None, key_from_digest(job, digest, occurrence))
+    params_json = journal.begin_job(job, kind=kind, params={})
+    if occurrence is None:
+        occurrence = journal.next_occurrence(digest)
+    entry = JournalEntry(key_from_digest(job, digest, occurrence), request_fingerprint(params_json, item_json), 0,
+                         item_json)
+    row = journal.claim(job, [entry], retry_failed=retry_failed, append=True)[0]
+    return _Request(journal, job, entry, send, attach, retry_failed, convert).begin(row, entry.key)
+
+
+class _Request:
+    """One submitted request behind the future its caller holds: sends, re-attaches, re-sends, journals."""
+
+    def __init__(self, journal: Optional[Journal], job: str, entry: Optional[JournalEntry],
+                 send: Callable[[str], "Future[Any]"], attach: Attach, retry_failed: bool,
+                 convert: Optional[Callable[[Any], Any]]) -> None:
+        self.journal, self.job, self.entry = journal, job, entry
+        self.send, self.attach, self.retry_failed, self.convert = send, attach, retry_failed, convert
+        self.lock = threading.Lock()
+        self.inner: "Optional[Future[Any]]" = None
+        self.attached = False
+        self.key = ""
+        self.sent_key = ""
+        self.outer = ResponseFuture()
+
+    def begin(self, row: Optional[JournalRow], key: str) -> ResponseFuture:
+        self.key = key
+        outer = self.outer
+        outer.idempotency_key = self.sent_key = row.idempotency_key if row is not None else key
+        if row is not None and row.status in ("completed", "failed"):
+            outer.response_id = row.response_id
+            if row.status == "completed":
+                self.settle("result", decode_result(row.result_json or ""))
+            else:
+                self.settle("error", decode_error(row.error_json or "{}"))
+            return outer
+        response_id = row.response_id if row is not None and row.status == "accepted" else None
+        outer.response_id = response_id
+        outer.add_done_callback(self._cancel_inner)
+        self.start(response_id)
+        return outer
+
+    def start(self, response_id: Optional[str]) -> None:
+        self.attached = response_id is not None
+        try:
+            if response_id is not None:
+                inner = self.attach(response_id)
+            else:
+                inner = self.send(self.sent_key)
+                if hasattr(inner, "add_accepted_callback"):
+                    inner.add_accepted_callback(self.accepted)
+        except Exception as exc:  # e.g. the client is closed: the future carries it
+            inner = Future()
+            inner.set_exception(exc)
+        with self.lock:
+            self.inner = inner
+        inner.add_done_callback(self.finish)
+        if self.outer.cancelled():
+            inner.cancel()
+
+    def accepted(self, inner: Any) -> None:
+        try:
+            if self.journal is not None:
+                self.journal.record_accepted(self.key, inner.response_id)
+        except BaseException as exc:  # the id is not durable: fail now, leave the request to a re-run's key
+            _logger.warning("could not journal response %s: %s", inner.response_id, exc)
+            self.settle("error", exc)
+            return
+        self.outer._set_accepted(inner.response_id)
+
+    def finish(self, inner: "Future[Any]") -> None:
+        try:
+            what, value, row = _record_outcome(self.journal, self.job, self.key, self.entry, inner, self.attached,
+                                               self.retry_failed)
+        except BaseException as exc:  # a journal write failed: never hand out what is not recorded
+            what, value, row = "error", exc, None
+        if what == "resend":
+            if row is not None:
+                self.outer.idempotency_key = self.sent_key = row.idempotency_key
+            if not self.outer.done():
+                self.start(None)
+            return
+        self.settle(what, value)
+
+    def settle(self, what: str, value: Any) -> None:
+        outer = self.outer
+        if outer.done():
+            return
+        try:
+            if what == "result":
+                outer.set_result(self.convert(value) if self.convert is not None else value)
+            else:
+                outer.set_exception(value)
+        except InvalidStateError:
+            pass  # cancelled (or failed by a journal error) meanwhile
+        except Exception as exc:  # convert raised: the caller gets that
+            try:
+                outer.set_exception(exc)
+            except InvalidStateError:
+                pass
+
+    def _cancel_inner(self, outer: "Future[Any]") -> None:
+        if not outer.cancelled():
+            return
+        with self.lock:
+            inner = self.inner
+        if inner is not None:
+            inner.cancel()  # cancels the response on the server; finish() journals "cancelled"
+
+
 # --- bindings to a Client ----------------------------------------------------------------------------------------
 
 def map_tokens(
@@ -527,6 +721,31 @@ def _response_calls(responses: Any, create_args: Mapping[str, Any], timeout: Opt
     return submit, attach
 
 
+#: The kinds of jobs recorded by ``tokens.submit`` / ``responses.submit`` (and the completer's submit):
+#: each row's item is its wire body, signed-URL queries redacted.
+SUBMIT_KINDS = ("tokens.submit", "responses.submit")
+
+
+def _body_calls(responses: Any, kind: str, job: str) -> Tuple[Submit, Attach]:
+    """The ``submit``/``attach`` pair that re-sends a submitted job's recorded wire bodies."""
+    from .resources.responses import check_result
+    from .resources.tokens import to_sampled_tokens
+
+    transform = to_sampled_tokens if kind == "tokens.submit" else check_result
+
+    def submit(item: Any, key: Optional[str]) -> "Future[Any]":
+        if "?<redacted>" in json.dumps(item):
+            raise JournalError("a request of job {!r} samples through a signed URL, which the journal does not keep "
+                               "(it expires, and it is a credential): resume it by submitting it again with a fresh "
+                               "URL".format(job))
+        return responses._submit(dict(item), transform, responses._requester.call(idempotency_key=key))
+
+    def attach(response_id: str) -> "Future[Any]":
+        return responses._attach(response_id, transform, responses._requester.call())
+
+    return submit, attach
+
+
 def _split_prompt(item: Any) -> Tuple[Any, Dict[str, Any]]:
     if isinstance(item, Mapping):
         if "prompt_tokens" not in item:
@@ -559,6 +778,8 @@ def resume_rows(
         submit, attach = _token_calls(client.tokens, params, None, None)
     elif kind == "responses":
         submit, attach = _response_calls(client.responses, params, None, None)
+    elif kind in SUBMIT_KINDS:
+        submit, attach = _body_calls(client.responses, kind, job)
     else:
         raise JournalError("job {!r} was recorded by a custom run_map (kind {!r}): resume it by running its script "
                            "again".format(job, kind))

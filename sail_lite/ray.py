@@ -33,8 +33,8 @@ sampled k times) add a column that tells the copies apart (e.g.
 ``sample_index``) and pass ``key_columns=("prompt_tokens", "sample_index")``.
 
 Key retention bounds this. The server keeps an idempotency key for a limited
-time (its idempotency retention window; wire.md does not pin it, the
-emulator keeps keys until reset). A retry or a re-run of the same ``job``
+time (its idempotency retention window; wire.md does not pin it: sail_lite
+and the emulator assume 24 h, see ``EmulatorServer(idempotency_retention=)``). A retry or a re-run of the same ``job``
 inside that window is free. After it, the same key is a new request: the
 server runs (and bills) inference again and returns a new sample. So a job
 that is re-run days later, or a Ray retry that happens after the window,

@@ -214,8 +214,9 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
 
     # -- sampling ---------------------------------------------------------------------------
 
-    def submit(self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None
-               ) -> "Future[Any]":
+    def submit(self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None,
+               journal: "Optional[Journal]" = None, job: Optional[str] = None, identity: Any = None,
+               occurrence: Optional[int] = None, retry_failed: bool = False) -> "Future[Any]":
         """Start one sample; a future of its ``TokensWithLogprobs``.
 
         ``prompt`` is a ``tinker.ModelInput`` or a sequence of token ids;
@@ -225,9 +226,20 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         constructor's wins). Bad input raises
         :class:`~sail_lite.errors.InvalidRequestError` here, before any
         request. Cancelling the future cancels the response on the server.
+
+        ``journal``, ``job``, ``identity``, ``occurrence`` and
+        ``retry_failed`` make the sample durable exactly as
+        :meth:`sail_lite.resources.tokens.Tokens.submit` (the journal holds
+        the raw-token result, converted to ``TokensWithLogprobs`` on the way
+        out; the job's kind is ``tokens.submit``, so a sample submitted here
+        and the same body through ``client.tokens.submit`` share a key).
         """
         body = self.request_body(prompt, stop, max_tokens=max_tokens)
         call = self.client._requester.call(timeout=self.timeout, deadline=self.deadline)
+        if journal is not None or job is not None:
+            return self.client.responses._submit_durably(
+                body, self._sampled, call, kind="tokens.submit", journal=journal, job=job, identity=identity,
+                occurrence=occurrence, retry_failed=retry_failed, convert=self._tokens_with_logprobs)
         return self.client.responses._submit(body, self._to_result, call)
 
     def request_body(self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None

@@ -39,7 +39,7 @@ from .faults import Fault, FaultSet
 from .handler import Handler, refuse_connection
 from .model import EOS, VOCAB
 from .params import ModelSpec, canonical_window
-from .state import DEFAULT_MODELS, TURN_PRESETS, State
+from .state import DEFAULT_IDEMPOTENCY_RETENTION, DEFAULT_MODELS, TURN_PRESETS, State
 
 _logger = logging.getLogger(__name__)
 
@@ -123,7 +123,12 @@ class EmulatorServer:
     - ``max_connections``: connections served at once (each holds a thread);
       one more is answered ``503`` and closed; ``idle_timeout``: seconds a
       connection may stay silent (between requests, or in the middle of one)
-      before it is closed; ``stop_timeout``: the bound on :meth:`stop`.
+      before it is closed; ``stop_timeout``: the bound on :meth:`stop`;
+    - ``idempotency_retention``: seconds an idempotency key is remembered
+      from its first use, by ``clock`` (default 24 h; wire.md names no
+      window). Within it a retry with the key is replayed; after it the key
+      is forgotten and the same request runs (and counts in
+      ``inference_runs``) again, as a real server past its window does.
 
     Tinker checkpoints, served from the emulator itself under signed URLs
     that expire by the server's clock (403 ``url_expired`` after, 403
@@ -162,6 +167,7 @@ class EmulatorServer:
         max_connections: int = 512,
         idle_timeout: float = 60.0,
         stop_timeout: float = 10.0,
+        idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION,
     ) -> None:
         if preset not in TURN_PRESETS:
             raise ValueError("preset must be one of {}".format(", ".join(TURN_PRESETS)))
@@ -180,7 +186,7 @@ class EmulatorServer:
         orgs.update(organizations or {})
         self.state = State(seed=seed, turn_times=turns, models=tuple(models or DEFAULT_MODELS), organizations=orgs,
                            validation_time=validation_time, clock=clock, unverified_models=unverified_models,
-                           windows=windows)
+                           windows=windows, idempotency_retention=idempotency_retention)
         self.faults = FaultSet()
         self.stopping = threading.Event()
         self._server: Optional[_HTTPServer] = None

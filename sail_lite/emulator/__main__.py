@@ -10,6 +10,7 @@ import sys
 from typing import Optional, Sequence, TextIO
 
 from . import TURN_PRESETS, EmulatorServer
+from .state import DEFAULT_IDEMPOTENCY_RETENTION
 from .params import CATALOGUES
 
 __all__ = ["main", "serve", "announce_and_serve", "listen_error"]
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="the API key to accept (default: a fresh random one)")
     parser.add_argument("--admin-token", help="the token for /_emulator/ routes (default: random)")
     parser.add_argument("--max-file-bytes", type=int, default=100 * 1024 ** 3, help="upload size limit")
+    parser.add_argument("--idempotency-retention", type=float, default=DEFAULT_IDEMPOTENCY_RETENTION,
+                        metavar="SECONDS", help="how long an idempotency key is remembered after its first use; "
+                        "after that the same key is a new, billed request (default 86400: 24 h)")
     return parser
 
 
@@ -51,9 +55,13 @@ def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                     or seconds < 0:
                 raise ValueError("--turn-times: {} must be a number of seconds >= 0, got {!r}".format(
                     window, seconds))
+    retention = args.idempotency_retention
+    if not (math.isfinite(retention) and retention > 0):
+        raise ValueError("--idempotency-retention must be a positive number of seconds, got {}".format(retention))
     server = EmulatorServer(host=args.host, port=args.port, seed=args.seed, preset=args.preset,
                             turn_times=turn_times, api_key=args.api_key, admin_token=args.admin_token,
-                            max_file_bytes=args.max_file_bytes, windows=args.windows)
+                            max_file_bytes=args.max_file_bytes, windows=args.windows,
+                            idempotency_retention=retention)
     try:
         server.start()
     except OSError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -28,7 +29,8 @@ from .archives import ArchiveError, download, extract_adapter, redact
 from .model import Generation, generate
 from .params import CATALOGUES, ApiError, Catalogue, InferenceParams, ModelSpec, canonical_window
 
-__all__ = ["State", "Organization", "ResponseRecord", "Reservation", "TURN_PRESETS", "DEFAULT_MODELS"]
+__all__ = ["State", "Organization", "ResponseRecord", "Reservation", "TURN_PRESETS", "DEFAULT_MODELS",
+           "DEFAULT_IDEMPOTENCY_RETENTION"]
 
 #: Average simulated turn time per completion window, in seconds.
 #: Average simulated turn time per tier, in seconds (``balanced`` is also the older docs' ``standard``;
@@ -45,6 +47,8 @@ DEFAULT_MODELS: Tuple[ModelSpec, ...] = (
 )
 
 IN_PROGRESS_RETRY_AFTER = "5"
+#: Seconds an idempotency key is remembered (wire.md is silent; 24 h, as Stripe and OpenAI-style APIs keep keys).
+DEFAULT_IDEMPOTENCY_RETENTION = 24 * 3600.0
 MAX_ARCHIVE_BYTES = 1 << 30  # a Tinker checkpoint archive (and each file in it) may be at most this large
 
 
@@ -170,10 +174,11 @@ class BatchRecord:
 class Reservation:
     """An idempotency key held by one request; ``ref`` is what a replay returns."""
 
-    __slots__ = ("fingerprint", "done", "ref", "status")
+    __slots__ = ("fingerprint", "done", "ref", "status", "created_at")
 
-    def __init__(self, fingerprint: bytes) -> None:
+    def __init__(self, fingerprint: bytes, created_at: float) -> None:
         self.fingerprint = fingerprint
+        self.created_at = created_at  # the key's first use: it is forgotten a retention window later
         self.done = False
         self.ref: Any = None
         self.status = 200
@@ -197,7 +202,15 @@ class State:
         clock: Callable[[], float] = time.time,
         unverified_models: Iterable[str] = (),
         windows: str = "current",
+        idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION,
     ) -> None:
+        if isinstance(idempotency_retention, bool) or not isinstance(idempotency_retention, (int, float)) \
+                or not math.isfinite(idempotency_retention) or idempotency_retention <= 0:
+            raise ValueError("idempotency_retention must be a positive number of seconds, got {!r}".format(
+                idempotency_retention))
+        #: Seconds an idempotency key is remembered after its first use (by ``clock``); after that the
+        #: same key is a new request (wire.md names no window; 24 h, as common APIs keep keys).
+        self.idempotency_retention = float(idempotency_retention)
         if windows not in CATALOGUES:
             raise ValueError("windows must be one of {} (got {!r})".format(", ".join(CATALOGUES), windows))
         self.seed = seed
@@ -345,7 +358,9 @@ class State:
         """The idempotency protocol of wire.md, in one place: ``(result, status)``.
 
         Without a key: ``commit()``, then ``settle(result)``. With one, held per
-        (organization, API key, route, key):
+        (organization, API key, route, key) for ``idempotency_retention``
+        seconds from its first use (after that the key is forgotten: a request
+        with it is new, runs and is billed again, whatever its body):
         - a replay of a finished request returns the stored result and status,
           without running ``commit`` again (its current state, e.g. a
           background response's latest status);
@@ -363,10 +378,13 @@ class State:
                 settle(result)
             return result, status
         slot = (org.id, api_key, route, key)
+        now = self.clock()
         with self._lock:
             held = self.idempotency.get(slot)
+            if held is not None and now - held.created_at >= self.idempotency_retention:
+                held = None  # past the retention window: the key is forgotten, this is a new request
             if held is None:
-                held = self.idempotency[slot] = Reservation(fingerprint)
+                held = self.idempotency[slot] = Reservation(fingerprint, now)
                 fresh = True
             else:
                 fresh = False

@@ -134,6 +134,11 @@ class Responses:
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
+        journal: "Optional[Journal]" = None,
+        job: Optional[str] = None,
+        identity: Any = None,
+        occurrence: Optional[int] = None,
+        retry_failed: bool = False,
     ) -> "ResponseFuture[Response]":
         """Create a background response and return a future of its terminal state.
 
@@ -142,11 +147,20 @@ class Responses:
         ``idempotency_key`` at once and its ``response_id`` as soon as the
         create is accepted; it resolves to the completed (or incomplete)
         response or raises its typed error; ``future.cancel()`` cancels the
-        response on the server.
+        response on the server. ``journal``, ``job``, ``identity``,
+        ``occurrence`` and ``retry_failed`` make it durable and resumable
+        exactly as :meth:`~sail_lite.resources.tokens.Tokens.submit`.
         """
+        if (journal is not None or job is not None) and idempotency_key is not None:
+            raise InvalidRequestError("pass idempotency_key, or journal=/job= (which derive the key from the "
+                                      "request), not both")
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
                                     idempotency_key=idempotency_key)
-        return self._submit(_body(locals(), background=True), check_result, call)
+        body = _body(locals(), background=True)
+        if journal is not None or job is not None:
+            return self._submit_durably(body, check_result, call, kind="responses.submit", journal=journal, job=job,
+                                        identity=identity, occurrence=occurrence, retry_failed=retry_failed)
+        return self._submit(body, check_result, call)
 
     def map(
         self,
@@ -239,6 +253,23 @@ class Responses:
 
         poller.run(start)
         return future
+
+    def _submit_durably(self, body: Dict[str, Any], transform: Callable[[Response], Any], call: "Call", *,
+                        kind: str, journal: "Optional[Journal]", job: Optional[str], identity: Any,
+                        occurrence: Optional[int], retry_failed: bool,
+                        convert: Optional[Callable[[Any], Any]] = None) -> "ResponseFuture[Any]":
+        """:meth:`_submit` with a key derived from ``job`` and recorded in ``journal`` (see ``pipeline.submit_request``)."""
+        from ..pipeline import submit_request
+
+        def send(key: str) -> "ResponseFuture[Any]":
+            return self._submit(body, transform, dataclasses.replace(call, idempotency_key=key))
+
+        def attach(response_id: str) -> "ResponseFuture[Any]":
+            return self._attach(response_id, transform, dataclasses.replace(call, idempotency_key=None))
+
+        encode_json(body)  # bad input raises here, before anything is recorded
+        return submit_request(body, kind=kind, send=send, attach=attach, journal=journal, job=job, identity=identity,
+                              occurrence=occurrence, retry_failed=retry_failed, convert=convert)
 
     def _attach(self, response_id: str, transform: Callable[[Response], T], call: "Call") -> "ResponseFuture[T]":
         response = self._get(path_id(response_id, "response id"), call)

@@ -224,6 +224,11 @@ class Tokens:
         deadline: Optional[float] = None,
         idempotency_key: Optional[str] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
+        journal: "Optional[Journal]" = None,
+        job: Optional[str] = None,
+        identity: Any = None,
+        occurrence: Optional[int] = None,
+        retry_failed: bool = False,
     ) -> "ResponseFuture[SampledTokens]":
         """Start a sample and return a future of its :class:`SampledTokens`.
 
@@ -234,7 +239,25 @@ class Tokens:
         Cancelling the future cancels the response on the server. The
         future's ``idempotency_key`` and ``response_id`` (see
         :class:`~sail_lite.ResponseFuture`) let a pipeline resume it.
+
+        Durable, as :meth:`map` (and with the same names): with a
+        :class:`~sail_lite.Journal` (and a ``job`` name, else the journal's
+        own), the key derives from the job, the request and its
+        ``occurrence`` among equal requests (counted per journal object, or
+        given), and the request is recorded before it is sent. Submitting the
+        same request again (after a crash, in a new process) returns a future
+        that is already done from the journal, re-attaches to it by response
+        id while it runs, or re-sends it with the same key (the server
+        replays it). ``identity`` names the request instead of its content
+        (e.g. a row id: a changed prompt under it is then a
+        :class:`~sail_lite.journal.JournalMismatchError`); ``retry_failed``
+        sends a journaled failure again. ``job`` without a journal derives
+        the key only, and needs ``occurrence``. See
+        :func:`sail_lite.pipeline.submit_request`.
         """
+        if (journal is not None or job is not None) and idempotency_key is not None:
+            raise InvalidRequestError("pass idempotency_key, or journal=/job= (which derive the key from the "
+                                      "request), not both")
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
                                     idempotency_key=idempotency_key)
         if options is None:
@@ -245,6 +268,10 @@ class Tokens:
         elif not isinstance(options, SamplingOptions):
             raise InvalidRequestError("options must be a SamplingOptions (from validate_sampling_options)")
         body = options.body(prompt_tokens, stop, max_tokens)
+        if journal is not None or job is not None:
+            return self._responses._submit_durably(body, to_sampled_tokens, call, kind="tokens.submit",
+                                                   journal=journal, job=job, identity=identity,
+                                                   occurrence=occurrence, retry_failed=retry_failed)
         return self._responses._submit(body, to_sampled_tokens, call)
 
     def map(
