@@ -15,57 +15,17 @@ import sys
 import time
 
 import pytest
-import requests
 
+from sail_lite.emulator import EmulatorProcess
 from sail_lite.journal import Journal, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 30
 
 
-class EmulatorProcess:
-    """``python -m sail_lite.emulator`` on a free port, with its admin routes for stats and reset."""
-
-    def __init__(self, turn_time: float) -> None:
-        self.args = [sys.executable, "-m", "sail_lite.emulator", "--port", "0",
-                     "--turn-times", json.dumps({"priority": turn_time})]
-
-    def __enter__(self) -> "EmulatorProcess":
-        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        for line in self.process.stdout:
-            line = line.strip()
-            if line.startswith("Sail emulator listening on "):
-                self.url = line.rsplit(" ", 1)[1]
-            elif line.startswith("export SAIL_API_KEY="):
-                self.api_key = line.split("=", 1)[1]
-            elif line.startswith("admin token"):
-                self.admin = line.rsplit(" ", 1)[1]
-            elif line.startswith("Press Ctrl-C"):
-                self.base_url = self.url + "/v1"
-                return self
-        raise RuntimeError("the emulator exited before it was ready")
-
-    def __exit__(self, *exc_info) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.process.stdout.close()
-
-    def _admin(self, method: str, path: str):
-        reply = requests.request(method, self.url + path, headers={"Authorization": "Bearer " + self.admin},
-                                 timeout=10)
-        reply.raise_for_status()
-        return reply.json()
-
-    def stats(self):
-        return self._admin("GET", "/_emulator/stats")
-
-    def reset(self) -> None:
-        self._admin("POST", "/_emulator/reset")
-
-
 @pytest.fixture(scope="module")
 def server():
-    with EmulatorProcess(turn_time=0.1) as emulator:
+    with EmulatorProcess(turn_times={"priority": 0.1}) as emulator:
         yield emulator
 
 

@@ -9,7 +9,8 @@ Run a pipeline, a test suite or a benchmark with no network and no account::
         client = Client(server.api_key, base_url=server.base_url)
         print(client.tokens.sample([1, 2, 3], model="moonshotai/Kimi-K2.6", max_tokens=8))
 
-or from a shell: ``python -m sail_lite.emulator --port 8080``.
+or from a shell: ``python -m sail_lite.emulator --port 8080`` (:class:`EmulatorProcess` runs
+that in a child process, for a benchmark or a crash test).
 
 It follows ``wire.md``: models, responses (sync and background, clock-derived
 statuses per completion window), chat completions, messages, streamed file
@@ -39,11 +40,12 @@ from .faults import Fault, FaultSet
 from .handler import Handler, refuse_connection
 from .model import EOS, VOCAB
 from .params import ModelSpec, canonical_window
+from .process import EmulatorProcess
 from .state import DEFAULT_IDEMPOTENCY_RETENTION, DEFAULT_MODELS, TURN_PRESETS, State
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["EmulatorServer", "Fault", "FaultSet", "ModelSpec", "DEFAULT_MODELS", "TURN_PRESETS", "EOS", "VOCAB"]
+__all__ = ["EmulatorServer", "EmulatorProcess", "Fault", "FaultSet", "ModelSpec", "DEFAULT_MODELS", "TURN_PRESETS", "EOS", "VOCAB"]
 
 
 class _HTTPServer(ThreadingHTTPServer):

@@ -51,7 +51,7 @@ class CrashingSampler(SailSampler):
 
 @pytest.fixture(scope="module")
 def emulator():
-    with EmulatorProcess(turn_time=0.05) as server:
+    with EmulatorProcess(turn_times={"priority": 0.05}) as server:
         yield server
 
 
