@@ -27,9 +27,10 @@
   early stop because a generator cannot tell a Ctrl-C in the caller's loop
   body from a ``break``: both just close it.
 
-:func:`map_tokens` and :func:`map_responses` bind the engine to a
-:class:`~sail_lite.Client` (they record the job's kind and parameters, so
-``sail-lite jobs resume FILE`` can finish a job without its script).
+:meth:`Tokens.map` and :meth:`Responses.map` (also as :func:`map_tokens` and
+:func:`map_responses`, which take a :class:`~sail_lite.Client`) bind the engine
+to a client (they record the job's kind and parameters, so ``sail-lite jobs
+resume FILE`` can finish a job without its script).
 """
 from __future__ import annotations
 
@@ -633,63 +634,38 @@ class _Request:
 
 # --- bindings to a Client ----------------------------------------------------------------------------------------
 
-def map_tokens(
-    source: Any,
-    prompts: Iterable[Union[Sequence[int], Mapping[str, Any]]],
-    *,
-    journal: Optional[Journal] = None,
-    job: Optional[str] = None,
-    max_in_flight: int = 64,
-    progress: Optional[Callable[[Progress], None]] = None,
-    on_interrupt: Optional[str] = None,
-    return_exceptions: bool = False,
-    retry_failed: bool = False,
-    timeout: Optional[float] = None,
-    deadline: Optional[float] = None,
-    **sampling: Any,
-) -> Iterator[Any]:
-    """``tokens.submit`` over many prompts through :func:`run_map`; yields ``SampledTokens`` in order.
+def map_tokens(source: Any, prompts: Iterable[Union[Sequence[int], Mapping[str, Any]]],
+               **options: Any) -> Iterator[Any]:
+    """``source.tokens.map(prompts, **options)``: ``source`` is a :class:`~sail_lite.Client` (or its ``tokens``).
 
-    ``source`` is a :class:`~sail_lite.Client` (or its ``tokens``). Each
-    prompt is a sequence of token ids, or a mapping with ``prompt_tokens``
-    and per-prompt overrides of ``sampling`` (e.g. ``stop``, ``max_tokens``).
-    ``sampling`` holds :meth:`Tokens.submit`'s keyword arguments (``model``,
-    ``max_tokens``, ``stop``, ...), recorded with the job (signed-URL query
-    strings redacted) so ``sail-lite jobs resume`` can finish it. ``timeout``
-    and ``deadline`` are per request and not part of the job.
+    Takes the arguments of :meth:`Tokens.map <sail_lite.resources.tokens.Tokens.map>` and yields its
+    ``SampledTokens`` in input order.
     """
-    submit, attach = _token_calls(getattr(source, "tokens", source), sampling, timeout, deadline)
-    return run_map(prompts, submit=submit, attach=attach, journal=journal, job=job, kind="tokens",
-                   params=redact_secrets(sampling), max_in_flight=max_in_flight, progress=progress,
-                   on_interrupt=on_interrupt, return_exceptions=return_exceptions, retry_failed=retry_failed)
+    return getattr(source, "tokens", source).map(prompts, **options)
 
 
-def map_responses(
-    source: Any,
-    requests: Iterable[Union[str, Mapping[str, Any]]],
-    *,
-    journal: Optional[Journal] = None,
-    job: Optional[str] = None,
-    max_in_flight: int = 64,
-    progress: Optional[Callable[[Progress], None]] = None,
-    on_interrupt: Optional[str] = None,
-    return_exceptions: bool = False,
-    retry_failed: bool = False,
-    timeout: Optional[float] = None,
-    deadline: Optional[float] = None,
-    **create_args: Any,
-) -> Iterator[Any]:
-    """``responses.submit`` over many requests through :func:`run_map`; yields ``Response`` in order.
+def map_responses(source: Any, requests: Iterable[Union[str, Mapping[str, Any]]],
+                  **options: Any) -> Iterator[Any]:
+    """``source.responses.map(requests, **options)``: ``source`` is a :class:`~sail_lite.Client` (or its ``responses``).
 
-    ``source`` is a :class:`~sail_lite.Client` (or its ``responses``). Each
-    request is an ``input`` string, or a mapping of :meth:`Responses.create`
-    arguments that override ``create_args`` (the shared ones, e.g.
-    ``model``, recorded with the job).
+    Takes the arguments of :meth:`Responses.map <sail_lite.resources.responses.Responses.map>` and yields its
+    ``Response`` objects in input order.
     """
-    submit, attach = _response_calls(getattr(source, "responses", source), create_args, timeout, deadline)
-    return run_map(requests, submit=submit, attach=attach, journal=journal, job=job, kind="responses",
-                   params=redact_secrets(create_args), max_in_flight=max_in_flight, progress=progress,
-                   on_interrupt=on_interrupt, return_exceptions=return_exceptions, retry_failed=retry_failed)
+    return getattr(source, "responses", source).map(requests, **options)
+
+
+def _map_job(kind: str, resource: Any, items: Iterable[Any], arguments: Mapping[str, Any], *,
+             timeout: Optional[float], deadline: Optional[float], **run_options: Any) -> Iterator[Any]:
+    """``Tokens.map`` / ``Responses.map`` (``kind``): :func:`run_map` over ``resource``'s submit.
+
+    ``arguments`` (the shared submit arguments) are recorded with the job,
+    signed-URL query strings redacted, so ``sail-lite jobs resume`` can
+    finish it; ``timeout`` and ``deadline`` are per request and not part of
+    the job.
+    """
+    calls = _token_calls if kind == "tokens" else _response_calls
+    submit, attach = calls(resource, arguments, timeout, deadline)
+    return run_map(items, submit=submit, attach=attach, kind=kind, params=redact_secrets(arguments), **run_options)
 
 
 def _token_calls(tokens: Any, sampling: Mapping[str, Any], timeout: Optional[float],

@@ -185,11 +185,12 @@ class Responses:
         ``journal`` replay-safe and resumable exactly as
         :meth:`~sail_lite.resources.tokens.Tokens.map`.
         """
-        from ..pipeline import map_responses
+        from ..pipeline import _map_job
 
-        return map_responses(self, requests, journal=journal, job=job, max_in_flight=max_in_flight,
-                             progress=progress, on_interrupt=on_interrupt, return_exceptions=return_exceptions,
-                             retry_failed=retry_failed, timeout=timeout, deadline=deadline, **create_args)
+        return _map_job("responses", self, requests, create_args, journal=journal, job=job,
+                        max_in_flight=max_in_flight, progress=progress, on_interrupt=on_interrupt,
+                        return_exceptions=return_exceptions, retry_failed=retry_failed, timeout=timeout,
+                        deadline=deadline)
 
     def retrieve(self, response_id: str, *, timeout: Optional[float] = None, deadline: Optional[float] = None,
                  extra_headers: Optional[Mapping[str, str]] = None) -> Response:

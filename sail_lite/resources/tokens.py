@@ -303,11 +303,11 @@ class Tokens:
         ETA. See :func:`sail_lite.pipeline.run_map` for ``on_interrupt``,
         ``return_exceptions`` and ``retry_failed``.
         """
-        from ..pipeline import map_tokens
+        from ..pipeline import _map_job
 
-        return map_tokens(self, prompts, journal=journal, job=job, max_in_flight=max_in_flight, progress=progress,
-                          on_interrupt=on_interrupt, return_exceptions=return_exceptions,
-                          retry_failed=retry_failed, timeout=timeout, deadline=deadline, **sampling)
+        return _map_job("tokens", self, prompts, sampling, journal=journal, job=job, max_in_flight=max_in_flight,
+                        progress=progress, on_interrupt=on_interrupt, return_exceptions=return_exceptions,
+                        retry_failed=retry_failed, timeout=timeout, deadline=deadline)
 
     def attach(
         self, response_id: str, *, deadline: Optional[float] = None, timeout: Optional[float] = None,
