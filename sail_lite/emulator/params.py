@@ -426,16 +426,7 @@ def parse_chat_body(body: Any, models: Mapping[str, ModelSpec], catalogue: Optio
     max_tokens = _int(body, "max_completion_tokens", None, 1, MAX_OUTPUT_TOKENS)
     if max_tokens is None:
         max_tokens = _int(body, "max_tokens", DEFAULT_OUTPUT_TOKENS, 1, MAX_OUTPUT_TOKENS)
-    metadata = _metadata(body)
-    lora, _ = _lora_source(metadata, spec, raw=False)
-    strings, _ = _stops(body.get("stop"), raw=False)
-    return InferenceParams(
-        model=spec.id, prompt=prompt, raw=False, max_tokens=max_tokens or DEFAULT_OUTPUT_TOKENS,
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0), top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
-        stop_strings=strings, stop_tokens=(), logprobs=False, background=False, metadata=metadata,
-        window=_window(metadata, spec, catalogue, background=False, has_lora=bool(lora)), lora=lora,
-        fingerprint=fingerprint("chat", body),
-    )
+    return _synchronous_params("chat", body, spec, catalogue, prompt, max_tokens or DEFAULT_OUTPUT_TOKENS, "stop")
 
 
 def parse_messages_body(body: Any, models: Mapping[str, ModelSpec], catalogue: Optional[Catalogue] = None
@@ -448,15 +439,21 @@ def parse_messages_body(body: Any, models: Mapping[str, ModelSpec], catalogue: O
     if max_tokens is None:
         raise _bad("max_tokens is required", "max_tokens")
     prompt = _messages_prompt(body)
+    return _synchronous_params("messages", body, spec, catalogue, prompt, max_tokens, "stop_sequences")
+
+
+def _synchronous_params(route: str, body: Mapping[str, Any], spec: ModelSpec, catalogue: Catalogue,
+                        prompt: Tuple[int, ...], max_tokens: int, stop_field: str) -> InferenceParams:
+    """The rest of a chat or messages body (text prompt, no background): metadata, LoRA, stops, sampling, window."""
     metadata = _metadata(body)
     lora, _ = _lora_source(metadata, spec, raw=False)
-    strings, _ = _stops(body.get("stop_sequences"), raw=False, name="stop_sequences")
+    strings, _ = _stops(body.get(stop_field), raw=False, name=stop_field)
     return InferenceParams(
         model=spec.id, prompt=prompt, raw=False, max_tokens=max_tokens,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0), top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         stop_strings=strings, stop_tokens=(), logprobs=False, background=False, metadata=metadata,
         window=_window(metadata, spec, catalogue, background=False, has_lora=bool(lora)), lora=lora,
-        fingerprint=fingerprint("messages", body),
+        fingerprint=fingerprint(route, body),
     )
 
 
