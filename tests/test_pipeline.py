@@ -272,16 +272,20 @@ def test_a_forgotten_response_id_is_resent_with_its_key(journal):
     thread.join(10)
 
 
-def test_ctrl_c_leaves_in_flight_requests_resumable_by_default_with_a_journal(journal):
-    service = FakeService(auto=False)
-
+def ctrl_c_once_all_in_flight(items, service, journal, **options):
+    """Run a journaled map of ``items`` (job "exp") and press Ctrl-C once every one of them is in flight."""
     def interrupt(progress):
-        if progress.in_flight == 3:
+        if progress.in_flight == len(items):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        list(run_map(["a", "b", "c"], submit=service.submit, attach=service.attach, journal=journal, job="exp",
-                     progress=interrupt, progress_interval=0))
+        list(run_map(items, submit=service.submit, attach=service.attach, journal=journal, job="exp",
+                     progress=interrupt, progress_interval=0, **options))
+
+
+def test_ctrl_c_leaves_in_flight_requests_resumable_by_default_with_a_journal(journal):
+    service = FakeService(auto=False)
+    ctrl_c_once_all_in_flight(["a", "b", "c"], service, journal)
     assert service.cancelled_ids == set()
     assert journal.counts("exp")["accepted"] == 3
     again = FakeService()
@@ -293,14 +297,7 @@ def test_ctrl_c_leaves_in_flight_requests_resumable_by_default_with_a_journal(jo
 
 def test_ctrl_c_cancels_on_the_server_when_asked_and_a_rerun_sends_new_attempt_keys(journal):
     service = FakeService(auto=False)
-
-    def interrupt(progress):
-        if progress.in_flight == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        list(run_map(["a", "b"], submit=service.submit, attach=service.attach, journal=journal, job="exp",
-                     progress=interrupt, progress_interval=0, on_interrupt="cancel"))
+    ctrl_c_once_all_in_flight(["a", "b"], service, journal, on_interrupt="cancel")
     assert service.cancelled_ids == {"resp_0", "resp_1"}
     assert journal.counts("exp")["cancelled"] == 2
     service.auto = True
