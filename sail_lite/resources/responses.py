@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
-from .._checks import encode_json, model_id, number_in, path_id, positive_int
+from .._checks import encode_json, model_id, path_id
 from .._future import ResponseFuture
 from .._redact import redact_secrets
 from ..errors import (
@@ -16,10 +16,10 @@ from ..errors import (
 from ..types import Response
 from ._common import (
     RAW_PROMPT_PLACEHOLDER,
-    build_metadata,
     check_prompt_tokens,
     extra_fields,
     normalize_stop,
+    sampling_fields,
     string_list,
 )
 
@@ -341,23 +341,16 @@ def _body(arguments: Mapping[str, Any], **overrides: Any) -> Dict[str, Any]:
         body["input"] = list(text)
     else:
         raise InvalidRequestError("input must be a non-empty string or list of messages (or pass raw_prompt_tokens)")
-    if fields["max_output_tokens"] is not None:
-        body["max_output_tokens"] = positive_int("max_output_tokens", fields["max_output_tokens"])
-    if fields["temperature"] is not None:
-        body["temperature"] = number_in("temperature", fields["temperature"], 0.0, 2.0)
-    if fields["top_p"] is not None:
-        body["top_p"] = number_in("top_p", fields["top_p"], 0.0, 1.0)
+    background = bool(fields["background"])
+    if background:
+        body["background"] = True
+    sampling_fields(body, max_output_tokens=fields["max_output_tokens"], temperature=fields["temperature"],
+                    top_p=fields["top_p"], metadata=fields["metadata"], lora=fields["lora"],
+                    completion_window=fields["completion_window"], background=background)
     if fields["stop"] is not None:
         body["stop"] = normalize_stop(fields["stop"])
     if fields["include"] is not None:
         body["include"] = string_list("include", fields["include"])
-    background = bool(fields["background"])
-    if background:
-        body["background"] = True
-    metadata = build_metadata(fields["metadata"], lora=fields["lora"], completion_window=fields["completion_window"],
-                              background=background)
-    if metadata:
-        body["metadata"] = metadata
     if fields["prompt_cache_key"] is not None:
         if not isinstance(fields["prompt_cache_key"], str):
             raise InvalidRequestError("prompt_cache_key must be a string")
