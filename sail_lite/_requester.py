@@ -55,7 +55,10 @@ __all__ = ["Call", "Requester", "Timeout", "new_idempotency_key"]
 
 _logger = logging.getLogger(__name__)
 T = TypeVar("T")
-_KNOWN_STATUSES = frozenset({"queued", "in_progress"})
+# Every status this client knows: running, and sail_lite.types.TERMINAL_STATUSES (spelled out here so that
+# note_status, called on every reply, needs no import; tests/test_requester pins the two sets together).
+_KNOWN_STATUSES = frozenset({"queued", "in_progress", "completed", "incomplete", "failed", "cancelled", "canceled",
+                             "expired"})
 
 
 def new_idempotency_key() -> str:
@@ -422,10 +425,6 @@ class Requester:
     def note_status(self, status: str, response_id: str) -> None:
         """Log, once per client, a response status this client does not know (treated as running)."""
         if status in _KNOWN_STATUSES or status in self._unknown_statuses:
-            return
-        from .types import TERMINAL_STATUSES
-
-        if status in TERMINAL_STATUSES:
             return
         self._unknown_statuses.add(status)
         _logger.warning("response %s has status %r, which this client does not know: treating it as not finished "

@@ -264,3 +264,19 @@ def test_a_client_loads_a_resource_module_on_first_use_only():
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
         "[]", "['responses', 'tokens']", "['files', 'loras', 'responses', 'tokens']"], result.stdout
+
+
+def test_importing_sail_lite_defers_the_wire_types_until_first_access():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sail_lite\n"
+        "assert 'sail_lite.types' not in sys.modules, 'sail_lite imported its wire types eagerly'\n"
+        "from sail_lite import Response, Usage\n"
+        "import sail_lite.types as t\n"
+        "assert Response is t.Response and Usage is t.Usage and sail_lite.Model is t.Model\n"
+        "assert sail_lite.types is t\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
