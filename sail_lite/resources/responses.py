@@ -1,7 +1,6 @@
 """``client.responses``: create, retrieve, cancel, wait, submit, attach."""
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
 from .._checks import encode_json, model_id, number_in, path_id, positive_int
@@ -220,7 +219,7 @@ class Responses:
 
         payload = encode_json(body)  # here, so bad input raises in the caller, before anything is sent
         key = call.idempotency_key or new_idempotency_key()
-        call = dataclasses.replace(call, idempotency_key=key)
+        call = call.replace(idempotency_key=key)
         poller = self._requester.poller
         future: "ResponseFuture[T]" = ResponseFuture(idempotency_key=key)
 
