@@ -215,10 +215,8 @@ class Responses:
 
     def _submit(self, body: Dict[str, Any], transform: Callable[[Response], T], call: "Call") -> "ResponseFuture[T]":
         """Create ``body`` on the pool; the future settles with ``transform(terminal response)``."""
-        from .._requester import new_idempotency_key
-
         payload = encode_json(body)  # here, so bad input raises in the caller, before anything is sent
-        key = call.idempotency_key or new_idempotency_key()
+        key = call.idempotency_key or self._requester.new_idempotency_key()
         call = call.replace(idempotency_key=key)
         poller = self._requester.poller
         future: "ResponseFuture[T]" = ResponseFuture(idempotency_key=key)
