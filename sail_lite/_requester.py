@@ -203,6 +203,9 @@ class Requester:
 
     @property
     def transport(self) -> Transport:
+        transport = self._transport_obj
+        if transport is not None and self._pid == os.getpid():
+            return transport  # the hot path (every request): no lock once built; close() clears it
         self._check_fork()
         with self._lock:
             if self._closed:
@@ -216,6 +219,9 @@ class Requester:
 
     @property
     def poller(self) -> "Poller":
+        poller = self._poller_obj
+        if poller is not None and not self._closing and self._pid == os.getpid():
+            return poller  # the hot path (every submit and watch): no lock, no import once built
         from .polling import Poller  # threads are for clients that wait: not on the import path
 
         self._check_fork()
@@ -366,8 +372,9 @@ class Requester:
                 error = exc
                 _logger.debug("%s %s -> %s (attempt %d)", method, path, type(exc).__name__, attempt)
             else:
-                _logger.debug("%s %s -> %d (attempt %d, %.1f ms, request %s)", method, path, reply.status,
-                              attempt, (self.clock() - started) * 1000, reply.request_id)
+                if _logger.isEnabledFor(logging.DEBUG):  # its arguments cost a clock read and a header lookup
+                    _logger.debug("%s %s -> %d (attempt %d, %.1f ms, request %s)", method, path, reply.status,
+                                  attempt, (self.clock() - started) * 1000, reply.request_id)
                 if 200 <= reply.status < 300:
                     return self._decode(reply, method, path, attempt, response_id)
                 error = self._status_error(reply)

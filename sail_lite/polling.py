@@ -581,6 +581,15 @@ class Poller:
             raise ClientClosedError("the client is closed; create a new one") from None
         return future
 
+    def start(self, function: Callable[..., Any], *args: Any) -> None:
+        """Like :meth:`run`, without a future: ``function`` settles its own outcome (an exception is logged)."""
+        if self._closed:
+            raise ClientClosedError("the client is closed; create a new one")
+        try:
+            self._lanes.submit(False, function, *args)
+        except RuntimeError:
+            raise ClientClosedError("the client is closed; create a new one") from None
+
     def watch(
         self,
         response: Response,

@@ -234,7 +234,7 @@ class Responses:
             # A cancel that raced with the create is seen by watch's done-callback.
             self._watch(response, transform, call, future)
 
-        poller.run(start)
+        poller.start(start)  # start() settles the future itself: no second future per create
         return future
 
     def _attach(self, response_id: str, transform: Callable[[Response], T], call: "Call") -> "ResponseFuture[T]":
