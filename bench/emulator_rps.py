@@ -116,7 +116,7 @@ def main() -> None:
     with EmulatorProcess() as emulator:
         session = requests.Session()
         session.headers["Authorization"] = "Bearer " + emulator.api_key
-        response_id = session.post(emulator.base_url + "/responses", json=dict(SAMPLE, background=True),
+        response_id = session.post(emulator.base_url + "/responses", json=dict(SAMPLE, background=True, metadata={"completion_window": "balanced"}),  # asap: sync only
                                    timeout=30).json()["id"]
         session.close()
         for kind in ("GET /v1/models", "GET /v1/responses/{id}", "POST /v1/responses"):
