@@ -10,6 +10,14 @@ submits took to be created on the server; polls per sample, counted by the
 server; when the last create was accepted (with the turn, a floor under the
 ratio that no poll schedule can beat). ``--quick`` runs 2,000 samples of 5 s turns instead.
 
+The reference, in the same run: how fast ANY client gets the same number of
+background creates accepted by the emulator on this machine. A bare
+``urllib3`` pool with 16 and with 32 threads (no polling, no futures, no
+retries) sends the create body sail_lite sends, with an ``Idempotency-Key``
+(so the server does the same work), each against a fresh emulator; the
+faster one is the ceiling, and ``(its time to accept them all + turn) /
+turn`` is the best "all done / turn" any client could reach here.
+
     python bench/in_flight.py [--quick] [--count 10000] [--turn 20] [--json PATH]
 """
 from __future__ import annotations
@@ -39,7 +47,58 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def ceiling(count: int, turn: float, threads: int) -> Dict[str, Any]:
+    """Bare urllib3, ``threads`` threads: seconds until ``count`` background creates were all accepted."""
+    import urllib3
+
+    with EmulatorProcess(hooks=True, turn=turn) as emu:
+        pool = urllib3.PoolManager(maxsize=threads)
+        url = emu.base_url + "/responses"
+        headers = {"Authorization": "Bearer " + emu.api_key, "Content-Type": "application/json"}
+        window = "balanced"
+        probe = pool.request("POST", url, body=json.dumps(dict(model=MODEL, input="x", background=True, metadata={
+            "completion_window": window})).encode(), headers=headers)
+        if probe.status >= 300:
+            window = "standard"
+        counter, lock, failures = iter(range(count)), threading.Lock(), []
+
+        def loop() -> None:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                body = {"model": MODEL, "input": "<raw token prompt; ignored when raw_prompt_tokens is set>",
+                        "raw_prompt_tokens": [1, 2, 3 + i % 1000, i // 1000], "max_output_tokens": 2,
+                        "temperature": 1.0, "top_p": 1.0, "background": True,
+                        "metadata": {"bench_turn": repr(turn), "completion_window": window}}
+                reply = pool.request("POST", url, body=json.dumps(body).encode(), timeout=30.0,
+                                     headers=dict(headers, **{"Idempotency-Key": "ceiling-{}".format(i)}))
+                if reply.status != 200:
+                    failures.append(reply.status)
+
+        workers = [threading.Thread(target=loop) for _ in range(threads)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        elapsed = time.perf_counter() - started
+        pool.clear()
+    return {"threads": threads, "seconds": elapsed, "creates_per_s": count / elapsed, "failures": len(failures),
+            "floor_ratio": (elapsed + turn) / turn}
+
+
 def measure(count: int, turn: float) -> Dict[str, Any]:
+    result = measure_sail_lite(count, turn)
+    references = [ceiling(count, turn, threads) for threads in (16, 32)]
+    best = min(references, key=lambda row: row["seconds"])
+    result["ceiling"] = {"runs": references, "best": best,
+                         "sail_lite_create_rate_vs_ceiling": result["creates_per_s"] / best["creates_per_s"]}
+    return result
+
+
+def measure_sail_lite(count: int, turn: float) -> Dict[str, Any]:
     from sail_lite import Client
 
     with EmulatorProcess(hooks=True, turn=turn) as emu:
@@ -110,6 +169,14 @@ def print_table(result: Dict[str, Any]) -> None:
     print("  creates: submit loop {submit_loop_seconds:.1f} s, last create accepted at {last_create_accepted_s:.1f} s "
           "({creates_per_s:.0f} creates/s), so all done cannot come before {floor_ratio:.2f}x the turn; "
           "median sample done at {median_done_s:.1f} s".format(**result))
+    ceiling_ = result.get("ceiling")
+    if ceiling_:
+        best = ceiling_["best"]
+        print("  ceiling (bare urllib3, no polling; same run, fresh emulator): " + "; ".join(
+            "{threads} threads: {count} creates accepted in {seconds:.1f} s ({creates_per_s:.0f}/s)".format(
+                count=result["count"], **row) for row in ceiling_["runs"]))
+        print("  so no client here can finish before {:.2f}x the turn; sail_lite's create rate is {:.2f}x the "
+              "ceiling's".format(best["floor_ratio"], ceiling_["sail_lite_create_rate_vs_ceiling"]))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

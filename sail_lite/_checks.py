@@ -139,14 +139,17 @@ def string_mapping(name: str, value: Any) -> Mapping[str, str]:
     return result
 
 
+# One encoder for every body: json.dumps with options builds a new one per call. It keeps no state between calls.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_json(body: Any, what: str = "the request") -> bytes:
     """``body`` as compact UTF-8 JSON with sorted keys: the one encoding for bodies, metadata and fingerprints.
 
     Deterministic, so replays and journal fingerprints compare alike.
     """
     try:
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        return _ENCODER.encode(body).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
         raise InvalidRequestError(
             "{} cannot be sent as JSON ({}: {}): pass only strings, numbers, booleans, None, lists "

@@ -23,16 +23,15 @@ server.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Set, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, TypeVar, Union
 
 from ._checks import decode_json, encode_json, header_value, seconds, string_mapping
+from ._frozen import frozen
 from ._transport import Reply, Transport
 from ._version import __version__
 from .errors import (
@@ -55,7 +54,10 @@ __all__ = ["Call", "Requester", "Timeout", "new_idempotency_key"]
 
 _logger = logging.getLogger(__name__)
 T = TypeVar("T")
-_KNOWN_STATUSES = frozenset({"queued", "in_progress"})
+# Every status this client knows: running, and sail_lite.types.TERMINAL_STATUSES (spelled out here so that
+# note_status, called on every reply, needs no import; tests/test_requester pins the two sets together).
+_KNOWN_STATUSES = frozenset({"queued", "in_progress", "completed", "incomplete", "failed", "cancelled", "canceled",
+                             "expired"})
 
 
 def new_idempotency_key() -> str:
@@ -63,7 +65,7 @@ def new_idempotency_key() -> str:
     return "sail-lite-" + os.urandom(16).hex()
 
 
-@dataclass(frozen=True)
+@frozen
 class Timeout:
     """Per-attempt HTTP time bounds, in seconds. Every call has a finite one.
 
@@ -80,28 +82,61 @@ class Timeout:
     inference: float = 600.0
     upload: float = 600.0
 
+    def __init__(self, connect: float = 5.0, read: float = 30.0, inference: float = 600.0,
+                 upload: float = 600.0) -> None:
+        # Written out, not generated: see sail_lite._frozen (a generated one is compiled at import).
+        object.__setattr__(self, "connect", connect)
+        object.__setattr__(self, "read", read)
+        object.__setattr__(self, "inference", inference)
+        object.__setattr__(self, "upload", upload)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         for name in ("connect", "read", "inference", "upload"):
             seconds("Timeout." + name, getattr(self, name), ConfigurationError)
 
 
-@dataclass(frozen=True)
 class Call:
-    """One logical call's checked options.
+    """One logical call's checked options; read-only by convention (``replace`` makes a changed copy).
 
     ``timeout`` replaces the per-attempt bound of the call's kind;
     ``deadline_at`` (on the client's clock) bounds the whole call, retries
     and back-off included; ``extra_headers`` are sent on every attempt;
     ``idempotency_key`` is the key a write carries (minted when ``None``).
+    A plain class, not a dataclass: one is made per call, and a frozen
+    dataclass's generated methods cost about a millisecond to compile when
+    sail_lite is imported.
     """
 
-    timeout: Optional[float] = None
-    deadline_at: Optional[float] = None
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
-    idempotency_key: Optional[str] = None
+    __slots__ = ("timeout", "deadline_at", "extra_headers", "idempotency_key")
+
+    def __init__(self, timeout: Optional[float] = None, deadline_at: Optional[float] = None,
+                 extra_headers: Optional[Mapping[str, str]] = None, idempotency_key: Optional[str] = None) -> None:
+        self.timeout = timeout
+        self.deadline_at = deadline_at
+        self.extra_headers: Mapping[str, str] = {} if extra_headers is None else extra_headers
+        self.idempotency_key = idempotency_key
+
+    def replace(self, **changes: Any) -> "Call":
+        """A copy with ``changes`` (keyword names of the fields)."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values.update(changes)
+        return Call(**values)
 
     def remaining(self, now: float) -> Optional[float]:
         return None if self.deadline_at is None else self.deadline_at - now
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Call):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable in principle, so unhashable (as before: a dict field)
+
+    def __repr__(self) -> str:
+        # The idempotency key is not a secret (it is sent in a header and carried by errors).
+        return "Call(timeout={!r}, deadline_at={!r}, extra_headers={{{}}}, idempotency_key={!r})".format(
+            self.timeout, self.deadline_at, ", ".join(map(repr, self.extra_headers)), self.idempotency_key)
 
 
 class Requester:
@@ -153,6 +188,7 @@ class Requester:
         self._poller_obj: "Optional[Poller]" = None
         self._closing = False
         self._closed = False
+        self._keys: List[str] = []  # a child must never reuse its parent's unused keys
 
     def _check_fork(self) -> None:
         # In a forked child the parent's sockets and threads are not ours:
@@ -167,6 +203,9 @@ class Requester:
 
     @property
     def transport(self) -> Transport:
+        transport = self._transport_obj
+        if transport is not None and self._pid == os.getpid():
+            return transport  # the hot path (every request): no lock once built; close() clears it
         self._check_fork()
         with self._lock:
             if self._closed:
@@ -180,6 +219,9 @@ class Requester:
 
     @property
     def poller(self) -> "Poller":
+        poller = self._poller_obj
+        if poller is not None and not self._closing and self._pid == os.getpid():
+            return poller  # the hot path (every submit and watch): no lock, no import once built
         from .polling import Poller  # threads are for clients that wait: not on the import path
 
         self._check_fork()
@@ -220,6 +262,20 @@ class Requester:
             transport.close()
 
     # --- per-call options ----------------------------------------------------------------
+
+    #: Keys read from os.urandom at once. One read per key cost a GIL hand-off each (the read releases
+    #: the GIL): about 1.5 ms per submit while the workers were busy, the submit loop's main cost.
+    KEYS_PER_READ = 256
+
+    def new_idempotency_key(self) -> str:
+        """A fresh random key (for a write the caller gave none): 128 random bits, as a uuid4 has."""
+        self._check_fork()
+        with self._lock:
+            keys = self._keys
+            if not keys:
+                data = os.urandom(16 * self.KEYS_PER_READ).hex()
+                keys.extend("sail-lite-" + data[i:i + 32] for i in range(0, len(data), 32))
+            return keys.pop()
 
     def call(
         self,
@@ -275,7 +331,7 @@ class Requester:
             headers["Content-Type"] = content_type
         key = None
         if key_header is not None and model not in self._asap_only:
-            key = call.idempotency_key or new_idempotency_key()
+            key = call.idempotency_key or self.new_idempotency_key()
             headers[key_header] = key
         safe = replay_safe if replay_safe is not None else (method == "GET" or key is not None)
         try:
@@ -316,8 +372,9 @@ class Requester:
                 error = exc
                 _logger.debug("%s %s -> %s (attempt %d)", method, path, type(exc).__name__, attempt)
             else:
-                _logger.debug("%s %s -> %d (attempt %d, %.1f ms, request %s)", method, path, reply.status,
-                              attempt, (self.clock() - started) * 1000, reply.request_id)
+                if _logger.isEnabledFor(logging.DEBUG):  # its arguments cost a clock read and a header lookup
+                    _logger.debug("%s %s -> %d (attempt %d, %.1f ms, request %s)", method, path, reply.status,
+                                  attempt, (self.clock() - started) * 1000, reply.request_id)
                 if 200 <= reply.status < 300:
                     return self._decode(reply, method, path, attempt, response_id)
                 error = self._status_error(reply)
@@ -405,7 +462,7 @@ class Requester:
             raise InvalidRequestError("on_poll must be a callable taking the polled object, got {}".format(
                 type(on_poll).__name__))
         if call.deadline_at is None:
-            call = dataclasses.replace(call, deadline_at=self.clock() + self.poll.wait_bound(window))
+            call = call.replace(deadline_at=self.clock() + self.poll.wait_bound(window))
         interval: Optional[float] = None
         while True:
             value = fetch()
@@ -422,10 +479,6 @@ class Requester:
     def note_status(self, status: str, response_id: str) -> None:
         """Log, once per client, a response status this client does not know (treated as running)."""
         if status in _KNOWN_STATUSES or status in self._unknown_statuses:
-            return
-        from .types import TERMINAL_STATUSES
-
-        if status in TERMINAL_STATUSES:
             return
         self._unknown_statuses.add(status)
         _logger.warning("response %s has status %r, which this client does not know: treating it as not finished "

@@ -56,6 +56,31 @@ def test_a_forked_child_rebuilds_its_session(emulator):
         assert [m.id for m in client.models.list()]
 
 
+def _child_key(client, queue):
+    queue.put(client._requester.new_idempotency_key())
+
+
+@pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
+                    reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_idempotency_keys_are_unique_and_a_forked_child_never_reuses_the_parents(emulator):
+    # Keys are read from os.urandom in batches: a child inherits the parent's unread ones, and must drop them.
+    with make_client(emulator) as client:
+        requester = client._requester
+        first = [requester.new_idempotency_key() for _ in range(3 * requester.KEYS_PER_READ)]
+        assert len(set(first)) == len(first)
+        assert all(key.startswith("sail-lite-") and len(key) == len("sail-lite-") + 32 for key in first)
+        int(first[0][len("sail-lite-"):], 16)
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_child_key, args=(client, queue))
+        child.start()
+        child_key = queue.get(timeout=30)
+        child.join(30)
+        parent_next = [requester.new_idempotency_key() for _ in range(requester.KEYS_PER_READ)]
+        assert child_key not in parent_next and child_key not in first
+
+
 def _spawned(pickled, queue):
     client = pickle.loads(pickled)
     with client:

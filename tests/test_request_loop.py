@@ -226,3 +226,10 @@ def test_connection_refused_is_a_typed_connection_error():
         with pytest.raises(APIConnectionError) as info:
             client.models.list()
     assert info.value.attempts == 3
+
+
+def test_the_requester_knows_every_status_the_wire_types_know():
+    # note_status runs on every reply and must not import sail_lite.types for it: its own set must cover them.
+    from sail_lite import _requester, types
+
+    assert types.TERMINAL_STATUSES | {"queued", "in_progress"} == _requester._KNOWN_STATUSES

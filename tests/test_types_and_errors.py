@@ -232,14 +232,19 @@ def test_public_names_are_exactly_all_and_all_are_documented():
     assert not undocumented, "public names the README does not mention: {}".format(undocumented)
 
 
-def test_importing_sail_lite_loads_neither_emulator_nor_tinker_and_a_client_loads_a_resource_on_first_use():
+def test_import_defers_what_one_sample_does_not_need_and_a_client_loads_a_resource_on_first_use():
     import subprocess
     import sys
 
     code = (
-        "import sys, sail_lite, sail_lite.client, sail_lite.resources\n"
+        "import sys, sail_lite\n"
+        "print([m for m in ('sail_lite.types', 'concurrent.futures') if m in sys.modules])\n"  # deferred too
+        "import sail_lite.client, sail_lite.resources\n"
         "bad = [m for m in sys.modules if m.startswith(('sail_lite.emulator', 'sail_lite.tinker', 'tinker', 'torch'))]\n"
         "print(bad)\n"
+        "from sail_lite import Response, Usage\n"
+        "import sail_lite.types as t\n"
+        "assert Response is t.Response and Usage is t.Usage and sail_lite.Model is t.Model and sail_lite.types is t\n"
         "loaded = lambda: sorted(m[len('sail_lite.resources.'):] for m in sys.modules\n"
         "                        if m.startswith('sail_lite.resources.') and m != 'sail_lite.resources._common')\n"
         "client = sail_lite.Client('sk-test', base_url='http://127.0.0.1:9/v1', environ={})\n"
@@ -252,4 +257,4 @@ def test_importing_sail_lite_loads_neither_emulator_nor_tinker_and_a_client_load
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
-        "[]", "[]", "['responses', 'tokens']", "['files', 'loras', 'responses', 'tokens']"], result.stdout
+        "[]", "[]", "[]", "['responses', 'tokens']", "['files', 'loras', 'responses', 'tokens']"], result.stdout

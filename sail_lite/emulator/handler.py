@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import socket
@@ -43,6 +44,8 @@ _logger = logging.getLogger("sail_lite.emulator")
 
 _DRAIN_LIMIT = 1 << 20  # unread bodies up to this size are drained to keep the connection; larger ones close it
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}\Z")
+# One encoder for every reply: json.dumps with options builds a new one per call. It keeps no state between calls.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 RouteResult = Tuple[int, Any, Dict[str, str]]
 
@@ -112,7 +115,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         # Never the query string: a signed archive URL carries its signature there.
-        _logger.debug("%s %s -> %s", self.command, self.path.split("?", 1)[0], code)
+        if _logger.isEnabledFor(logging.DEBUG):  # every reply comes here: no split when nobody listens
+            _logger.debug("%s %s -> %s", self.command, self.path.split("?", 1)[0], code)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -283,11 +287,13 @@ class Handler(BaseHTTPRequestHandler):
                content_type: str = "application/json", drain: bool = True) -> None:
         if drain:
             self._finish_body()
-        payload = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode("utf-8")
+        payload = body if isinstance(body, bytes) else _ENCODER.encode(body).encode("utf-8")
+        # A request id names a reply in logs; it is no secret, so random.getrandbits, not os.urandom,
+        # which releases the GIL: one hand-off per reply among the connection threads.
         lines = ["HTTP/1.1 {} {}".format(status, self.responses.get(status, ("",))[0]),
                  "Content-Type: " + content_type,
                  "Content-Length: {}".format(len(payload)),
-                 "x-request-id: req_" + secrets.token_hex(8)]
+                 "x-request-id: req_{:016x}".format(random.getrandbits(64))]
         lines.extend("{}: {}".format(name, value) for name, value in headers.items())
         if self.close_connection or truncate:
             lines.append("Connection: close")

@@ -1,7 +1,6 @@
 """``client.responses``: create, retrieve, cancel, wait, submit, attach."""
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
 from .._checks import encode_json, model_id, path_id
@@ -231,11 +230,9 @@ class Responses:
 
     def _submit(self, body: Dict[str, Any], transform: Callable[[Response], T], call: "Call") -> "ResponseFuture[T]":
         """Create ``body`` on the pool; the future settles with ``transform(terminal response)``."""
-        from .._requester import new_idempotency_key
-
         payload = encode_json(body)  # here, so bad input raises in the caller, before anything is sent
-        key = call.idempotency_key or new_idempotency_key()
-        call = dataclasses.replace(call, idempotency_key=key)
+        key = call.idempotency_key or self._requester.new_idempotency_key()
+        call = call.replace(idempotency_key=key)
         poller = self._requester.poller
         future: "ResponseFuture[T]" = ResponseFuture(idempotency_key=key)
 
@@ -252,7 +249,7 @@ class Responses:
             # A cancel that raced with the create is seen by watch's done-callback.
             self._watch(response, transform, call, future)
 
-        poller.run(start)
+        poller.start(start)  # start() settles the future itself: no second future per create
         return future
 
     def _submit_durably(self, body: Dict[str, Any], transform: Callable[[Response], Any], call: "Call", *,
