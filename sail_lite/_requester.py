@@ -28,10 +28,10 @@ import os
 import random
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, TypeVar, Union
 
 from ._checks import decode_json, encode_json, header_value, seconds, string_mapping
-from ._frozen import frozen
 from ._transport import Reply, Transport
 from ._version import __version__
 from .errors import (
@@ -65,7 +65,7 @@ def new_idempotency_key() -> str:
     return "sail-lite-" + os.urandom(16).hex()
 
 
-@frozen
+@dataclass(frozen=True)
 class Timeout:
     """Per-attempt HTTP time bounds, in seconds. Every call has a finite one.
 
@@ -81,15 +81,6 @@ class Timeout:
     read: float = 30.0
     inference: float = 600.0
     upload: float = 600.0
-
-    def __init__(self, connect: float = 5.0, read: float = 30.0, inference: float = 600.0,
-                 upload: float = 600.0) -> None:
-        # Written out, not generated: see sail_lite._frozen (a generated one is compiled at import).
-        object.__setattr__(self, "connect", connect)
-        object.__setattr__(self, "read", read)
-        object.__setattr__(self, "inference", inference)
-        object.__setattr__(self, "upload", upload)
-        self.__post_init__()
 
     def __post_init__(self) -> None:
         for name in ("connect", "read", "inference", "upload"):

@@ -26,11 +26,10 @@ import logging
 import math
 import random
 import threading
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 from ._checks import MAX_SECONDS
-from ._frozen import FACTORY, frozen
 from .errors import ClientClosedError, ConfigurationError, DeadlineExceededError, SailError
 
 if TYPE_CHECKING:  # concurrent.futures is imported when the first future is made, not with sail_lite
@@ -92,7 +91,7 @@ def _per_window(owner: str, name: str, value: Any) -> None:
         _number(owner, "{}[{!r}]".format(name, window), seconds)
 
 
-@frozen
+@dataclass(frozen=True)
 class PollPolicy:
     """Where and how often a background response is polled, and how long a wait lasts.
 
@@ -164,45 +163,6 @@ class PollPolicy:
     priors: Dict[str, Tuple[float, float]] = field(default_factory=_default_priors, hash=False)
     max_wait: Dict[str, float] = field(default_factory=_default_max_wait, hash=False)
     default_max_wait: float = 3600.0
-
-    def __init__(
-        self,
-        initial_interval: float = 0.1,
-        multiplier: float = 1.5,
-        max_interval: Dict[str, float] = FACTORY,
-        default_max_interval: float = 10.0,
-        jitter: float = 0.1,
-        max_consecutive_failures: int = 8,
-        target_delay: float = 0.08,
-        prior_delay: float = 0.25,
-        approach: float = 3.0,
-        min_interval: float = 0.02,
-        margin: float = 0.05,
-        history: int = 32,
-        learn: bool = True,
-        priors: Dict[str, Tuple[float, float]] = FACTORY,
-        max_wait: Dict[str, float] = FACTORY,
-        default_max_wait: float = 3600.0,
-    ) -> None:
-        # Written out, not generated: see sail_lite._frozen (a generated one is compiled at import).
-        setter = object.__setattr__
-        setter(self, "initial_interval", initial_interval)
-        setter(self, "multiplier", multiplier)
-        setter(self, "max_interval", _default_caps() if max_interval is FACTORY else max_interval)
-        setter(self, "default_max_interval", default_max_interval)
-        setter(self, "jitter", jitter)
-        setter(self, "max_consecutive_failures", max_consecutive_failures)
-        setter(self, "target_delay", target_delay)
-        setter(self, "prior_delay", prior_delay)
-        setter(self, "approach", approach)
-        setter(self, "min_interval", min_interval)
-        setter(self, "margin", margin)
-        setter(self, "history", history)
-        setter(self, "learn", learn)
-        setter(self, "priors", _default_priors() if priors is FACTORY else priors)
-        setter(self, "max_wait", _default_max_wait() if max_wait is FACTORY else max_wait)
-        setter(self, "default_max_wait", default_max_wait)
-        self.__post_init__()
 
     def __post_init__(self) -> None:
         owner = "PollPolicy"
