@@ -260,10 +260,10 @@ class Responses:
         from ..pipeline import submit_request
 
         def send(key: str) -> "ResponseFuture[Any]":
-            return self._submit(body, transform, dataclasses.replace(call, idempotency_key=key))
+            return self._submit(body, transform, call.replace(idempotency_key=key))
 
         def attach(response_id: str) -> "ResponseFuture[Any]":
-            return self._attach(response_id, transform, dataclasses.replace(call, idempotency_key=None))
+            return self._attach(response_id, transform, call.replace(idempotency_key=None))
 
         encode_json(body)  # bad input raises here, before anything is recorded
         return submit_request(body, kind=kind, send=send, attach=attach, journal=journal, job=job, identity=identity,
