@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from sail_lite.emulator import EmulatorProcess
 from sail_lite.journal import Journal, summarize
+
+from . import _forked as forked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 30
@@ -30,11 +30,8 @@ def server():
 
 
 def run_worker(server, journal_path, out_path, kill="none", on_interrupt=None):
-    args = [sys.executable, "-m", "tests._journal_worker", server.base_url, server.api_key, str(journal_path),
-            str(out_path), str(N), kill]
-    if on_interrupt:
-        args.append(on_interrupt)
-    return subprocess.run(args, cwd=ROOT, timeout=120, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [server.base_url, server.api_key, journal_path, out_path, N, kill] + ([on_interrupt] if on_interrupt else [])
+    return forked.run("tests._journal_worker", args, str(out_path) + ".log")
 
 
 def comparable(results):
@@ -88,11 +85,10 @@ def test_sigkill_at_any_point_then_restart_loses_nothing_and_pays_once(server, r
 
 def test_sigkill_from_outside_mid_run(server, reference, tmp_path):
     server.reset()
-    args = [sys.executable, "-m", "tests._journal_worker", server.base_url, server.api_key,
-            str(tmp_path / "job.db"), str(tmp_path / "out.json"), str(N), "none"]
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [server.base_url, server.api_key, tmp_path / "job.db", tmp_path / "out.json", N, "none"]
+    process = forked.start("tests._journal_worker", args, tmp_path / "killed.log")
     try:
-        while process.poll() is None:  # wait for some progress, then kill at whatever instant it is
+        while process.exitcode is None:  # wait for some progress, then kill at whatever instant it is
             if (tmp_path / "job.db").exists():
                 try:
                     with Journal(tmp_path / "job.db") as journal:
@@ -101,11 +97,9 @@ def test_sigkill_from_outside_mid_run(server, reference, tmp_path):
                 except Exception:  # the file is being created
                     pass
             time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
+        process.kill()
     finally:
-        process.wait(timeout=30)
-        process.stdout.close()
-        process.stderr.close()
+        process.join(30)
     finish_and_check(server, tmp_path, reference)
 
 

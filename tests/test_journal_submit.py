@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -322,13 +320,11 @@ WORKER_PROMPTS = [[1 + i % 3, 2 + i] if i % 3 else [7, 7] for i in range(8)]  # 
 
 def test_sigkill_after_submits_were_accepted_then_resubmitting_pays_once(emulator, tmp_path):
     """A process submits 8 samples, dies (SIGKILL) in the 4th accepted-callback; the same submits resume it."""
-    from .test_journal_crash import ROOT
+    from . import _forked as forked
 
     path = tmp_path / "job.db"
-    died = subprocess.run(
-        [sys.executable, "-m", "tests._journal_submit_worker", emulator.base_url, emulator.api_key, str(path),
-         "accepted:4"],
-        cwd=ROOT, timeout=60, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    died = forked.run("tests._journal_submit_worker", [emulator.base_url, emulator.api_key, path, "accepted:4"],
+                      tmp_path / "worker.log", timeout=60)
     assert died.returncode == -signal.SIGKILL, died.stderr
     with Journal(path) as journal:
         counts = journal.counts("crash-submit")
