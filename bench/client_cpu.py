@@ -32,6 +32,7 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _report  # noqa: E402
 from _emulator import EmulatorProcess  # noqa: E402
+from _threads import threaded  # noqa: E402
 
 MODEL = "moonshotai/Kimi-K2.6"
 PLACEHOLDER = "<raw token prompt; ignored when raw_prompt_tokens is set>"
@@ -41,26 +42,6 @@ IN_FLIGHT = 32
 def body(window: str, i: int) -> Dict[str, Any]:
     return dict(model=MODEL, input=PLACEHOLDER, raw_prompt_tokens=[1, 2, 3 + i % 1000], max_output_tokens=4,
                 background=True, include=["message.output_text.logprobs"], metadata={"completion_window": window})
-
-
-def threaded(one: Callable[[int], None], samples: int) -> None:
-    """``samples`` calls of ``one(i)`` on ``IN_FLIGHT`` threads."""
-    counter = iter(range(samples))
-    lock = threading.Lock()
-
-    def loop() -> None:
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            one(i)
-
-    threads = [threading.Thread(target=loop) for _ in range(IN_FLIGHT)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
 
 
 def make_clients(emu: EmulatorProcess, window: str) -> Dict[str, Callable[[int], None]]:
@@ -79,7 +60,7 @@ def make_clients(emu: EmulatorProcess, window: str) -> Dict[str, Callable[[int],
         reply.raise_for_status()
         assert reply.json()["status"] == "completed"
 
-    clients["requests (bare)"] = lambda n: threaded(requests_one, n)
+    clients["requests (bare)"] = lambda n: threaded(requests_one, n, IN_FLIGHT)
 
     import urllib3
 
@@ -92,7 +73,7 @@ def make_clients(emu: EmulatorProcess, window: str) -> Dict[str, Callable[[int],
         assert reply.status == 200 or reply.status == 202, reply.status
         assert json.loads(reply.data)["status"] == "completed"
 
-    clients["urllib3 (bare)"] = lambda n: threaded(urllib3_one, n)
+    clients["urllib3 (bare)"] = lambda n: threaded(urllib3_one, n, IN_FLIGHT)
 
     from sail_lite import Client
 
@@ -125,7 +106,7 @@ def make_clients(emu: EmulatorProcess, window: str) -> Dict[str, Callable[[int],
                 metadata=b["metadata"], extra_body={"raw_prompt_tokens": b["raw_prompt_tokens"]})
             assert response.status == "completed"
 
-        clients["openai SDK"] = lambda n: threaded(openai_one, n)
+        clients["openai SDK"] = lambda n: threaded(openai_one, n, IN_FLIGHT)
     return clients
 
 

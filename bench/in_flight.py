@@ -22,6 +22,7 @@ turn`` is the best "all done / turn" any client could reach here.
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
 import sys
@@ -35,6 +36,7 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _report  # noqa: E402
 from _emulator import EmulatorProcess  # noqa: E402
+from _threads import threaded  # noqa: E402
 
 MODEL = "moonshotai/Kimi-K2.6"
 
@@ -60,29 +62,20 @@ def ceiling(count: int, turn: float, threads: int) -> Dict[str, Any]:
             "completion_window": window})).encode(), headers=headers)
         if probe.status >= 300:
             window = "standard"
-        counter, lock, failures = iter(range(count)), threading.Lock(), []
+        failures = []
 
-        def loop() -> None:
-            while True:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                body = {"model": MODEL, "input": "<raw token prompt; ignored when raw_prompt_tokens is set>",
-                        "raw_prompt_tokens": [1, 2, 3 + i % 1000, i // 1000], "max_output_tokens": 2,
-                        "temperature": 1.0, "top_p": 1.0, "background": True,
-                        "metadata": {"bench_turn": repr(turn), "completion_window": window}}
-                reply = pool.request("POST", url, body=json.dumps(body).encode(), timeout=30.0,
-                                     headers=dict(headers, **{"Idempotency-Key": "ceiling-{}".format(i)}))
-                if reply.status != 200:
-                    failures.append(reply.status)
+        def create(i: int) -> None:
+            body = {"model": MODEL, "input": "<raw token prompt; ignored when raw_prompt_tokens is set>",
+                    "raw_prompt_tokens": [1, 2, 3 + i % 1000, i // 1000], "max_output_tokens": 2,
+                    "temperature": 1.0, "top_p": 1.0, "background": True,
+                    "metadata": {"bench_turn": repr(turn), "completion_window": window}}
+            reply = pool.request("POST", url, body=json.dumps(body).encode(), timeout=30.0,
+                                 headers=dict(headers, **{"Idempotency-Key": "ceiling-{}".format(i)}))
+            if reply.status != 200:
+                failures.append(reply.status)
 
-        workers = [threading.Thread(target=loop) for _ in range(threads)]
         started = time.perf_counter()
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        threaded(create, count, threads)
         elapsed = time.perf_counter() - started
         pool.clear()
     return {"threads": threads, "seconds": elapsed, "creates_per_s": count / elapsed, "failures": len(failures),

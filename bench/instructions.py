@@ -22,7 +22,6 @@ Needs ``valgrind`` on PATH; about 6 minutes.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil

@@ -22,7 +22,6 @@ import warnings
 
 import pytest
 
-from sail_lite import Client
 from sail_lite import errors as E
 
 from ._tls_servers import ForwardProxy, TLSForwarder

@@ -8,7 +8,6 @@ Skipped unless Ray is installed (the CI's Ray tier installs ``.[ray]``).
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
