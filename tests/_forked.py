@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
 from typing import List, NamedTuple
 
@@ -26,6 +27,9 @@ class Finished(NamedTuple):
 
 
 def _child(module: str, argv: List[str], output_path: str) -> None:
+    # Ctrl-C raises KeyboardInterrupt, as in a program started from a terminal: an xdist worker (and so
+    # the forkserver it starts, and its children) inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     fd = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
