@@ -104,12 +104,19 @@ def test_base_url_does_not_apply_to_the_emulator(served):
     assert code == 2 and "use --host and --port" in err and served == []
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A suite started in the background (`cmd &` from a script) runs with SIGINT ignored, and a Python
+    # started so keeps ignoring it: give the child the default disposition a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_the_console_script_serves_until_ctrl_c():
     script = os.path.join(os.path.dirname(sys.executable), "sail-lite")
     command = [script] if os.path.exists(script) else [sys.executable, "-m", "sail_lite.cli"]
     process = subprocess.Popen(command + ["emulator", "--port", "0", "--api-key", "sk-sub-test",
                                           "--turn-times", '{"standard": 0.01}'],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         banner = process.stdout.readline()
         assert banner.startswith("Sail emulator listening on http://127.0.0.1:"), process.stderr.read()
