@@ -48,18 +48,8 @@ PLACEHOLDER = "<raw token prompt; ignored when raw_prompt_tokens is set>"
 def body(i):
     return dict(model=MODEL, input=PLACEHOLDER, raw_prompt_tokens=[1, 2, 3 + i %% 1000], max_output_tokens=4,
                 background=True, include=["message.output_text.logprobs"], metadata={"completion_window": "balanced"})
-def threaded(one, samples):
-    counter, lock = iter(range(samples)), threading.Lock()
-    def loop():
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            one(i)
-    threads = [threading.Thread(target=loop) for _ in range(IN_FLIGHT)]
-    for t in threads: t.start()
-    for t in threads: t.join()
+sys.path.insert(0, %r)
+from _threads import threaded  # the benchmarks' one thread pool (bench/_threads.py)
 if which == "requests (bare)":
     import requests
     session = requests.Session(); session.headers["Authorization"] = "Bearer " + key
@@ -67,7 +57,7 @@ if which == "requests (bare)":
     def one(i):
         reply = session.post(base + "/responses", json=body(i), timeout=30); reply.raise_for_status()
         assert reply.json()["status"] == "completed"
-    threaded(one, n)
+    threaded(one, n, IN_FLIGHT)
 elif which == "urllib3 (bare)":
     import urllib3
     pool = urllib3.PoolManager(maxsize=IN_FLIGHT)
@@ -76,7 +66,7 @@ elif which == "urllib3 (bare)":
         reply = pool.request("POST", base + "/responses", body=json.dumps(body(i)).encode(), headers=headers,
                              timeout=30.0)
         assert json.loads(reply.data)["status"] == "completed"
-    threaded(one, n)
+    threaded(one, n, IN_FLIGHT)
 else:
     from sail_lite import Client
     client = Client(key, base_url=base, environ={}, max_workers=IN_FLIGHT)
@@ -90,7 +80,7 @@ else:
         assert future.result().tokens
     # No close(): joining threads at exit costs a varying number of instructions under valgrind
     # (more in a short run than in a long one), which the difference of two runs would not cancel.
-''' % (MODEL, IN_FLIGHT)
+''' % (MODEL, IN_FLIGHT, HERE)
 
 
 def python_binary() -> str:
