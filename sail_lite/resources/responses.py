@@ -150,9 +150,6 @@ class Responses:
         ``occurrence`` and ``retry_failed`` make it durable and resumable
         exactly as :meth:`~sail_lite.resources.tokens.Tokens.submit`.
         """
-        if (journal is not None or job is not None) and idempotency_key is not None:
-            raise InvalidRequestError("pass idempotency_key, or journal=/job= (which derive the key from the "
-                                      "request), not both")
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
                                     idempotency_key=idempotency_key)
         body = _body(locals(), background=True)
@@ -257,6 +254,9 @@ class Responses:
                         occurrence: Optional[int], retry_failed: bool,
                         convert: Optional[Callable[[Any], Any]] = None) -> "ResponseFuture[Any]":
         """:meth:`_submit` with a key derived from ``job`` and recorded in ``journal`` (see ``pipeline.submit_request``)."""
+        if call.idempotency_key is not None:
+            raise InvalidRequestError("pass idempotency_key, or journal=/job= (which derive the key from the "
+                                      "request), not both")
         from ..pipeline import submit_request
 
         def send(key: str) -> "ResponseFuture[Any]":

@@ -255,9 +255,6 @@ class Tokens:
         the key only, and needs ``occurrence``. See
         :func:`sail_lite.pipeline.submit_request`.
         """
-        if (journal is not None or job is not None) and idempotency_key is not None:
-            raise InvalidRequestError("pass idempotency_key, or journal=/job= (which derive the key from the "
-                                      "request), not both")
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers,
                                     idempotency_key=idempotency_key)
         if options is None:
