@@ -10,9 +10,9 @@ import sys
 from typing import Dict, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:  # this checkout's sail_lite, for the emulator and for what is measured, not an installed one
-    sys.path.insert(1, ROOT)
+SOURCE = os.path.join(os.path.dirname(HERE), "src")
+if SOURCE not in sys.path:  # this checkout's sail_lite, for the emulator and for what is measured, not an installed one
+    sys.path.insert(1, SOURCE)
 
 from sail_lite.emulator import EmulatorProcess as _EmulatorProcess  # noqa: E402
 

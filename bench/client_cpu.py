@@ -28,7 +28,6 @@ import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _report  # noqa: E402
 from _emulator import EmulatorProcess  # noqa: E402

@@ -2,7 +2,7 @@
 
 Each round starts one interpreter that times ``import requests`` and one that
 times ``import sail_lite`` (which imports requests too, so the difference is
-sail_lite's own cost), alternating, with the repository on ``PYTHONPATH``
+sail_lite's own cost), alternating, with the checkout's ``src`` on ``PYTHONPATH``
 and byte-code caches warm (as after ``pip install``).
 Medians over ``--rounds``; a third interpreter per round times ``import
 sail_lite`` plus the first ``Client(...)`` (no I/O: what a script pays
@@ -31,7 +31,7 @@ CODE = "import time; t = time.perf_counter(); import {}; print(time.perf_counter
 
 def env() -> Dict[str, str]:
     values = dict(os.environ)
-    values["PYTHONPATH"] = ROOT + os.pathsep + values.get("PYTHONPATH", "")
+    values["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + values.get("PYTHONPATH", "")
     values.pop("PYTHONPROFILEIMPORTTIME", None)
     # Byte-code caches as an installed package has them (pip compiles on install): without them
     # sail_lite would be compiled from source on every start while requests would not. The cache

@@ -90,7 +90,7 @@ def python_binary() -> str:
 
 def env() -> Dict[str, str]:
     values = dict(os.environ)
-    values["PYTHONPATH"] = ROOT + os.pathsep + values.get("PYTHONPATH", "")
+    values["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + values.get("PYTHONPATH", "")
     values.pop("PYTHONDONTWRITEBYTECODE", None)
     values["PYTHONPYCACHEPREFIX"] = os.path.join(tempfile.gettempdir(), "sail-lite-bench-pycache")
     return values

@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
 
 from sail_lite.journal import Journal, JournalEntry, encode_result  # noqa: E402
 from sail_lite.pipeline import run_map  # noqa: E402

@@ -1,6 +1,13 @@
-"""Shared fixtures: one emulator per session, reset before each test, and fast clients."""
+"""Shared fixtures: one emulator per session, reset before each test, and fast clients.
+
+The tests import the sail_lite that is installed (src layout); a session stops at once if that is not
+this checkout's code (an install older than the source, or another project's).
+"""
 from __future__ import annotations
 
+import filecmp
+import importlib.util
+import os
 import random
 
 import pytest
@@ -10,6 +17,36 @@ from sail_lite import Client, PollPolicy, RetryPolicy
 FAST_POLL = PollPolicy(initial_interval=0.01, multiplier=1.5, default_max_interval=0.05,
                        max_interval={"asap": 0.05, "balanced": 0.05, "standard": 0.05, "flex": 0.05})
 FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05)
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # checked once, in the process that starts the workers
+        return
+    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "sail_lite")
+    spec = importlib.util.find_spec("sail_lite")
+    if spec is None or spec.origin is None:
+        pytest.exit('sail_lite is not installed: python3 -m pip install -e ".[test]"', returncode=4)
+    installed = os.path.dirname(spec.origin)
+    stale = [] if os.path.samefile(source, installed) else _differing(source, installed)
+    if stale:
+        pytest.exit('the installed sail_lite ({}) is not this checkout\'s src/sail_lite (not the same: {}{}); '
+                    'install it again, editable so that edits are seen at once: python3 -m pip install -e ".[test]"'
+                    .format(installed, ", ".join(stale[:3]), " and {} more".format(len(stale) - 3)
+                            if len(stale) > 3 else ""), returncode=4)
+
+
+def _differing(source: str, installed: str) -> list:
+    """The .py files (relative paths) whose installed copy is missing or not byte-for-byte the same."""
+    found = []
+    for folder, _, names in os.walk(source):
+        for name in sorted(names):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                relative = os.path.relpath(path, source)
+                copy = os.path.join(installed, relative)
+                if not (os.path.exists(copy) and filecmp.cmp(path, copy, shallow=False)):
+                    found.append(relative)
+    return found
 
 
 @pytest.fixture(scope="session")
