@@ -379,8 +379,9 @@ def make_adapter(
         json.dump(config, handle, indent=2, sort_keys=True)
     rng = random.Random(seed)
 
-    def weights(count: int) -> bytes:
-        return struct.pack("<{}f".format(count), *(rng.gauss(0.0, 0.02) for _ in range(count)))
+    def weights(count: int) -> bytes:  # uniform in +-0.035, as PEFT's kaiming-uniform start is uniform
+        uniform = rng.random
+        return struct.pack("<{}f".format(count), *[0.07 * (uniform() - 0.5) for _ in range(count)])
 
     tensors: Dict[str, Tuple[str, Sequence[int], bytes]] = {}
     for layer in range(num_layers):

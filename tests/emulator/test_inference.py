@@ -68,9 +68,10 @@ def test_stops_and_lengths():
     by_string = run(temperature=0, max_tokens=40, stop_strings=[needle])
     assert by_string.stop_reason == "stop" and by_string.text.endswith(needle) and not by_string.answer.endswith(needle)
     assert run(temperature=0, max_tokens=3).stop_reason == "length" or EOS in run(temperature=0, max_tokens=3).tokens
-    outputs = [generate([i], seed=0, model=MODEL, max_tokens=500, temperature=1.0) for i in range(30)]
+    outputs = [generate([i], seed=0, model=MODEL, max_tokens=200, temperature=1.0) for i in range(10)]
     eos_ended = [g for g in outputs if g.tokens[-1] == EOS]
     assert eos_ended and all(g.stop_reason == "stop" for g in eos_ended)
+    assert all(g.stop_reason == "length" and len(g.tokens) == 200 for g in outputs if g not in eos_ended)
     assert all(t in VOCAB for g in outputs for t in g.tokens)
 
 

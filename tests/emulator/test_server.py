@@ -86,9 +86,9 @@ def test_many_concurrent_connections(emulator):
                       timeout=30)
             return r.status_code
 
-    with ThreadPoolExecutor(64) as pool:
-        assert set(pool.map(one, range(256))) == {200}
-    assert emulator.stats()["connections"] == 256
+    with ThreadPoolExecutor(64) as pool:  # 64 at once, each on its own connection
+        assert set(pool.map(one, range(128))) == {200}
+    assert emulator.stats()["connections"] == 128
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}])
