@@ -57,7 +57,7 @@ def test_everything_but_the_completer_works_without_tinker_packages():
 
 def test_importing_sail_lite_does_not_import_the_tinker_module():
     out = run_without_tinker("""
-        import sail_lite
+        import sail_lite, sail_lite.client, sail_lite.resources
         print(sorted(m for m in sys.modules if m.startswith("sail_lite")))
     """)
     assert "sail_lite.tinker" not in out and "sail_lite.emulator" not in out

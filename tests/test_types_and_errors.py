@@ -237,10 +237,12 @@ def test_import_defers_what_one_sample_does_not_need_and_a_client_loads_a_resour
     import sys
 
     code = (
-        "import sys, sail_lite\n"
+        "import sys, sail_lite.emulator\n"  # the emulator runs without the HTTP client (nor requests)
+        "print([m for m in ('sail_lite.client', 'requests', 'urllib3') if m in sys.modules])\n"
+        "import sail_lite\n"
         "print([m for m in ('sail_lite.types', 'concurrent.futures') if m in sys.modules])\n"  # deferred too
-        "import sail_lite.client, sail_lite.resources\n"
-        "bad = [m for m in sys.modules if m.startswith(('sail_lite.emulator', 'sail_lite.tinker', 'tinker', 'torch'))]\n"
+        "import sail_lite.client, sail_lite.resources\n"  # (and not the emulator: test_tinker_optional.py)
+        "bad = [m for m in sys.modules if m.startswith(('sail_lite.tinker', 'tinker', 'torch'))]\n"
         "print(bad)\n"
         "from sail_lite import Response, Usage\n"
         "import sail_lite.types as t\n"
@@ -257,4 +259,4 @@ def test_import_defers_what_one_sample_does_not_need_and_a_client_loads_a_resour
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
-        "[]", "[]", "[]", "['responses', 'tokens']", "['files', 'loras', 'responses', 'tokens']"], result.stdout
+        "[]", "[]", "[]", "[]", "['responses', 'tokens']", "['files', 'loras', 'responses', 'tokens']"], result.stdout

@@ -2,15 +2,14 @@
 
 Importing this package imports neither the emulator (``sail_lite.emulator``)
 nor Tinker: ``SailTokenCompleter`` and the checkpoint URL helpers load
-``sail_lite.tinker`` on first access. The wire types (``Response`` and the
-others) and ``ResponseFuture`` load on first access too; ``from sail_lite
-import Response`` works as usual.
+``sail_lite.tinker`` on first access. ``Client`` (and with it requests), the
+wire types (``Response`` and the others) and ``ResponseFuture`` load on first
+access too; ``from sail_lite import Client`` works as usual.
 """
 import logging as _logging
 import typing as _typing
 
 from ._version import __version__
-from .client import Client, Timeout
 from .errors import (
     AdapterError,
     APIConnectionError,
@@ -48,6 +47,7 @@ from .retry import RetryPolicy
 
 if _typing.TYPE_CHECKING:  # these load on first access (``__getattr__`` below); IDEs and type checkers see them here
     from ._future import ResponseFuture
+    from .client import Client, Timeout
     from .journal import Journal, JournalError, JournalMismatchError
     from .resources.tokens import SamplingOptions, validate_sampling_options
     from .tinker import SailTokenCompleter, get_tinker_checkpoint_signed_url, get_tinker_checkpoint_signed_url_async
@@ -124,10 +124,10 @@ __all__ = [
 ]
 
 _LAZY_TINKER = ("SailTokenCompleter", "get_tinker_checkpoint_signed_url", "get_tinker_checkpoint_signed_url_async")
-# Loaded on first use, so that importing sail_lite stays cheap: no concurrent.futures, no resources, and
-# no wire types (twelve frozen dataclasses, whose generated methods are compiled when their module loads:
-# about half of what importing sail_lite cost over importing requests).
-_LAZY = {"Batch": ".types", "ChatCompletion": ".types", "FileObject": ".types", "LoRA": ".types",
+# Loaded on first use, so that importing sail_lite stays cheap: no requests until a Client is made (the
+# emulator, ``python -m sail_lite.emulator``, never needs it), no concurrent.futures, no resources, and no
+# wire types (twelve frozen dataclasses, whose generated methods are compiled when their module loads).
+_LAZY = {"Client": ".client", "Timeout": ".client", "Batch": ".types", "ChatCompletion": ".types", "FileObject": ".types", "LoRA": ".types",
          "LoRAValidation": ".types", "Message": ".types", "Model": ".types", "Response": ".types",
          "SampledTokens": ".types", "TokenCount": ".types", "Usage": ".types",
          "ResponseFuture": "._future", "SamplingOptions": ".resources.tokens",
