@@ -23,9 +23,9 @@ def test_64_threads_share_one_client_without_pool_warnings(emulator, caplog):
         def work(i):
             return client.responses.create(model=MODEL, input="hi {}".format(i), max_output_tokens=4).id
 
-        with ThreadPoolExecutor(64) as pool:
-            ids = list(pool.map(work, range(256)))
-    assert len(set(ids)) == 256
+        with ThreadPoolExecutor(64) as pool:  # 64 callers, 8 connections: each waits its turn for one
+            ids = list(pool.map(work, range(128)))
+    assert len(set(ids)) == 128
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
     assert emulator.stats()["connections"] <= 8  # keep-alive: the pool, reused
 

@@ -165,7 +165,7 @@ def test_hundreds_in_flight_on_a_bounded_number_of_threads():
             return self.now
 
     clock = Clock()
-    count = 300  # thirty times the thread bound below: one thread per sample could not pass
+    count = 200  # twenty times the thread bound below: one thread per sample could not pass
     policy = PollPolicy(initial_interval=0.2, multiplier=1.5, learn=False, priors={},
                         default_max_interval=0.2, max_interval={})
     with EmulatorServer(turn_times={w: 10.0 for w in TURN_PRESETS["fast"]}, clock=clock) as server:

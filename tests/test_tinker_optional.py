@@ -34,9 +34,12 @@ def run_without_tinker(code: str) -> str:
     return result.stdout
 
 
-def test_everything_but_the_completer_works_without_tinker_packages():
+def test_without_tinker_packages_nothing_imports_tinker_and_everything_but_the_completer_works():
+    # One interpreter for both checks (each costs a fresh one): the imports first, then the use.
     out = run_without_tinker("""
-        import sail_lite, sail_lite.emulator, sail_lite.cli, sail_lite.adapters
+        import sail_lite, sail_lite.client, sail_lite.resources
+        print("IMPORTED", sorted(m for m in sys.modules if m.startswith("sail_lite")))
+        import sail_lite.emulator, sail_lite.cli, sail_lite.adapters
         from sail_lite import Client, SailTokenCompleter, get_tinker_checkpoint_signed_url
         from sail_lite.emulator import EmulatorServer
         with EmulatorServer() as server, Client(server.api_key, base_url=server.base_url, environ={}) as client:
@@ -49,18 +52,12 @@ def test_everything_but_the_completer_works_without_tinker_packages():
                 print("ERROR", exc)
         print("LOADED", sorted(m for m in ("tinker", "tinker_cookbook", "torch") if m in sys.modules))
     """)
+    imported = out.split("IMPORTED ", 1)[1].splitlines()[0]
+    assert "sail_lite.tinker" not in imported and "sail_lite.emulator" not in imported
     assert "LOADED []" in out
     error = out.split("ERROR ", 1)[1]
     assert "sail_lite[tinker]" in error and "tinker-cookbook" in error
     assert "client.tokens.sample" in error  # and what to use instead
-
-
-def test_importing_sail_lite_does_not_import_the_tinker_module():
-    out = run_without_tinker("""
-        import sail_lite, sail_lite.client, sail_lite.resources
-        print(sorted(m for m in sys.modules if m.startswith("sail_lite")))
-    """)
-    assert "sail_lite.tinker" not in out and "sail_lite.emulator" not in out
 
 
 class StandIn:
