@@ -12,6 +12,7 @@ import pytest
 
 from sail_lite import Client
 
+from ._spawned_client import sample_with_a_pickled_client
 from .conftest import make_client
 
 MODEL = "moonshotai/Kimi-K2.6"
@@ -81,18 +82,12 @@ def test_idempotency_keys_are_unique_and_a_forked_child_never_reuses_the_parents
         assert child_key not in parent_next and child_key not in first
 
 
-def _spawned(pickled, queue):
-    client = pickle.loads(pickled)
-    with client:
-        queue.put(client.tokens.sample([1, 2, 3], model=MODEL, max_tokens=3, temperature=0.0).tokens)
-
-
 def test_a_pickled_client_works_in_a_spawned_process(emulator):
     with make_client(emulator) as client:
         expected = client.tokens.sample([1, 2, 3], model=MODEL, max_tokens=3, temperature=0.0).tokens
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
-        process = context.Process(target=_spawned, args=(pickle.dumps(client), queue))
+        process = context.Process(target=sample_with_a_pickled_client, args=(pickle.dumps(client), queue, MODEL))
         process.start()
         got = queue.get(timeout=60)
         process.join(30)
