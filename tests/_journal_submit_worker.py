@@ -1,7 +1,7 @@
 """Journaled ``tokens.submit`` calls in their own process, for tests/test_journal_submit.py.
 
-``python -m tests._journal_submit_worker BASE_URL API_KEY JOURNAL KILL`` submits the prompts of
-``tests.test_journal_submit.WORKER_PROMPTS`` one by one with a Journal (job ``crash-submit``),
+``python -m tests._journal_submit_worker BASE_URL API_KEY JOURNAL KILL`` submits ``WORKER_PROMPTS``
+one by one with a Journal (job ``crash-submit``),
 waits for every result and exits 0. ``KILL`` is ``accepted:K`` (SIGKILL in the K-th
 accepted-callback, before that response id is journaled: the server has it, the journal does
 not) or ``none``.
@@ -13,7 +13,11 @@ import sys
 from sail_lite import Client, PollPolicy, RetryPolicy
 
 from ._journal_worker import KillingJournal
-from .test_journal_submit import MODEL, WORKER_PROMPTS
+
+# Defined here, not in the test module, so that the forkserver that preloads this module does not import
+# pytest and the test helpers.
+MODEL = "moonshotai/Kimi-K2.6"
+WORKER_PROMPTS = [[1 + i % 3, 2 + i] if i % 3 else [7, 7] for i in range(8)]  # [7, 7] three times
 
 
 def main(argv) -> int:

@@ -17,6 +17,7 @@ from sail_lite.errors import InvalidRequestError, SailError
 from sail_lite.journal import Journal, JournalError, JournalMismatchError, resume, summarize
 from sail_lite.types import Response
 
+from ._journal_submit_worker import WORKER_PROMPTS
 from .conftest import make_client
 
 MODEL = "moonshotai/Kimi-K2.6"
@@ -315,7 +316,6 @@ def test_after_the_retention_window_a_resent_key_runs_and_is_billed_again_and_th
 
 # --- a real crash ------------------------------------------------------------------------------------------
 
-WORKER_PROMPTS = [[1 + i % 3, 2 + i] if i % 3 else [7, 7] for i in range(8)]  # [7, 7] three times
 
 
 def test_sigkill_after_submits_were_accepted_then_resubmitting_pays_once(emulator, tmp_path):

@@ -14,6 +14,7 @@ class Api:
     def __init__(self, server, api_key=None):
         self.server = server
         self.session = requests.Session()
+        self.session.trust_env = False  # loopback: no proxy settings to read from the environment on every call
         self.session.headers["Authorization"] = "Bearer " + (api_key or server.api_key)
 
     def __call__(self, method, path, **kwargs):
