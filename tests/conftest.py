@@ -24,7 +24,7 @@ FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05)
 
 def pytest_configure(config):
     if hasattr(config, "workerinput"):  # an xdist worker; the check below runs once, where they start
-        atexit.register(_skip_interpreter_teardown)
+        atexit.register(_skip_interpreter_teardown, os.getpid())
         return
     source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "sail_lite")
     spec = importlib.util.find_spec("sail_lite")
@@ -46,14 +46,17 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
-def _skip_interpreter_teardown() -> None:
+def _skip_interpreter_teardown(worker_pid: int) -> None:
     """End an xdist worker without the interpreter's teardown.
 
     By the time a worker exits it has sent every result, and tearing the interpreter down (freeing each
     of its objects in turn) takes 0.3 to 1 s, which the whole run waits for. Registered when the worker
     is configured, this runs after every exit handler the tests registered (multiprocessing's, weakref
-    finalizers), and skips only those of the modules pytest loaded before (logging's flush).
+    finalizers), and skips only those of the modules pytest loaded before (logging's flush). A process
+    forked from the worker exits as it would have.
     """
+    if os.getpid() != worker_pid:
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
