@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import atexit
 import filecmp
-import gc
 import importlib.util
 import os
 import random
@@ -37,13 +36,6 @@ def pytest_configure(config):
                     'install it again, editable so that edits are seen at once: python3 -m pip install -e ".[test]"'
                     .format(installed, ", ".join(stale[:3]), " and {} more".format(len(stale) - 3)
                             if len(stale) > 3 else ""), returncode=4)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_finish(session):
-    # What collection built (modules, test items) lives as long as the process: keep it out of the
-    # collector's full passes (which scanned it again each time: about 0.15 s of CPU per worker).
-    gc.freeze()
 
 
 def _skip_interpreter_teardown(worker_pid: int) -> None:
