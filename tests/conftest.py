@@ -11,10 +11,14 @@ import importlib.util
 import os
 import random
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 
-from sail_lite import Client, PollPolicy, RetryPolicy
+from sail_lite import PollPolicy, RetryPolicy
+
+if TYPE_CHECKING:
+    from sail_lite import Client
 
 FAST_POLL = PollPolicy(initial_interval=0.01, multiplier=1.5, default_max_interval=0.05,
                        max_interval={"asap": 0.05, "balanced": 0.05, "standard": 0.05, "flex": 0.05})
@@ -83,7 +87,9 @@ def emulator(emulator_server):
     emulator_server.faults.clear()
 
 
-def make_client(server, **overrides) -> Client:
+def make_client(server, **overrides) -> "Client":
+    from sail_lite import Client  # here, not at the top: the process that only starts the workers never needs it
+
     options = dict(
         api_key=server.api_key,
         base_url=server.base_url,
