@@ -337,10 +337,10 @@ def test_memory_stays_flat_for_a_long_generator():
         assert count == n
         return top
 
-    # Flat means flat: 4,500 more items may not add 100 kB, so anything kept per item (a future, a key,
+    # Flat means flat: 2,000 more items may not add 40 kB, so anything kept per item (a future, a key,
     # a result: 20 bytes or more) fails. Measured: the same peak to the byte for 500 and 20,000 items.
-    small, large = peak(500), peak(5000)
-    assert large < small + 100_000, (small, large)
+    small, large = peak(500), peak(2500)
+    assert large < small + 40_000, (small, large)
 
 
 class _NullCounter(dict):
