@@ -127,7 +127,8 @@ _LAZY_TINKER = ("SailTokenCompleter", "get_tinker_checkpoint_signed_url", "get_t
 # Loaded on first use, so that importing sail_lite stays cheap: no requests until a Client is made (the
 # emulator, ``python -m sail_lite.emulator``, never needs it), no concurrent.futures, no resources, and no
 # wire types (twelve frozen dataclasses, whose generated methods are compiled when their module loads).
-_LAZY = {"Client": ".client", "Timeout": ".client", "Batch": ".types", "ChatCompletion": ".types", "FileObject": ".types", "LoRA": ".types",
+_LAZY = {"Client": ".client", "Timeout": ".client",
+         "Batch": ".types", "ChatCompletion": ".types", "FileObject": ".types", "LoRA": ".types",
          "LoRAValidation": ".types", "Message": ".types", "Model": ".types", "Response": ".types",
          "SampledTokens": ".types", "TokenCount": ".types", "Usage": ".types",
          "ResponseFuture": "._future", "SamplingOptions": ".resources.tokens",
