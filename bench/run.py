@@ -160,14 +160,14 @@ def other_rows(table: Table, results: Dict[str, Optional[Dict[str, Any]]], quick
         table.add("client CPU per sample, {} in flight".format(cpu["in_flight"]),
                   "{:.2f} ms = {:.2f}x bare requests".format(lite["cpu_ms"], lite["ratio"]), others,
                   "<= 0.8x bare requests", lite["ratio"] <= 0.8)
-    imports = outcome(table, results, "import_time", "import sail_lite vs import requests")
+    imports = outcome(table, results, "import_time", "import sail_lite + first Client() vs import requests")
     if imports is not None:
-        with_client = imports.get("extra_with_client_ms")
-        table.add("import sail_lite vs import requests", "+{:.1f} ms".format(imports["extra_ms"]),
-                  "requests alone {:.0f} ms (median of {}){}".format(
-                      imports["median_ms"]["requests"], imports["rounds"],
-                      "" if with_client is None else "; with the first Client(): +{:.1f} ms".format(with_client)),
-                  "<= +15 ms", imports["extra_ms"] <= 15.0)
+        # import sail_lite alone no longer imports requests: what a script pays is the import and its first Client.
+        table.add("import sail_lite + first Client() vs import requests",
+                  "{:+.1f} ms".format(imports["extra_with_client_ms"]),
+                  "requests alone {:.0f} ms (median of {}); import sail_lite alone {:+.1f} ms".format(
+                      imports["median_ms"]["requests"], imports["rounds"], imports["extra_ms"]),
+                  "<= +15 ms", imports["extra_with_client_ms"] <= 15.0)
 
 
 def machine() -> Dict[str, Any]:
