@@ -193,13 +193,7 @@ def run_map(
         raise InvalidRequestError("submit (and attach, if given) must be callables")
     if progress_interval < 0:
         raise InvalidRequestError("progress_interval must be >= 0 seconds")
-    if journal is not None and not isinstance(journal, Journal):
-        raise InvalidRequestError("journal must be a sail_lite.Journal (Journal(path)), got {}".format(
-            type(journal).__name__))
-    if job is not None:
-        check_job_name(job)
-    if journal is not None and job is None:
-        job = journal.default_job
+    job = _journal_job(journal, job)
     if total is None:
         try:
             total = len(items)  # type: ignore[arg-type]
@@ -216,6 +210,21 @@ def run_map(
                 total=total, clock=clock)
 
 
+def _journal_job(journal: Optional[Journal], job: Optional[str]) -> Optional[str]:
+    """The job a map or submit runs under: ``job`` (checked), else the journal's default; the journal checked."""
+    if journal is not None and not isinstance(journal, Journal):
+        raise InvalidRequestError("journal must be a sail_lite.Journal (Journal(path)), got {}".format(
+            type(journal).__name__))
+    if job is not None:
+        return check_job_name(job)
+    return journal.default_job if journal is not None else None
+
+
+def _identity_name(named: Any, what: str) -> str:
+    """What names an item in its key when the caller names it: a string as it is, anything else as JSON."""
+    return named if isinstance(named, str) else canonical_json(named, what)
+
+
 def _prepare(items: Iterable[Any], journal: Optional[Journal], job: Optional[str], params_json: str,
              identity: Optional[Callable[[Any], Any]]) -> Iterator[_Prepared]:
     """Each item with its journal entry (key, fingerprint, JSON): lazily, one at a time."""
@@ -228,11 +237,7 @@ def _prepare(items: Iterable[Any], journal: Optional[Journal], job: Optional[str
         for position, item in enumerate(items):
             try:
                 item_json = canonical_json(item, "each item of a keyed or journaled map")
-                if identity is None:
-                    name = item_json
-                else:
-                    named = identity(item)
-                    name = named if isinstance(named, str) else canonical_json(named, "identity(item)")
+                name = item_json if identity is None else _identity_name(identity(item), "identity(item)")
             except InvalidRequestError as exc:
                 yield _Prepared(position, item, None, exc)
                 continue
@@ -498,22 +503,14 @@ def submit_request(
     Cancelling the returned future cancels the response on the server and
     journals it ``cancelled`` (the next submit sends a new attempt).
     """
-    if journal is not None and not isinstance(journal, Journal):
-        raise InvalidRequestError("journal must be a sail_lite.Journal (Journal(path)), got {}".format(
-            type(journal).__name__))
+    job = _journal_job(journal, job)
     if occurrence is not None and (isinstance(occurrence, bool) or not isinstance(occurrence, int) or occurrence < 0):
         raise InvalidRequestError("occurrence must be an int >= 0 (which of several equal requests this is), got "
                                   "{!r}".format(occurrence))
     if job is None:
-        if journal is None:
-            raise InvalidRequestError("submit needs job= or journal= to derive an idempotency key")
-        job = journal.default_job
-    check_job_name(job)
+        raise InvalidRequestError("submit needs job= or journal= to derive an idempotency key")
     item_json = canonical_json(redact_secrets(dict(body)), "the request")  # a signed URL's query is a credential
-    if identity is None:
-        name = item_json
-    else:
-        name = identity if isinstance(identity, str) else canonical_json(identity, "identity")
+    name = item_json if identity is None else _identity_name(identity, "identity")
     digest = identity_digest(job, name)
     if journal is None:
         if occurrence is None:
