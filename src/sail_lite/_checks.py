@@ -21,6 +21,7 @@ else:  # pragma: no cover - 3.8: typing's alias, so that annotations still resol
 from .errors import InvalidRequestError, MalformedResponseError, SailError
 
 __all__ = [
+    "DEFAULT_IDEMPOTENCY_RETENTION",
     "MAX_SECONDS",
     "Mapping",
     "decode_json",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 MAX_SECONDS = 1e7  # about 115 days: beyond it, threads and sockets refuse the number
+#: Seconds a server remembers an idempotency key: wire.md names no window; 24 h, as Stripe and OpenAI-style APIs
+#: keep keys. The journal assumes it of the service, and the emulator keeps keys that long.
+DEFAULT_IDEMPOTENCY_RETENTION = 24 * 3600.0
 _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\xa0-\xff]*[\x21-\x7e\xa0-\xff])?\Z")
 
 

@@ -19,6 +19,7 @@ import sys
 import textwrap
 from typing import IO, Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
+from ._checks import DEFAULT_IDEMPOTENCY_RETENTION
 from ._progress import ProgressBar, interactive
 from ._redact import redact_secrets, redact_url
 
@@ -44,10 +45,6 @@ WINDOWS = ("asap", "balanced", "flex", "standard")
 #: Retired names a user may still type: mapped to their replacement with one warning.
 RETIRED_WINDOWS = {"priority": "balanced", "15m": "balanced"}
 DEFAULT_WINDOW = "balanced"
-
-
-#: sail_lite.journal.DEFAULT_IDEMPOTENCY_RETENTION, not imported here (the journal loads sqlite3).
-_DEFAULT_RETENTION = 24 * 3600.0
 
 
 class _Usage(Exception):
@@ -214,8 +211,8 @@ def _parser(out: Optional[IO[str]] = None, err: Optional[IO[str]] = None) -> arg
     status = _sub(jobs, "status", "counts by status and the failures (with their error codes) of a journal",
                   epilog="example:\n  sail-lite jobs status eval.db\n\n" + EXIT_CODES)
     status.add_argument("file", metavar="FILE", help="the journal file")
-    status.add_argument("--idempotency-retention", type=float, default=_DEFAULT_RETENTION, metavar="SECONDS",
-                        help="the server's idempotency-key retention window: unfinished requests claimed longer ago "
+    status.add_argument("--idempotency-retention", type=float, default=DEFAULT_IDEMPOTENCY_RETENTION,
+                        metavar="SECONDS", help="the server's idempotency-key retention window: unfinished requests claimed longer ago "
                              "are counted, since a resume re-runs and re-bills them (default 86400: 24 h)")
     status.add_argument("--json", action="store_true", help="print JSON")
     resume = _sub(jobs, "resume", "finish every unfinished request of a journal, with the parameters it recorded",
@@ -420,7 +417,7 @@ def _print_summary(summary: Mapping[str, Any], out: IO[str]) -> None:
             out.write("  {} request(s) claimed more than {} ago, past the idempotency retention window, have no "
                       "recorded response id: a resume re-sends them, and any the server got will run and be billed "
                       "again\n".format(late, _duration(summary.get("idempotency_retention")
-                                                       or _DEFAULT_RETENTION)))
+                                                       or DEFAULT_IDEMPOTENCY_RETENTION)))
         for code, n in sorted(job["failure_codes"].items(), key=lambda item: -item[1]):
             out.write("  failed with {}: {}\n".format(code, n))
         for failure in job["failures"]:

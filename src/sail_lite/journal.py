@@ -71,7 +71,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from . import errors as _errors
-from ._checks import encode_json
+from ._checks import DEFAULT_IDEMPOTENCY_RETENTION, encode_json
 from ._redact import redact_secrets, redact_url
 from .errors import InvalidRequestError, SailError
 from .types import Response, SampledTokens, Usage
@@ -98,8 +98,6 @@ _logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 STATUSES = ("pending", "accepted", "completed", "failed", "cancelled")
-#: Seconds a server is assumed to remember an idempotency key (wire.md names no window; 24 h is common).
-DEFAULT_IDEMPOTENCY_RETENTION = 24 * 3600.0
 UNFINISHED = ("pending", "accepted", "cancelled")
 MAX_KEY_CHARS = 255
 _JOB_PREFIX_CHARS = 64

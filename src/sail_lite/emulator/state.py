@@ -24,6 +24,7 @@ import urllib.parse
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from .._checks import DEFAULT_IDEMPOTENCY_RETENTION
 from ..adapters import AdapterReport, check_adapter_files
 from .archives import ArchiveError, download, extract_adapter, redact
 from .model import Generation, generate
@@ -47,8 +48,6 @@ DEFAULT_MODELS: Tuple[ModelSpec, ...] = (
 )
 
 IN_PROGRESS_RETRY_AFTER = "5"
-#: Seconds an idempotency key is remembered (wire.md is silent; 24 h, as Stripe and OpenAI-style APIs keep keys).
-DEFAULT_IDEMPOTENCY_RETENTION = 24 * 3600.0
 MAX_ARCHIVE_BYTES = 1 << 30  # a Tinker checkpoint archive (and each file in it) may be at most this large
 
 
