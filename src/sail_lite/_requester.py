@@ -55,7 +55,7 @@ __all__ = ["Call", "Requester", "Timeout", "new_idempotency_key"]
 _logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # Every status this client knows: running, and sail_lite.types.TERMINAL_STATUSES (spelled out here so that
-# note_status, called on every reply, needs no import; tests/test_requester pins the two sets together).
+# note_status, called on every reply, needs no import; tests/test_request_loop.py pins the two sets together).
 _KNOWN_STATUSES = frozenset({"queued", "in_progress", "completed", "incomplete", "failed", "cancelled", "canceled",
                              "expired"})
 
