@@ -33,9 +33,8 @@ from .params import CATALOGUES, ApiError, Catalogue, InferenceParams, ModelSpec,
 __all__ = ["State", "Organization", "ResponseRecord", "Reservation", "TURN_PRESETS", "DEFAULT_MODELS",
            "DEFAULT_IDEMPOTENCY_RETENTION"]
 
-#: Average simulated turn time per completion window, in seconds.
-#: Average simulated turn time per tier, in seconds (``balanced`` is also the older docs' ``standard``;
-#: ``priority`` is reachable only with the legacy catalogue).
+#: Average simulated turn time per completion window, in seconds (``balanced`` is also the older docs'
+#: ``standard``; ``priority`` is reachable only with the legacy catalogue).
 TURN_PRESETS: Mapping[str, Mapping[str, float]] = {
     "fast": {"asap": 0.0, "priority": 0.05, "balanced": 0.1, "flex": 0.2},
     "realistic": {"asap": 0.5, "priority": 60.0, "balanced": 300.0, "flex": 1800.0},
