@@ -1,10 +1,11 @@
 """Run a test worker's ``main(argv)`` in its own process, forked from a warm single-threaded server.
 
 A fresh ``python -m tests._journal_worker`` costs about 0.3 s of CPU (interpreter start-up and the
-imports), and the crash tests start about twenty. A multiprocessing forkserver imports the worker modules once and forks each child from
-that single-threaded process (forking the threaded pytest process itself would not be safe). The
-child is still a process of its own: a SIGKILL kills it alone, and its exit status is what the
-worker's ``main`` returned (130 after Ctrl-C), as with ``python -m``.
+imports), and the crash tests start about twenty. A multiprocessing forkserver imports the worker
+modules once and forks each child from that single-threaded process (forking the threaded pytest
+process itself would not be safe). The child is still a process of its own: a SIGKILL kills it
+alone, and its exit status is what the worker's ``main`` returned (130 after Ctrl-C), as with
+``python -m``.
 """
 from __future__ import annotations
 

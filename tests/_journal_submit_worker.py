@@ -1,10 +1,9 @@
 """Journaled ``tokens.submit`` calls in their own process, for tests/test_journal_submit.py.
 
 ``python -m tests._journal_submit_worker BASE_URL API_KEY JOURNAL KILL`` submits ``WORKER_PROMPTS``
-one by one with a Journal (job ``crash-submit``),
-waits for every result and exits 0. ``KILL`` is ``accepted:K`` (SIGKILL in the K-th
-accepted-callback, before that response id is journaled: the server has it, the journal does
-not) or ``none``.
+one by one with a Journal (job ``crash-submit``), waits for every result and exits 0. ``KILL`` is
+``accepted:K`` (SIGKILL in the K-th accepted-callback, before that response id is journaled: the
+server has it, the journal does not) or ``none``.
 """
 from __future__ import annotations
 

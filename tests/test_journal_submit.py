@@ -317,7 +317,6 @@ def test_after_the_retention_window_a_resent_key_runs_and_is_billed_again_and_th
 # --- a real crash ------------------------------------------------------------------------------------------
 
 
-
 def test_sigkill_after_submits_were_accepted_then_resubmitting_pays_once(emulator, tmp_path):
     """A process submits 8 samples, dies (SIGKILL) in the 4th accepted-callback; the same submits resume it."""
     from . import _forked as forked

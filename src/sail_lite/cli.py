@@ -212,7 +212,8 @@ def _parser(out: Optional[IO[str]] = None, err: Optional[IO[str]] = None) -> arg
                   epilog="example:\n  sail-lite jobs status eval.db\n\n" + EXIT_CODES)
     status.add_argument("file", metavar="FILE", help="the journal file")
     status.add_argument("--idempotency-retention", type=float, default=DEFAULT_IDEMPOTENCY_RETENTION,
-                        metavar="SECONDS", help="the server's idempotency-key retention window: unfinished requests claimed longer ago "
+                        metavar="SECONDS",
+                        help="the server's idempotency-key retention window: unfinished requests claimed longer ago "
                              "are counted, since a resume re-runs and re-bills them (default 86400: 24 h)")
     status.add_argument("--json", action="store_true", help="print JSON")
     resume = _sub(jobs, "resume", "finish every unfinished request of a journal, with the parameters it recorded",
