@@ -212,6 +212,7 @@ def validate(api, config: bytes, weights: bytes, name="bad-adapter"):
         validation = api.ok("GET", "/loras/" + name)["validations"][0]
         if validation["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
             return validation
+        time.sleep(0.01)
 
 
 GOOD_CONFIG = json.dumps({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 8,
