@@ -1,6 +1,7 @@
 """Running the emulator: lifecycle, keep-alive, auth and organizations, admin routes, the command."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import pytest
 import requests
@@ -80,11 +82,15 @@ def test_keep_alive_reuses_one_connection(emulator):
 def test_many_concurrent_connections(emulator):
     from concurrent.futures import ThreadPoolExecutor
 
+    url = urllib.parse.urlsplit(emulator.base_url)
+
     def one(i):
-        with requests.Session() as s:
-            r = s.get(emulator.base_url + "/models", headers={"Authorization": "Bearer " + emulator.api_key},
-                      timeout=30)
-            return r.status_code
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:
+            connection.request("GET", url.path + "/models", headers={"Authorization": "Bearer " + emulator.api_key})
+            return connection.getresponse().status
+        finally:
+            connection.close()
 
     with ThreadPoolExecutor(64) as pool:  # 64 at once, each on its own connection
         assert set(pool.map(one, range(128))) == {200}
