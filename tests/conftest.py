@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import atexit
 import filecmp
-import gc
 import importlib.util
 import os
 import random
@@ -41,19 +40,6 @@ def pytest_configure(config):
                     'install it again, editable so that edits are seen at once: python3 -m pip install -e ".[test]"'
                     .format(installed, ", ".join(stale[:3]), " and {} more".format(len(stale) - 3)
                             if len(stale) > 3 else ""), returncode=4)
-
-
-def pytest_collection_finish(session):
-    """Keep the garbage collector off what collection built, in each xdist worker.
-
-    Collection leaves hundreds of thousands of objects (test modules, items, hypothesis, requests) that
-    live until the worker exits, and every full collection during the run walked all of them again: about
-    0.5 s of CPU over a run. Frozen, they are skipped; what the tests allocate is collected as before, so
-    the memory tests measure the same.
-    """
-    if hasattr(session.config, "workerinput"):
-        gc.collect()
-        gc.freeze()
 
 
 def _skip_interpreter_teardown(worker_pid: int) -> None:
