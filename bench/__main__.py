@@ -1,4 +1,5 @@
 """``python -m bench [--quick]``: every benchmark of issue 13 and the table of goals (see run.py)."""
+
 import os
 import sys
 

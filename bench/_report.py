@@ -1,4 +1,5 @@
 """The command-line tail every benchmark shares: its parser (with ``--json PATH``) and its report."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,9 @@ def parser(doc: Optional[str]) -> argparse.ArgumentParser:
     return made
 
 
-def report(result: Dict[str, Any], print_table: Callable[[Dict[str, Any]], None],
-           path: Optional[str]) -> Dict[str, Any]:
+def report(
+    result: Dict[str, Any], print_table: Callable[[Dict[str, Any]], None], path: Optional[str]
+) -> Dict[str, Any]:
     """Print ``result``'s table, write it to ``path`` (``--json``) when given, and return it."""
     print_table(result)
     if path:

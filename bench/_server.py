@@ -15,6 +15,7 @@ changing it):
 If the emulator's internals changed so a hook cannot be installed, the server
 still runs (fixed turns per window) and says which hook is off on stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,7 @@ def install_hooks(state: Any, seed: int = 0) -> Dict[str, bool]:
 
     create = getattr(state, "create_response", None)
     if create is not None:
+
         def create_response(org: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
             record = create(org, params, *args, **kwargs)
             metadata = getattr(params, "metadata", None) or {}
@@ -52,6 +54,7 @@ def install_hooks(state: Any, seed: int = 0) -> Dict[str, bool]:
 
     get = getattr(state, "get_response", None)
     if get is not None:
+
         def get_response(org: Any, response_id: str, *args: Any, **kwargs: Any) -> Any:
             record = get(org, response_id, *args, **kwargs)
             with lock:
@@ -63,10 +66,13 @@ def install_hooks(state: Any, seed: int = 0) -> Dict[str, bool]:
 
     render = getattr(state, "response_json", None)
     if render is not None:
+
         def response_json(record: Any, *args: Any, **kwargs: Any) -> Dict[str, Any]:
             body = render(record, *args, **kwargs)
             if isinstance(body, dict):
-                body["_bench_end_at"] = getattr(record, "cancelled_at", None) or getattr(record, "end_at", None)
+                body["_bench_end_at"] = getattr(record, "cancelled_at", None) or getattr(
+                    record, "end_at", None
+                )
                 with lock:
                     body["_bench_polls"] = reads.get(getattr(record, "id", ""), 0)
             return body
@@ -82,6 +88,7 @@ def main() -> int:
 
     try:
         from sail_lite.emulator import TURN_PRESETS
+
         windows = list(TURN_PRESETS["fast"])
     except (ImportError, KeyError):
         windows = ["asap", "balanced", "flex"]
@@ -92,8 +99,11 @@ def main() -> int:
     server = EmulatorServer(port=0, seed=args.seed, turn_times={w: args.turn for w in windows})
     hooks = install_hooks(server.state, args.seed)
     server.start()
-    return announce_and_serve(server, sys.stdout, extra=[
-        "windows: {}".format(json.dumps(windows)), "bench hooks: {}".format(json.dumps(hooks))])
+    return announce_and_serve(
+        server,
+        sys.stdout,
+        extra=[f"windows: {json.dumps(windows)}", f"bench hooks: {json.dumps(hooks)}"],
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """``threaded``: the benchmarks' way to keep a fixed number of requests in flight from plain threads."""
+
 from __future__ import annotations
 
 import threading

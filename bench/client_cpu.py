@@ -16,13 +16,14 @@ share moves the most.
 
     python bench/client_cpu.py [--quick] [--samples 2000] [--rounds 3] [--json PATH]
 """
+
 from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import sys
-import resource
 import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -39,8 +40,15 @@ IN_FLIGHT = 32
 
 
 def body(window: str, i: int) -> Dict[str, Any]:
-    return dict(model=MODEL, input=PLACEHOLDER, raw_prompt_tokens=[1, 2, 3 + i % 1000], max_output_tokens=4,
-                background=True, include=["message.output_text.logprobs"], metadata={"completion_window": window})
+    return dict(
+        model=MODEL,
+        input=PLACEHOLDER,
+        raw_prompt_tokens=[1, 2, 3 + i % 1000],
+        max_output_tokens=4,
+        background=True,
+        include=["message.output_text.logprobs"],
+        metadata={"completion_window": window},
+    )
 
 
 def make_clients(emu: EmulatorProcess, window: str) -> Dict[str, Callable[[int], None]]:
@@ -52,7 +60,9 @@ def make_clients(emu: EmulatorProcess, window: str) -> Dict[str, Callable[[int],
 
     session = requests.Session()
     session.headers["Authorization"] = "Bearer " + emu.api_key
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=IN_FLIGHT))
+    session.mount(
+        "http://", requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=IN_FLIGHT)
+    )
 
     def requests_one(i: int) -> None:
         reply = session.post(base + "/responses", json=body(window, i), timeout=30)
@@ -67,8 +77,13 @@ def make_clients(emu: EmulatorProcess, window: str) -> Dict[str, Callable[[int],
     headers = {"Authorization": "Bearer " + emu.api_key, "Content-Type": "application/json"}
 
     def urllib3_one(i: int) -> None:
-        reply = pool.request("POST", base + "/responses", body=json.dumps(body(window, i)).encode(),
-                             headers=headers, timeout=30.0)
+        reply = pool.request(
+            "POST",
+            base + "/responses",
+            body=json.dumps(body(window, i)).encode(),
+            headers=headers,
+            timeout=30.0,
+        )
         assert reply.status == 200 or reply.status == 202, reply.status
         assert json.loads(reply.data)["status"] == "completed"
 
@@ -83,7 +98,9 @@ def make_clients(emu: EmulatorProcess, window: str) -> Dict[str, Callable[[int],
         futures = []
         for i in range(n):
             gate.acquire()
-            future = lite.tokens.submit([1, 2, 3 + i % 1000], model=MODEL, max_tokens=4, completion_window=window)
+            future = lite.tokens.submit(
+                [1, 2, 3 + i % 1000], model=MODEL, max_tokens=4, completion_window=window
+            )
             future.add_done_callback(lambda _f: gate.release())
             futures.append(future)
         for future in futures:
@@ -101,8 +118,14 @@ def make_clients(emu: EmulatorProcess, window: str) -> Dict[str, Callable[[int],
         def openai_one(i: int) -> None:
             b = body(window, i)
             response = sdk.responses.create(
-                model=MODEL, input=PLACEHOLDER, max_output_tokens=4, background=True, include=b["include"],
-                metadata=b["metadata"], extra_body={"raw_prompt_tokens": b["raw_prompt_tokens"]})
+                model=MODEL,
+                input=PLACEHOLDER,
+                max_output_tokens=4,
+                background=True,
+                include=b["include"],
+                metadata=b["metadata"],
+                extra_body={"raw_prompt_tokens": b["raw_prompt_tokens"]},
+            )
             assert response.status == "completed"
 
         clients["openai SDK"] = lambda n: threaded(openai_one, n, IN_FLIGHT)
@@ -114,8 +137,12 @@ def measure(samples: int, rounds: int) -> Dict[str, Any]:
         window = "balanced"
         import requests
 
-        probe = requests.post(emu.base_url + "/responses", json=body(window, 0), timeout=30,
-                              headers={"Authorization": "Bearer " + emu.api_key})
+        probe = requests.post(
+            emu.base_url + "/responses",
+            json=body(window, 0),
+            timeout=30,
+            headers={"Authorization": "Bearer " + emu.api_key},
+        )
         if probe.status_code >= 300:
             window = "standard"  # an emulator with the older catalogue
         clients = make_clients(emu, window)
@@ -132,30 +159,57 @@ def measure(samples: int, rounds: int) -> Dict[str, Any]:
                 cpu[name].append((time.process_time() - cpu0) / samples)
                 wall[name].append((time.perf_counter() - wall0) / samples)
                 after = resource.getrusage(resource.RUSAGE_SELF)
-                usage[name].append(((after.ru_utime - before.ru_utime) / samples,
-                                    (after.ru_stime - before.ru_stime) / samples,
-                                    (after.ru_nvcsw - before.ru_nvcsw + after.ru_nivcsw - before.ru_nivcsw) / samples))
+                usage[name].append(
+                    (
+                        (after.ru_utime - before.ru_utime) / samples,
+                        (after.ru_stime - before.ru_stime) / samples,
+                        (after.ru_nvcsw - before.ru_nvcsw + after.ru_nivcsw - before.ru_nivcsw)
+                        / samples,
+                    )
+                )
     bare = cpu["requests (bare)"]
-    table = {name: {"cpu_ms": statistics.median(values) * 1e3,
-                    "ratio": statistics.median([v / b for v, b in zip(values, bare)]),
-                    "ratio_of_medians": statistics.median(values) / statistics.median(bare),
-                    "rounds_ms": [v * 1e3 for v in values],
-                    "user_ms": statistics.median(u for u, _, _ in usage[name]) * 1e3,
-                    "system_ms": statistics.median(k for _, k, _ in usage[name]) * 1e3,
-                    "switches": statistics.median(c for _, _, c in usage[name]),
-                    "samples_per_s": 1.0 / statistics.median(wall[name])}
-             for name, values in cpu.items()}
-    return {"samples": samples, "rounds": rounds, "in_flight": IN_FLIGHT, "window": window, "clients": table}
+    table = {
+        name: {
+            "cpu_ms": statistics.median(values) * 1e3,
+            "ratio": statistics.median([v / b for v, b in zip(values, bare)]),
+            "ratio_of_medians": statistics.median(values) / statistics.median(bare),
+            "rounds_ms": [v * 1e3 for v in values],
+            "user_ms": statistics.median(u for u, _, _ in usage[name]) * 1e3,
+            "system_ms": statistics.median(k for _, k, _ in usage[name]) * 1e3,
+            "switches": statistics.median(c for _, _, c in usage[name]),
+            "samples_per_s": 1.0 / statistics.median(wall[name]),
+        }
+        for name, values in cpu.items()
+    }
+    return {
+        "samples": samples,
+        "rounds": rounds,
+        "in_flight": IN_FLIGHT,
+        "window": window,
+        "clients": table,
+    }
 
 
 def print_table(result: Dict[str, Any]) -> None:
-    print("Client CPU per sample, {} in flight, {} samples x {} rounds (median round; emulator in its own process):"
-          .format(result["in_flight"], result["samples"], result["rounds"]))
+    print(
+        "Client CPU per sample, {} in flight, {} samples x {} rounds (median round; emulator in its own process):".format(
+            result["in_flight"], result["samples"], result["rounds"]
+        )
+    )
     for name, row in result["clients"].items():
-        print("  {:<16} {:7.3f} ms CPU/sample  {:5.2f}x bare requests (rounds: {})  user {:.3f} + system {:.3f} ms, "
-              "{:.1f} context switches  {:7.0f} samples/s".format(
-                  name, row["cpu_ms"], row["ratio"], " ".join("{:.2f}".format(v) for v in row["rounds_ms"]),
-                  row.get("user_ms", 0.0), row.get("system_ms", 0.0), row.get("switches", 0.0), row["samples_per_s"]))
+        print(
+            "  {:<16} {:7.3f} ms CPU/sample  {:5.2f}x bare requests (rounds: {})  user {:.3f} + system {:.3f} ms, "
+            "{:.1f} context switches  {:7.0f} samples/s".format(
+                name,
+                row["cpu_ms"],
+                row["ratio"],
+                " ".join(f"{v:.2f}" for v in row["rounds_ms"]),
+                row.get("user_ms", 0.0),
+                row.get("system_ms", 0.0),
+                row.get("switches", 0.0),
+                row["samples_per_s"],
+            )
+        )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

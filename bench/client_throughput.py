@@ -9,6 +9,7 @@ run. SDKs that are not installed are left out.
 
     python bench/client_throughput.py [--seconds 3] [--threads 1 16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,19 +21,25 @@ from typing import Callable, Dict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _emulator import EmulatorProcess  # noqa: E402
-
 import requests  # noqa: E402
+from _emulator import EmulatorProcess  # noqa: E402
 
 from sail_lite import Client  # noqa: E402
 
 MODEL = "moonshotai/Kimi-K2.6"
 PLACEHOLDER = "<raw token prompt; ignored when raw_prompt_tokens is set>"
-SAMPLE = dict(model=MODEL, input=PLACEHOLDER, raw_prompt_tokens=[1, 2, 3], max_output_tokens=4,
-              metadata={"completion_window": "asap"})
+SAMPLE = dict(
+    model=MODEL,
+    input=PLACEHOLDER,
+    raw_prompt_tokens=[1, 2, 3],
+    max_output_tokens=4,
+    metadata={"completion_window": "asap"},
+)
 
 
-def clients(base_url: str, url: str, key: str, threads: int) -> Dict[str, Dict[str, Callable[[], object]]]:
+def clients(
+    base_url: str, url: str, key: str, threads: int
+) -> Dict[str, Dict[str, Callable[[], object]]]:
     found: Dict[str, Dict[str, Callable[[], object]]] = {}
 
     session = requests.Session()
@@ -41,15 +48,21 @@ def clients(base_url: str, url: str, key: str, threads: int) -> Dict[str, Dict[s
     session.mount("http://", adapter)
     found["requests (bare)"] = {
         "GET /models": lambda: session.get(base_url + "/models", timeout=30).raise_for_status(),
-        "POST /responses": lambda: session.post(base_url + "/responses", json=SAMPLE, timeout=30).raise_for_status(),
+        "POST /responses": lambda: session.post(
+            base_url + "/responses", json=SAMPLE, timeout=30
+        ).raise_for_status(),
     }
 
     sail_lite = Client(key, base_url=base_url, max_workers=max(threads, 1), environ={})
     found["sail_lite"] = {
         "GET /models": sail_lite.models.list,
         "POST /responses": lambda: sail_lite.responses.create(
-            model=MODEL, input=PLACEHOLDER, raw_prompt_tokens=[1, 2, 3], max_output_tokens=4,
-            completion_window="asap"),
+            model=MODEL,
+            input=PLACEHOLDER,
+            raw_prompt_tokens=[1, 2, 3],
+            max_output_tokens=4,
+            completion_window="asap",
+        ),
     }
 
     try:
@@ -61,8 +74,12 @@ def clients(base_url: str, url: str, key: str, threads: int) -> Dict[str, Dict[s
         found["openai SDK"] = {
             "GET /models": lambda: sdk.models.list(),
             "POST /responses": lambda: sdk.responses.create(
-                model=MODEL, input=PLACEHOLDER, max_output_tokens=4, metadata={"completion_window": "asap"},
-                extra_body={"raw_prompt_tokens": [1, 2, 3]}),
+                model=MODEL,
+                input=PLACEHOLDER,
+                max_output_tokens=4,
+                metadata={"completion_window": "asap"},
+                extra_body={"raw_prompt_tokens": [1, 2, 3]},
+            ),
         }
 
     try:
@@ -103,14 +120,20 @@ def main() -> None:
     with EmulatorProcess() as emulator:
         for threads in args.threads:
             table = clients(emulator.base_url, emulator.url, emulator.api_key, threads)
-            print("\n{} thread(s), {:.0f} s per cell (req/s; ratio to bare requests):".format(threads, args.seconds))
+            print(
+                f"\n{threads} thread(s), {args.seconds:.0f} s per cell (req/s; ratio to bare requests):"
+            )
             for route in ("GET /models", "POST /responses"):
                 bare = rate(table["requests (bare)"][route], threads, args.seconds)
                 for name, calls in table.items():
                     if route not in calls:
                         continue
-                    value = bare if name == "requests (bare)" else rate(calls[route], threads, args.seconds)
-                    print("  {:<16} {:<18} {:8.0f} req/s  {:5.2f}x".format(route, name, value, value / bare))
+                    value = (
+                        bare
+                        if name == "requests (bare)"
+                        else rate(calls[route], threads, args.seconds)
+                    )
+                    print(f"  {route:<16} {name:<18} {value:8.0f} req/s  {value / bare:5.2f}x")
 
 
 if __name__ == "__main__":

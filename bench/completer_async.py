@@ -12,6 +12,7 @@ window's turn set to 0.2 s; both use the default PollPolicy.
 Needs tinker-cookbook (pip install 'sail_lite[tinker]'). Prints the best of
 ``--rounds`` for each, and the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,15 +60,19 @@ def main() -> None:
         completer = SailTokenCompleter(model=MODEL, max_tokens=8, client=client)
         completer.sample_tokens([1, 2, 3])  # connections and imports warmed up
         best = {}
-        for name, run in (("sail_lite shim (wrap_future)", shim), ("run_in_executor(None, sample_tokens)", executor)):
+        for name, run in (
+            ("sail_lite shim (wrap_future)", shim),
+            ("run_in_executor(None, sample_tokens)", executor),
+        ):
             best[name] = min(asyncio.run(run(completer, prompts)) for _ in range(args.rounds))
         client.close()
     ours, theirs = best.values()
-    print("{} concurrent awaits, {:.2f} s turns, best of {} (emulator in its own process):".format(
-        args.n, args.turn, args.rounds))
+    print(
+        f"{args.n} concurrent awaits, {args.turn:.2f} s turns, best of {args.rounds} (emulator in its own process):"
+    )
     for name, seconds in best.items():
-        print("  {:<40} {:7.3f} s".format(name, seconds))
-    print("  ratio (executor / shim)                  {:7.1f}x".format(theirs / ours))
+        print(f"  {name:<40} {seconds:7.3f} s")
+    print(f"  ratio (executor / shim)                  {theirs / ours:7.1f}x")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ request with a fixed JSON body (the ceiling of any stdlib server here).
 
     python bench/emulator_rps.py [--procs 2] [--threads 8] [--seconds 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,16 +25,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import requests  # noqa: E402
 from _emulator import EmulatorProcess  # noqa: E402
 
-import requests  # noqa: E402
-
 MODEL = "moonshotai/Kimi-K2.6"
-SAMPLE = {"model": MODEL, "input": "<raw token prompt; ignored when raw_prompt_tokens is set>",
-          "raw_prompt_tokens": [1, 2, 3], "max_output_tokens": 4, "metadata": {"completion_window": "asap"}}
+SAMPLE = {
+    "model": MODEL,
+    "input": "<raw token prompt; ignored when raw_prompt_tokens is set>",
+    "raw_prompt_tokens": [1, 2, 3],
+    "max_output_tokens": 4,
+    "metadata": {"completion_window": "asap"},
+}
 
 
-def worker(base_url: str, key: str, kind: str, threads: int, seconds: float, response_id: str, out) -> None:
+def worker(
+    base_url: str, key: str, kind: str, threads: int, seconds: float, response_id: str, out
+) -> None:
     counts = [0] * threads
     errors = [0] * threads
     stop_at = time.monotonic() + seconds
@@ -43,8 +50,12 @@ def worker(base_url: str, key: str, kind: str, threads: int, seconds: float, res
         session.headers["Authorization"] = "Bearer " + key
         while time.monotonic() < stop_at:
             if kind == "POST /v1/responses":
-                reply = session.post(base_url + "/responses", data=json.dumps(SAMPLE),
-                                     headers={"Content-Type": "application/json"}, timeout=30)
+                reply = session.post(
+                    base_url + "/responses",
+                    data=json.dumps(SAMPLE),
+                    headers={"Content-Type": "application/json"},
+                    timeout=30,
+                )
             elif kind == "GET /v1/responses/{id}":
                 reply = session.get(base_url + "/responses/" + response_id, timeout=30)
             else:
@@ -63,10 +74,16 @@ def worker(base_url: str, key: str, kind: str, threads: int, seconds: float, res
     out.put((sum(counts), sum(errors)))
 
 
-def measure(base_url: str, key: str, kind: str, args: argparse.Namespace, response_id: str = "") -> float:
-    out: "multiprocessing.Queue" = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=worker, args=(base_url, key, kind, args.threads, args.seconds,
-                                                          response_id, out)) for _ in range(args.procs)]
+def measure(
+    base_url: str, key: str, kind: str, args: argparse.Namespace, response_id: str = ""
+) -> float:
+    out: multiprocessing.Queue = multiprocessing.Queue()
+    procs = [
+        multiprocessing.Process(
+            target=worker, args=(base_url, key, kind, args.threads, args.seconds, response_id, out)
+        )
+        for _ in range(args.procs)
+    ]
     started = time.monotonic()
     for proc in procs:
         proc.start()
@@ -77,7 +94,7 @@ def measure(base_url: str, key: str, kind: str, args: argparse.Namespace, respon
     ok = sum(r[0] for r in results)
     failed = sum(r[1] for r in results)
     if failed:
-        raise SystemExit("{}: {} requests failed".format(kind, failed))
+        raise SystemExit(f"{kind}: {failed} requests failed")
     return ok / elapsed
 
 
@@ -118,24 +135,32 @@ def main() -> None:
         session.headers["Authorization"] = "Bearer " + emulator.api_key
         # A stored response to fetch; asap is synchronous only, so the background create is balanced.
         background = dict(SAMPLE, background=True, metadata={"completion_window": "balanced"})
-        response_id = session.post(emulator.base_url + "/responses", json=background, timeout=30).json()["id"]
+        response_id = session.post(
+            emulator.base_url + "/responses", json=background, timeout=30
+        ).json()["id"]
         session.close()
         for kind in ("GET /v1/models", "GET /v1/responses/{id}", "POST /v1/responses"):
             rates[kind] = measure(emulator.base_url, emulator.api_key, kind, args, response_id)
 
-    port_out: "multiprocessing.Queue" = multiprocessing.Queue()
+    port_out: multiprocessing.Queue = multiprocessing.Queue()
     baseline = multiprocessing.Process(target=baseline_process, args=(port_out,), daemon=True)
     baseline.start()
-    base_url = "http://127.0.0.1:{}/v1".format(port_out.get())
+    base_url = f"http://127.0.0.1:{port_out.get()}/v1"
     floor = measure(base_url, "x", "GET /v1/models", args)
     baseline.terminate()
 
-    print("Emulator throughput, {} client processes x {} keep-alive threads, {:.0f} s each, {} cores:".format(
-        args.procs, args.threads, args.seconds, os.cpu_count()))
+    print(
+        f"Emulator throughput, {args.procs} client processes x {args.threads} keep-alive threads, {args.seconds:.0f} s each, {os.cpu_count()} cores:"
+    )
     for kind, rate in rates.items():
-        print("  {:<28} {:8.0f} req/s   {:5.2f}x the 1,000 req/s target   {:4.2f}x a bare stdlib server".format(
-            kind, rate, rate / 1000, rate / floor))
-    print("  {:<28} {:8.0f} req/s   (bare ThreadingHTTPServer, fixed JSON reply)".format("baseline GET", floor))
+        print(
+            f"  {kind:<28} {rate:8.0f} req/s   {rate / 1000:5.2f}x the 1,000 req/s target   {rate / floor:4.2f}x a bare stdlib server"
+        )
+    print(
+        "  {:<28} {:8.0f} req/s   (bare ThreadingHTTPServer, fixed JSON reply)".format(
+            "baseline GET", floor
+        )
+    )
 
 
 if __name__ == "__main__":

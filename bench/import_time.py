@@ -13,6 +13,7 @@ requests, by their own (self) import time: what to defer.
 
     python bench/import_time.py [--quick] [--rounds 21] [--json PATH]
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,7 @@ CODE = "import time; t = time.perf_counter(); import {}; print(time.perf_counter
 
 def env() -> Dict[str, str]:
     values = dict(os.environ)
-    values["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + values.get("PYTHONPATH", "")
+    values["PYTHONPATH"] = ROOT + os.pathsep + values.get("PYTHONPATH", "")
     values.pop("PYTHONPROFILEIMPORTTIME", None)
     # Byte-code caches as an installed package has them (pip compiles on install): without them
     # sail_lite would be compiled from source on every start while requests would not. The cache
@@ -47,20 +48,32 @@ CLIENT = "sail_lite; sail_lite.Client('sk-bench', base_url='http://127.0.0.1:9/v
 
 def time_import(module: str) -> float:
     code = CODE.format(CLIENT if module == "client" else module)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return float(out.strip().splitlines()[-1])
 
 
 def import_tree(module: str) -> List[Tuple[str, int, int]]:
     """``(module, self us, cumulative us)`` from ``-X importtime``."""
-    err = subprocess.run([sys.executable, "-X", "importtime", "-c", "import " + module], cwd=ROOT, env=env(),
-                         check=True, capture_output=True, text=True).stderr
+    err = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import " + module],
+        cwd=ROOT,
+        env=env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stderr
     rows = []
     for line in err.splitlines():
         if not line.startswith("import time:") or "imported package" in line:
             continue
-        own, cumulative, name = line[len("import time:"):].split("|")
+        own, cumulative, name = line[len("import time:") :].split("|")
         rows.append((name.strip(), int(own), int(cumulative)))
     return rows
 
@@ -73,35 +86,60 @@ def measure(rounds: int) -> Dict[str, Any]:
         for module in times:
             times[module].append(time_import(module))
     base = {name for name, _, _ in import_tree("requests")}
-    extra = [(name, own, cumulative) for name, own, cumulative in import_tree("sail_lite.client") if name not in base]
+    extra = [
+        (name, own, cumulative)
+        for name, own, cumulative in import_tree("sail_lite.client")
+        if name not in base
+    ]
     extra.sort(key=lambda row: -row[1])
     medians = {module: statistics.median(values) * 1e3 for module, values in times.items()}
     # Paired by round: the machine's load drifts, and a round's two interpreters share it.
     paired = [(lite - bare) * 1e3 for lite, bare in zip(times["sail_lite"], times["requests"])]
     paired_client = [(lite - bare) * 1e3 for lite, bare in zip(times["client"], times["requests"])]
     return {
-        "rounds": rounds, "median_ms": medians, "extra_ms": statistics.median(paired),
+        "rounds": rounds,
+        "median_ms": medians,
+        "extra_ms": statistics.median(paired),
         "extra_with_client_ms": statistics.median(paired_client),
         "min_ms": {module: min(values) * 1e3 for module, values in times.items()},
         "samples_ms": {m: [v * 1e3 for v in values] for m, values in times.items()},
-        "extra_modules": [{"module": n, "self_ms": o / 1e3, "cumulative_ms": c / 1e3} for n, o, c in extra],
+        "extra_modules": [
+            {"module": n, "self_ms": o / 1e3, "cumulative_ms": c / 1e3} for n, o, c in extra
+        ],
         "extra_modules_self_ms": sum(o for _, o, _ in extra) / 1e3,
     }
 
 
 def print_table(result: Dict[str, Any]) -> None:
     m = result["median_ms"]
-    print("import time, fresh interpreters, {} interleaved rounds (median): import sail_lite + the first Client() "
-          "{:.1f} ms, import requests {:.1f} ms: {:+.1f} ms (median of paired differences; fastest: {:.1f} vs "
-          "{:.1f} ms)".format(result["rounds"], m["client"], m["requests"], result["extra_with_client_ms"],
-                              result["min_ms"]["client"], result["min_ms"]["requests"]))
-    print("  import sail_lite alone: {:.1f} ms ({:+.1f} ms; requests loads with the first Client())".format(
-        m["sail_lite"], result["extra_ms"]))
-    print("  modules sail_lite adds beyond requests: {} (self time {:.1f} ms under -X importtime); the top 15:".format(
-        len(result["extra_modules"]), result["extra_modules_self_ms"]))
+    print(
+        "import time, fresh interpreters, {} interleaved rounds (median): import sail_lite + the first Client() "
+        "{:.1f} ms, import requests {:.1f} ms: {:+.1f} ms (median of paired differences; fastest: {:.1f} vs "
+        "{:.1f} ms)".format(
+            result["rounds"],
+            m["client"],
+            m["requests"],
+            result["extra_with_client_ms"],
+            result["min_ms"]["client"],
+            result["min_ms"]["requests"],
+        )
+    )
+    print(
+        "  import sail_lite alone: {:.1f} ms ({:+.1f} ms; requests loads with the first Client())".format(
+            m["sail_lite"], result["extra_ms"]
+        )
+    )
+    print(
+        "  modules sail_lite adds beyond requests: {} (self time {:.1f} ms under -X importtime); the top 15:".format(
+            len(result["extra_modules"]), result["extra_modules_self_ms"]
+        )
+    )
     for row in result["extra_modules"][:15]:
-        print("    {:<40} self {:6.2f} ms  cumulative {:6.2f} ms".format(row["module"], row["self_ms"],
-                                                                      row["cumulative_ms"]))
+        print(
+            "    {:<40} self {:6.2f} ms  cumulative {:6.2f} ms".format(
+                row["module"], row["self_ms"], row["cumulative_ms"]
+            )
+        )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

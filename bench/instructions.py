@@ -20,6 +20,7 @@ Needs ``valgrind`` on PATH; about 6 minutes.
 
     python bench/instructions.py [--json PATH]
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,7 @@ from _emulator import EmulatorProcess  # noqa: E402
 IN_FLIGHT = 32
 MODEL = "moonshotai/Kimi-K2.6"
 
-WORKLOAD = r'''
+WORKLOAD = r"""
 import json, sys, threading
 base, key, which, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 MODEL, IN_FLIGHT = %r, %d
@@ -80,7 +81,7 @@ else:
         assert future.result().tokens
     # No close(): joining threads at exit costs a varying number of instructions under valgrind
     # (more in a short run than in a long one), which the difference of two runs would not cancel.
-''' % (MODEL, IN_FLIGHT, HERE)
+""" % (MODEL, IN_FLIGHT, HERE)  # noqa: UP031
 
 
 def python_binary() -> str:
@@ -90,15 +91,20 @@ def python_binary() -> str:
 
 def env() -> Dict[str, str]:
     values = dict(os.environ)
-    values["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + values.get("PYTHONPATH", "")
+    values["PYTHONPATH"] = ROOT + os.pathsep + values.get("PYTHONPATH", "")
     values.pop("PYTHONDONTWRITEBYTECODE", None)
     values["PYTHONPYCACHEPREFIX"] = os.path.join(tempfile.gettempdir(), "sail-lite-bench-pycache")
     return values
 
 
 def instructions(args: Sequence[str]) -> int:
-    result = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python_binary(),
-                             *args], cwd=ROOT, env=env(), capture_output=True, text=True)
+    result = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python_binary(), *args],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
     found = re.search(r"Collected : (\d+)", result.stderr)
     if result.returncode != 0 or not found:
         raise RuntimeError("valgrind run failed: " + result.stderr[-2000:])
@@ -114,17 +120,32 @@ def measure() -> Dict[str, Any]:
         with EmulatorProcess(hooks=True, turn=0.0) as emu:
             for which in ("requests (bare)", "urllib3 (bare)", "sail_lite"):
                 # The smaller of two runs each: a run only ever picks up extra work (scheduling), never less.
-                small = min(instructions([script, emu.base_url, emu.api_key, which, "100"]) for _ in range(2))
-                large = min(instructions([script, emu.base_url, emu.api_key, which, "400"]) for _ in range(2))
+                small = min(
+                    instructions([script, emu.base_url, emu.api_key, which, "100"])
+                    for _ in range(2)
+                )
+                large = min(
+                    instructions([script, emu.base_url, emu.api_key, which, "400"])
+                    for _ in range(2)
+                )
                 per_sample[which] = (large - small) / 300.0
     client = "import sail_lite; sail_lite.Client('sk-bench', base_url='http://127.0.0.1:9/v1', environ={})"
     imports: Dict[str, int] = {}
-    for name, code in (("requests", "import requests"), ("sail_lite", "import sail_lite"), ("client", client)):
-        subprocess.run([python_binary(), "-c", code], cwd=ROOT, env=env(), check=True)  # warm the byte-code cache
+    for name, code in (
+        ("requests", "import requests"),
+        ("sail_lite", "import sail_lite"),
+        ("client", client),
+    ):
+        subprocess.run(
+            [python_binary(), "-c", code], cwd=ROOT, env=env(), check=True
+        )  # warm the byte-code cache
         imports[name] = instructions(["-c", code])
     bare = per_sample["requests (bare)"]
     return {
-        "per_sample": {name: {"instructions": count, "ratio": count / bare} for name, count in per_sample.items()},
+        "per_sample": {
+            name: {"instructions": count, "ratio": count / bare}
+            for name, count in per_sample.items()
+        },
         "imports": imports,
         "import_extra_ratio": (imports["sail_lite"] - imports["requests"]) / imports["requests"],
         "client_extra_ratio": (imports["client"] - imports["requests"]) / imports["requests"],
@@ -134,15 +155,23 @@ def measure() -> Dict[str, Any]:
 def print_table(result: Dict[str, Any]) -> None:
     print("Instructions per sample, 32 in flight (callgrind, emulator not counted):")
     for name, row in result["per_sample"].items():
-        print("  {:<16} {:8.0f} k instructions  {:5.2f}x bare requests".format(name, row["instructions"] / 1e3,
-                                                                            row["ratio"]))
+        print(
+            "  {:<16} {:8.0f} k instructions  {:5.2f}x bare requests".format(
+                name, row["instructions"] / 1e3, row["ratio"]
+            )
+        )
     imports = result["imports"]
     # import sail_lite alone does not load requests (the client loads on first use): the first Client() is the figure.
-    print("Instructions to import (byte-code caches warm): requests {:.0f} M; import sail_lite {:+.0f} M ({:+.0%} of "
-          "requests'); with the first Client() {:+.0f} M ({:+.0%})".format(
-              imports["requests"] / 1e6, (imports["sail_lite"] - imports["requests"]) / 1e6,
-              result["import_extra_ratio"], (imports["client"] - imports["requests"]) / 1e6,
-              result["client_extra_ratio"]))
+    print(
+        "Instructions to import (byte-code caches warm): requests {:.0f} M; import sail_lite {:+.0f} M ({:+.0%} of "
+        "requests'); with the first Client() {:+.0f} M ({:+.0%})".format(
+            imports["requests"] / 1e6,
+            (imports["sail_lite"] - imports["requests"]) / 1e6,
+            result["import_extra_ratio"],
+            (imports["client"] - imports["requests"]) / 1e6,
+            result["client_extra_ratio"],
+        )
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

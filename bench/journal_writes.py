@@ -6,6 +6,7 @@ the same WAL file; and a whole journaled run_map (claim, accepted, result per
 item) with synchronous=NORMAL vs FULL. Compare the ratios, not the absolute
 numbers (the machine is shared).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from sail_lite.journal import Journal, JournalEntry, encode_result  # noqa: E402
 from sail_lite.pipeline import run_map  # noqa: E402
@@ -26,14 +27,18 @@ THREADS, PER_THREAD = 8, 500
 
 def prepared(path: str) -> None:
     with Journal(path) as journal:
-        journal.claim("bench", [JournalEntry("k{}".format(i), "f", i, "[]") for i in range(THREADS * PER_THREAD)])
+        journal.claim(
+            "bench", [JournalEntry(f"k{i}", "f", i, "[]") for i in range(THREADS * PER_THREAD)]
+        )
 
 
 def shared_connection(path: str) -> float:
     with Journal(path) as journal:
+
         def work(n: int) -> None:
             for i in range(n, THREADS * PER_THREAD, THREADS):
-                journal.record_result("k{}".format(i), {"i": i})
+                journal.record_result(f"k{i}", {"i": i})
+
         return timed(work)
 
 
@@ -46,10 +51,13 @@ def connection_per_thread(path: str) -> float:
         local.db = db
         for i in range(n, THREADS * PER_THREAD, THREADS):
             db.execute("BEGIN IMMEDIATE")
-            db.execute("UPDATE requests SET status='completed', result=? WHERE key=?",
-                       (encode_result({"i": i}), "k{}".format(i)))
+            db.execute(
+                "UPDATE requests SET status='completed', result=? WHERE key=?",
+                (encode_result({"i": i}), f"k{i}"),
+            )
             db.execute("COMMIT")
         db.close()
+
     return timed(work)
 
 
@@ -83,12 +91,15 @@ def main() -> None:
     prepared(b)
     shared = shared_connection(a)
     per_thread = connection_per_thread(b)
-    print("{} threads, result records/s: one connection + lock {:.0f}, a connection per thread {:.0f} "
-          "(ratio {:.2f})".format(THREADS, shared, per_thread, shared / per_thread))
+    print(
+        f"{THREADS} threads, result records/s: one connection + lock {shared:.0f}, a connection per thread {per_thread:.0f} "
+        f"(ratio {shared / per_thread:.2f})"
+    )
     normal = whole_run(os.path.join(folder, "n.db"), "NORMAL")
     full = whole_run(os.path.join(folder, "f.db"), "FULL")
-    print("journaled run_map items/s: synchronous=NORMAL {:.0f}, FULL {:.0f} (ratio {:.1f})".format(
-        normal, full, normal / full))
+    print(
+        f"journaled run_map items/s: synchronous=NORMAL {normal:.0f}, FULL {full:.0f} (ratio {normal / full:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ turn is seen at once; a 21 s one 19 s late).
 
     python bench/poll_delay.py [--quick] [--json PATH]
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,9 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _report  # noqa: E402
-from _emulator import EmulatorProcess  # noqa: E402
-
 import requests  # noqa: E402
+from _emulator import EmulatorProcess  # noqa: E402
 
 from sail_lite import Client  # noqa: E402
 
@@ -91,21 +91,39 @@ class Server:
         self.window_names: Dict[str, str] = {}
 
     def body(self, turn: float, spread: float, window: str, salt: int) -> Dict[str, Any]:
-        return dict(model=MODEL, input=PLACEHOLDER, raw_prompt_tokens=[1, 2, 3 + salt % 1000], max_output_tokens=2,
-                    background=True, metadata=self.metadata(turn, spread, window))
+        return dict(
+            model=MODEL,
+            input=PLACEHOLDER,
+            raw_prompt_tokens=[1, 2, 3 + salt % 1000],
+            max_output_tokens=2,
+            background=True,
+            metadata=self.metadata(turn, spread, window),
+        )
 
     def metadata(self, turn: float, spread: float, window: str) -> Dict[str, str]:
-        return {"completion_window": self.window_names.get(window, window), "bench_turn": repr(turn),
-                "bench_spread": repr(spread)}
+        return {
+            "completion_window": self.window_names.get(window, window),
+            "bench_turn": repr(turn),
+            "bench_spread": repr(spread),
+        }
 
     def resolve_windows(self, windows: Sequence[str]) -> Dict[str, str]:
         """The server's name for each window: today's catalogue first, then the older names."""
         fallbacks = {"balanced": ("balanced", "standard"), "flex": ("flex",)}
         for window in windows:
             for name in fallbacks.get(window, (window,)):
-                reply = self.session.post(self.emulator.base_url + "/responses", timeout=30, json=dict(
-                    model=MODEL, input=PLACEHOLDER, raw_prompt_tokens=[1], max_output_tokens=1, background=True,
-                    metadata={"completion_window": name, "bench_turn": "0"}))
+                reply = self.session.post(
+                    self.emulator.base_url + "/responses",
+                    timeout=30,
+                    json=dict(
+                        model=MODEL,
+                        input=PLACEHOLDER,
+                        raw_prompt_tokens=[1],
+                        max_output_tokens=1,
+                        background=True,
+                        metadata={"completion_window": name, "bench_turn": "0"},
+                    ),
+                )
                 if reply.status_code < 300:
                     self.window_names[window] = name
                     break
@@ -113,25 +131,36 @@ class Server:
 
     def readback(self, response_id: str) -> Tuple[float, int]:
         """``(end_at, polls before this read)`` from the server."""
-        body = self.session.get(self.emulator.base_url + "/responses/" + response_id, timeout=30).json()
+        body = self.session.get(
+            self.emulator.base_url + "/responses/" + response_id, timeout=30
+        ).json()
         return float(body["_bench_end_at"]), int(body["_bench_polls"]) - 1
 
 
 # --- the clients -------------------------------------------------------------------------------------------
 
-def run_sail_lite(server: Server, turn: float, spread: float, window: str, n: int, waves: int) -> List[List[Tuple[float, int]]]:
+
+def run_sail_lite(
+    server: Server, turn: float, spread: float, window: str, n: int, waves: int
+) -> List[List[Tuple[float, int]]]:
     out: List[List[Tuple[float, int]]] = []
     emu = server.emulator
-    with Client(emu.api_key, base_url=emu.base_url, environ={}, max_workers=min(16, max(1, n))) as client:
+    with Client(
+        emu.api_key, base_url=emu.base_url, environ={}, max_workers=min(16, max(1, n))
+    ) as client:
         for wave in range(waves):
             seen: Dict[int, float] = {}
             futures = []
             for i in range(n):
                 future = client.tokens.submit(
-                    [1, 2, 3 + (wave * n + i) % 1000], model=MODEL, max_tokens=2, logprobs=False,
+                    [1, 2, 3 + (wave * n + i) % 1000],
+                    model=MODEL,
+                    max_tokens=2,
+                    logprobs=False,
                     completion_window=server.window_names.get(window, window),
-                    metadata={"bench_turn": repr(turn), "bench_spread": repr(spread)})
-                future.add_done_callback(lambda _f, i=i: seen.__setitem__(i, time.time()))
+                    metadata={"bench_turn": repr(turn), "bench_spread": repr(spread)},
+                )
+                future.add_done_callback(lambda _f, i=i: seen.__setitem__(i, time.time()))  # noqa: B023
                 futures.append(future)
             wait_futures(futures)
             rows = []
@@ -142,7 +171,9 @@ def run_sail_lite(server: Server, turn: float, spread: float, window: str, n: in
     return out
 
 
-def run_naive(server: Server, turn: float, spread: float, window: str, n: int, waves: int) -> List[List[Tuple[float, int]]]:
+def run_naive(
+    server: Server, turn: float, spread: float, window: str, n: int, waves: int
+) -> List[List[Tuple[float, int]]]:
     """POST background, then every second GET until terminal: one thread per sample."""
     emu = server.emulator
     session = requests.Session()
@@ -154,8 +185,11 @@ def run_naive(server: Server, turn: float, spread: float, window: str, n: int, w
         rows: List[Optional[Tuple[float, int]]] = [None] * n
 
         def one(i: int) -> None:
-            created = session.post(emu.base_url + "/responses", json=server.body(turn, spread, window, wave * n + i),
-                                   timeout=30).json()
+            created = session.post(
+                emu.base_url + "/responses",
+                json=server.body(turn, spread, window, wave * n + i),  # noqa: B023
+                timeout=30,
+            ).json()
             while True:
                 time.sleep(NAIVE_INTERVAL)
                 body = session.get(emu.base_url + "/responses/" + created["id"], timeout=30).json()
@@ -163,7 +197,7 @@ def run_naive(server: Server, turn: float, spread: float, window: str, n: int, w
                     break
             done = time.time()
             end_at, polls = server.readback(created["id"])
-            rows[i] = (done - end_at, polls)
+            rows[i] = (done - end_at, polls)  # noqa: B023
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
         for thread in threads:
@@ -183,7 +217,9 @@ def sdk_available() -> bool:
     return hasattr(sail.tinker, "_poll_response_until_completed")
 
 
-def run_sdk(server: Server, turn: float, spread: float, window: str, n: int, waves: int) -> List[List[Tuple[float, int]]]:
+def run_sdk(
+    server: Server, turn: float, spread: float, window: str, n: int, waves: int
+) -> List[List[Tuple[float, int]]]:
     """The sail SDK completer's own create + poll, ``n`` concurrent awaits per wave."""
     import sail
     import sail.inference as inference
@@ -198,8 +234,12 @@ def run_sdk(server: Server, turn: float, spread: float, window: str, n: int, wav
         body = server.body(turn, spread, window, i)
         body.pop("background")
         created = await inference.responses.create.aio(background=True, **body)
-        await _poll_response_until_completed(response_id=created["id"], voyage=None, timeout=None,
-                                             poll_timeout=_DEFAULT_POLL_TIMEOUT_SECONDS)
+        await _poll_response_until_completed(
+            response_id=created["id"],
+            voyage=None,
+            timeout=None,
+            poll_timeout=_DEFAULT_POLL_TIMEOUT_SECONDS,
+        )
         return created["id"], time.time()
 
     async def wave_of(wave: int) -> List[Tuple[str, float]]:
@@ -221,36 +261,57 @@ def burst(server: Server, n: int, turn: float, rounds: int) -> Dict[str, Any]:
     emu = server.emulator
     times = []
     with Client(emu.api_key, base_url=emu.base_url, environ={}) as client:
-        for round_ in range(rounds):
+        for round_ in range(rounds):  # noqa: B007
             started = time.perf_counter()
-            futures = [client.tokens.submit([1, 2, 3 + i], model=MODEL, max_tokens=2, logprobs=False,
-                                            completion_window=server.window_names.get("balanced", "balanced"),
-                                            metadata={"bench_turn": repr(turn), "bench_spread": "0.0"})
-                       for i in range(n)]
+            futures = [
+                client.tokens.submit(
+                    [1, 2, 3 + i],
+                    model=MODEL,
+                    max_tokens=2,
+                    logprobs=False,
+                    completion_window=server.window_names.get("balanced", "balanced"),
+                    metadata={"bench_turn": repr(turn), "bench_spread": "0.0"},
+                )
+                for i in range(n)
+            ]
             wait_futures(futures)
             times.append(time.perf_counter() - started)
             for future in futures:
                 future.result()
-    return {"n": n, "turn": turn, "rounds": times, "best": min(times), "median": statistics.median(times)}
+    return {
+        "n": n,
+        "turn": turn,
+        "rounds": times,
+        "best": min(times),
+        "median": statistics.median(times),
+    }
 
 
 # --- the run ----------------------------------------------------------------------------------------------
 
 RUNNERS: Dict[str, Callable[..., List[List[Tuple[float, int]]]]] = {
-    "sail_lite": run_sail_lite, "naive 1 s": run_naive, "sail SDK": run_sdk,
+    "sail_lite": run_sail_lite,
+    "naive 1 s": run_naive,
+    "sail SDK": run_sdk,
 }
 
 
 def cells_for(turns: Sequence[float], sdk: bool) -> List[Tuple[str, float, float, str]]:
-    cells = [(client, turn, spread, window) for turn in turns for spread in SPREADS for window in WINDOWS
-             for client in ("sail_lite", "naive 1 s")]
+    cells = [
+        (client, turn, spread, window)
+        for turn in turns
+        for spread in SPREADS
+        for window in WINDOWS
+        for client in ("sail_lite", "naive 1 s")
+    ]
     if sdk:
         cells += [("sail SDK", turn, spread, SDK_WINDOW) for turn in turns for spread in SPREADS]
     return cells
 
 
-def run_cells(server: Server, cells: Sequence[Tuple[str, float, float, str]], n: int, waves: int
-              ) -> List[Dict[str, Any]]:
+def run_cells(
+    server: Server, cells: Sequence[Tuple[str, float, float, str]], n: int, waves: int
+) -> List[Dict[str, Any]]:
     results: List[Dict[str, Any]] = []
     errors: List[str] = []
 
@@ -259,17 +320,22 @@ def run_cells(server: Server, cells: Sequence[Tuple[str, float, float, str]], n:
         try:
             by_wave = RUNNERS[client](server, turn, spread, window, n, waves)
         except Exception as exc:  # a cell that fails is reported, not hidden
-            errors.append("{} {} s {}: {!r}".format(client, turn, window, exc))
+            errors.append(f"{client} {turn} s {window}: {exc!r}")
             return
         every = [row for rows in by_wave for row in rows]
         warm = [row for rows in by_wave[1:] for row in rows] or every
-        results.append({
-            "client": client, "turn": turn, "spread": spread, "window": window,
-            "all": summary([d for d, _ in every], [p for _, p in every]),
-            "cold": summary([d for d, _ in by_wave[0]], [p for _, p in by_wave[0]]),
-            "warm": summary([d for d, _ in warm], [p for _, p in warm]),
-            "raw": by_wave,
-        })
+        results.append(
+            {
+                "client": client,
+                "turn": turn,
+                "spread": spread,
+                "window": window,
+                "all": summary([d for d, _ in every], [p for _, p in every]),
+                "cold": summary([d for d, _ in by_wave[0]], [p for _, p in by_wave[0]]),
+                "warm": summary([d for d, _ in warm], [p for _, p in warm]),
+                "raw": by_wave,
+            }
+        )
 
     threads = [threading.Thread(target=one, args=(cell,)) for cell in cells]
     for thread in threads:
@@ -281,7 +347,9 @@ def run_cells(server: Server, cells: Sequence[Tuple[str, float, float, str]], n:
     return results
 
 
-def measure(quick: bool, n: int, waves: int, burst_n: int, burst_only: bool = False) -> Dict[str, Any]:
+def measure(
+    quick: bool, n: int, waves: int, burst_n: int, burst_only: bool = False
+) -> Dict[str, Any]:
     turns = [] if burst_only else [t for t in TURNS if not quick or t <= QUICK_MAX_TURN]
     sdk = sdk_available() and not burst_only
     if not sdk and not burst_only:
@@ -296,23 +364,51 @@ def measure(quick: bool, n: int, waves: int, burst_n: int, burst_only: bool = Fa
                 cells += run_cells(server, cells_for(group, sdk), n, waves)
         burst_result = burst(server, burst_n, 0.2, 3)
     cells.sort(key=lambda c: (c["turn"], c["spread"], c["window"], c["client"]))
-    return {"hooks": emulator.hooks, "window_names": names, "n": n, "waves": waves, "quick": quick,
-            "cells": cells, "burst": burst_result}
+    return {
+        "hooks": emulator.hooks,
+        "window_names": names,
+        "n": n,
+        "waves": waves,
+        "quick": quick,
+        "cells": cells,
+        "burst": burst_result,
+    }
 
 
 def print_table(result: Dict[str, Any]) -> None:
-    print("Poll delay after completion (s) and polls per sample; {} waves x {} samples per cell; "
-          "warm = waves 2+; server windows {}".format(result["waves"], result["n"], result["window_names"]))
-    print("  {:<10} {:>6} {:>5} {:<9} | {:>7} {:>7} {:>7} {:>6} | {:>7} {:>6}".format(
-        "client", "turn", "+-", "window", "median", "p90", "max", "polls", "cold md", "polls"))
+    print(
+        "Poll delay after completion (s) and polls per sample; {} waves x {} samples per cell; "
+        "warm = waves 2+; server windows {}".format(
+            result["waves"], result["n"], result["window_names"]
+        )
+    )
+    print(
+        "  {:<10} {:>6} {:>5} {:<9} | {:>7} {:>7} {:>7} {:>6} | {:>7} {:>6}".format(
+            "client", "turn", "+-", "window", "median", "p90", "max", "polls", "cold md", "polls"
+        )
+    )
     for cell in result["cells"]:
         warm, cold = cell["warm"], cell["cold"]
-        print("  {:<10} {:>6} {:>4.0f}% {:<9} | {:7.3f} {:7.3f} {:7.3f} {:6.1f} | {:7.3f} {:6.1f}".format(
-            cell["client"], cell["turn"], cell["spread"] * 100, cell["window"], warm["median"], warm["p90"],
-            warm["max"], warm["polls_mean"], cold["median"], cold["polls_mean"]))
+        print(
+            "  {:<10} {:>6} {:>4.0f}% {:<9} | {:7.3f} {:7.3f} {:7.3f} {:6.1f} | {:7.3f} {:6.1f}".format(
+                cell["client"],
+                cell["turn"],
+                cell["spread"] * 100,
+                cell["window"],
+                warm["median"],
+                warm["p90"],
+                warm["max"],
+                warm["polls_mean"],
+                cold["median"],
+                cold["polls_mean"],
+            )
+        )
     b = result["burst"]
-    print("  burst: {} samples of {} s turns submitted at once: all done in {:.3f} s best, {:.3f} s median".format(
-        b["n"], b["turn"], b["best"], b["median"]))
+    print(
+        "  burst: {} samples of {} s turns submitted at once: all done in {:.3f} s best, {:.3f} s median".format(
+            b["n"], b["turn"], b["best"], b["median"]
+        )
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -323,7 +419,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--burst", type=int, default=256)
     parser.add_argument("--burst-only", action="store_true", help="only the burst of 0.2 s turns")
     args = parser.parse_args(argv)
-    return _report.report(measure(args.quick, args.n, args.waves, args.burst, args.burst_only), print_table, args.json)
+    return _report.report(
+        measure(args.quick, args.n, args.waves, args.burst, args.burst_only), print_table, args.json
+    )
 
 
 if __name__ == "__main__":

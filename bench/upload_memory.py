@@ -9,6 +9,7 @@ Files are sparse, so they cost no disk.
 
 Prints a table and writes bench/results/upload_memory.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,13 +48,22 @@ print(size, hwm_kib() - before, time.perf_counter() - started)
 
 
 def measure(kind: str, path: str, base_url: str, key: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", CHILD, kind, path, base_url, key],
-                            capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, kind, path, base_url, key],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if result.returncode != 0:
-        raise SystemExit("{} upload failed:\n{}".format(kind, result.stderr))
+        raise SystemExit(f"{kind} upload failed:\n{result.stderr}")
     size, grown_kib, seconds = result.stdout.split()
-    return {"client": kind, "file_bytes": int(size), "peak_rss_growth_mib": int(grown_kib) / 1024,
-            "seconds": float(seconds), "mib_per_s": int(size) / float(seconds) / 2**20}
+    return {
+        "client": kind,
+        "file_bytes": int(size),
+        "peak_rss_growth_mib": int(grown_kib) / 1024,
+        "seconds": float(seconds),
+        "mib_per_s": int(size) / float(seconds) / 2**20,
+    }
 
 
 def sparse_file(folder: str, name: str, size: int) -> str:
@@ -66,7 +76,9 @@ def sparse_file(folder: str, name: str, size: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=4.0, help="size of the sail-lite upload")
-    parser.add_argument("--requests-mib", type=int, default=256, help="size of the requests files= upload")
+    parser.add_argument(
+        "--requests-mib", type=int, default=256, help="size of the requests files= upload"
+    )
     args = parser.parse_args()
     from sail_lite.emulator import EmulatorServer
 
@@ -79,17 +91,29 @@ def main() -> int:
         rows.append(measure("requests_files", small, server.base_url, server.api_key))
     print("{:<16} {:>14} {:>22} {:>10}".format("client", "file", "peak RSS growth", "MiB/s"))
     for row in rows:
-        print("{:<16} {:>10.0f} MiB {:>18.1f} MiB {:>10.0f}".format(
-            row["client"], row["file_bytes"] / 2**20, row["peak_rss_growth_mib"], row["mib_per_s"]))
+        print(
+            "{:<16} {:>10.0f} MiB {:>18.1f} MiB {:>10.0f}".format(
+                row["client"],
+                row["file_bytes"] / 2**20,
+                row["peak_rss_growth_mib"],
+                row["mib_per_s"],
+            )
+        )
     same_size = [r for r in rows if r["file_bytes"] == args.requests_mib * 2**20]
     ratio = same_size[1]["peak_rss_growth_mib"] / max(same_size[0]["peak_rss_growth_mib"], 0.1)
-    print("requests files= grows peak RSS {:.0f}x more than sail-lite on the same {} MiB file".format(
-        ratio, args.requests_mib))
-    print("sail-lite overhead on {:.1f} GiB: {:.1f} MiB (goal: < 8 MB)".format(
-        args.gib, rows[0]["peak_rss_growth_mib"]))
+    print(
+        f"requests files= grows peak RSS {ratio:.0f}x more than sail-lite on the same {args.requests_mib} MiB file"
+    )
+    print(
+        "sail-lite overhead on {:.1f} GiB: {:.1f} MiB (goal: < 8 MB)".format(
+            args.gib, rows[0]["peak_rss_growth_mib"]
+        )
+    )
     os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
     with open(os.path.join(os.path.dirname(__file__), "results", "upload_memory.json"), "w") as out:
-        json.dump({"when": time.time(), "rows": rows, "requests_over_sail_lite": ratio}, out, indent=2)
+        json.dump(
+            {"when": time.time(), "rows": rows, "requests_over_sail_lite": ratio}, out, indent=2
+        )
     return 0
 
 

@@ -5,6 +5,7 @@ replays the stored response (no new run), ``attach`` finds a response by id,
 cancelling a future cancels the response. Tests drive completion by hand
 (``auto=False``) or let every request finish at once.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -13,7 +14,12 @@ from collections import Counter
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Optional
 
-from sail_lite.errors import APIConnectionError, InvalidRequestError, NotFoundError, ResponseFailedError
+from sail_lite.errors import (
+    APIConnectionError,
+    InvalidRequestError,
+    NotFoundError,
+    ResponseFailedError,
+)
 
 
 class FakeFuture(Future):
@@ -41,7 +47,9 @@ class FakeService:
     def __init__(self, *, auto: bool = True) -> None:
         self.auto = auto
         self.lock = threading.Lock()
-        self.runs: Counter = Counter()  # inference runs per key (None keys counted under their response id)
+        self.runs: Counter = (
+            Counter()
+        )  # inference runs per key (None keys counted under their response id)
         self.by_key: Dict[str, str] = {}
         self.results: Dict[str, Any] = {}
         self.items: Dict[str, Any] = {}
@@ -66,7 +74,7 @@ class FakeService:
             if key is not None and key in self.by_key:
                 response_id = self.by_key[key]
             else:
-                response_id = "resp_{}".format(next(self._ids))
+                response_id = f"resp_{next(self._ids)}"
                 if key is not None:
                     self.by_key[key] = response_id
                 self.runs[key or response_id] += 1
@@ -81,7 +89,9 @@ class FakeService:
         with self.lock:
             self.attaches.append(response_id)
         if response_id in self.forgotten or response_id not in self.results:
-            future.set_exception(NotFoundError("no such response", status=404, response_id=response_id))
+            future.set_exception(
+                NotFoundError("no such response", status=404, response_id=response_id)
+            )
             return future
         future.response_id = response_id
         self._track(future)
@@ -110,16 +120,21 @@ class FakeService:
         if response_id in self.cancelled_ids:
             return
         if item == "fail":
-            future.set_exception(ResponseFailedError("response {} failed".format(response_id), code="server_error",
-                                                     response_id=response_id))
+            future.set_exception(
+                ResponseFailedError(
+                    f"response {response_id} failed", code="server_error", response_id=response_id
+                )
+            )
         elif item == "flaky":
             future.set_exception(APIConnectionError("connection reset"))
         else:
             future.set_result(self.results[response_id])
 
-    def complete_all(self, order: Optional[Callable[[List[FakeFuture]], List[FakeFuture]]] = None) -> None:
+    def complete_all(
+        self, order: Optional[Callable[[List[FakeFuture]], List[FakeFuture]]] = None
+    ) -> None:
         with self.lock:
             todo = list(self.open)
-        for future in (order(todo) if order else todo):
+        for future in order(todo) if order else todo:
             if not future.done():
                 self.complete(future)

@@ -7,6 +7,7 @@ process itself would not be safe). The child is still a process of its own: a SI
 alone, and its exit status is what the worker's ``main`` returned (130 after Ctrl-C), as with
 ``python -m``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,11 +37,13 @@ def _child(module: str, argv: List[str], output_path: str) -> None:
     sys.exit(importlib.import_module(module).main(argv))
 
 
-def start(module: str, argv: List[str], output_path) -> "multiprocessing.process.BaseProcess":
+def start(module: str, argv: List[str], output_path) -> multiprocessing.process.BaseProcess:
     """Start ``module.main(argv)`` in a forked child; its stdout and stderr go to ``output_path``."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)  # read once, when the server starts
-    process = context.Process(target=_child, args=(module, [str(a) for a in argv], str(output_path)))
+    process = context.Process(
+        target=_child, args=(module, [str(a) for a in argv], str(output_path))
+    )
     process.start()
     return process
 
@@ -52,6 +55,6 @@ def run(module: str, argv: List[str], output_path, timeout: float = 120) -> Fini
     if process.exitcode is None:
         process.kill()
         process.join()
-        raise AssertionError("{} {} did not finish within {} s".format(module, argv, timeout))
+        raise AssertionError(f"{module} {argv} did not finish within {timeout} s")
     with open(str(output_path)) as handle:
         return Finished(process.exitcode, handle.read())

@@ -12,6 +12,7 @@ KILL makes it die on purpose at a precise point (``kind:K``, K counted from 1):
 - ``sigint:K``   SIGINT (Ctrl-C) to itself after K results were consumed; exits 130;
 - ``none``       run to the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,10 @@ class KillingJournal(Journal):
     def record_result(self, key: str, result, response_id=None) -> None:
         if self.kind == "writing" and self.counter.hit() == self.at:
             with self._transaction() as db:
-                db.execute("UPDATE requests SET status = 'completed', result = ? WHERE key = ?",
-                           (encode_result(result), key))
+                db.execute(
+                    "UPDATE requests SET status = 'completed', result = ? WHERE key = ?",
+                    (encode_result(result), key),
+                )
                 _die()
         super().record_result(key, result, response_id)
         if self.kind == "result" and self.counter.hit() == self.at:
@@ -73,10 +76,18 @@ def main(argv) -> int:
     on_interrupt = argv[6] if len(argv) > 6 else None
     kind, _, at = kill.partition(":")
     at_n = int(at or 0)
-    client = Client(api_key, base_url=base_url, environ={},
-                    poll=PollPolicy(initial_interval=0.01, multiplier=1.5, default_max_interval=0.05,
-                                    max_interval={"priority": 0.05}),
-                    retry=RetryPolicy(initial_delay=0.01, max_delay=0.05))
+    client = Client(
+        api_key,
+        base_url=base_url,
+        environ={},
+        poll=PollPolicy(
+            initial_interval=0.01,
+            multiplier=1.5,
+            default_max_interval=0.05,
+            max_interval={"priority": 0.05},
+        ),
+        retry=RetryPolicy(initial_delay=0.01, max_delay=0.05),
+    )
     journal = KillingJournal(journal_path, kind, at_n)
     submitted = _Counter()
     tokens = client.tokens
@@ -91,10 +102,24 @@ def main(argv) -> int:
     tokens.submit = submit  # type: ignore[method-assign]
     results = []
     try:
-        for result in map_tokens(client, prompts(int(n)), journal=journal, job="crash-test", model=MODEL,
-                                 max_tokens=6, max_in_flight=8, on_interrupt=on_interrupt):
-            results.append([list(result.tokens), list(result.logprobs or ()), result.stop_reason,
-                            result.response_id])
+        for result in map_tokens(
+            client,
+            prompts(int(n)),
+            journal=journal,
+            job="crash-test",
+            model=MODEL,
+            max_tokens=6,
+            max_in_flight=8,
+            on_interrupt=on_interrupt,
+        ):
+            results.append(
+                [
+                    list(result.tokens),
+                    list(result.logprobs or ()),
+                    result.stop_reason,
+                    result.response_id,
+                ]
+            )
             if kind == "sigint" and len(results) == at_n:
                 os.kill(os.getpid(), signal.SIGINT)
     except KeyboardInterrupt:

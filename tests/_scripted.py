@@ -5,6 +5,7 @@ without end, or invents statuses) is a test fixture, not an emulator
 feature: each test hands ``ScriptedServer`` a function that writes the raw
 reply for each request.
 """
+
 from __future__ import annotations
 
 import socket
@@ -29,9 +30,9 @@ class ScriptedServer:
         self._threads: List[threading.Thread] = []
         self._connections: List[socket.socket] = []
         self._stopped = threading.Event()
-        self.base_url = "http://127.0.0.1:{}/v1".format(self._listener.getsockname()[1])
+        self.base_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         self._accepting = threading.Thread(target=self._accept, daemon=True)
         self._accepting.start()
         return self
@@ -90,7 +91,10 @@ class ScriptedServer:
 
 
 def respond(connection: socket.socket, status: int, body: bytes, headers: dict = None) -> None:
-    head = ["HTTP/1.1 {} X".format(status), "Content-Length: {}".format(len(body)),
-            "Content-Type: application/json"]
-    head += ["{}: {}".format(k, v) for k, v in (headers or {}).items()]
+    head = [
+        f"HTTP/1.1 {status} X",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/json",
+    ]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
     connection.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)

@@ -1,4 +1,5 @@
 """A text stream that says whether it is a terminal: what the CLI's output and progress decide by."""
+
 import io
 
 __all__ = ["Stream"]

@@ -15,6 +15,7 @@ Each runs its own threads and, on :meth:`close`, shuts every connection
 down and joins every thread it started (``threads_alive`` says whether any
 survived).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -26,8 +27,16 @@ from typing import Dict, List, Optional, Tuple
 
 __all__ = ["TLSForwarder", "ForwardProxy"]
 
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
-               "transfer-encoding", "upgrade"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -70,7 +79,7 @@ class _Threads:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            for action in (lambda: socket.socket.shutdown(sock, socket.SHUT_RDWR), sock.close):
+            for action in (lambda: socket.socket.shutdown(sock, socket.SHUT_RDWR), sock.close):  # noqa: B023
                 try:
                     action()
                 except (OSError, ValueError):
@@ -110,7 +119,7 @@ class TLSForwarder:
 
     @property
     def url(self) -> str:
-        return "https://127.0.0.1:{}".format(self.port)
+        return f"https://127.0.0.1:{self.port}"
 
     def _accept_loop(self) -> None:
         while not self._closed.is_set():
@@ -159,7 +168,9 @@ class TLSForwarder:
     def wait_for_handshakes(self, count: int, timeout: float = 10.0) -> bool:
         """Block until ``count`` handshakes (either outcome) are over; the server side may finish after the client."""
         with self._handshakes:
-            return self._handshakes.wait_for(lambda: self.handshakes_ok + self.handshakes_failed >= count, timeout)
+            return self._handshakes.wait_for(
+                lambda: self.handshakes_ok + self.handshakes_failed >= count, timeout
+            )
 
     def close(self) -> None:
         self._closed.set()
@@ -170,7 +181,7 @@ class TLSForwarder:
     def threads_alive(self) -> int:
         return self._threads.alive
 
-    def __enter__(self) -> "TLSForwarder":
+    def __enter__(self) -> TLSForwarder:
         return self
 
     def __exit__(self, *exc_info) -> None:  # type: ignore[no-untyped-def]
@@ -236,7 +247,7 @@ class ForwardProxy:
                 with proxy._lock:
                     proxy.forwarded += 1
                     proxy.seen.append((self.command, self.path, dict(headers)))
-                rest = self.path[len("http://"):]
+                rest = self.path[len("http://") :]
                 hostport, _, path = rest.partition("/")
                 host, _, port = hostport.partition(":")
                 upstream = http.client.HTTPConnection(host, int(port or 80), timeout=30)
@@ -260,13 +271,17 @@ class ForwardProxy:
         self._server.daemon_threads = False
         self._server.block_on_close = True  # server_close() joins the per-request threads
         self.port = self._server.server_address[1]
-        self._serve_thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                              daemon=True, name="test-forward-proxy")
+        self._serve_thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name="test-forward-proxy",
+        )
         self._serve_thread.start()
 
     @property
     def url(self) -> str:
-        return "http://127.0.0.1:{}".format(self.port)
+        return f"http://127.0.0.1:{self.port}"
 
     def headers_of(self, method: str, path_suffix: str) -> Optional[Dict[str, str]]:
         """The headers of the last relayed ``method`` request whose URL ends with ``path_suffix``."""
@@ -284,11 +299,14 @@ class ForwardProxy:
 
     @property
     def threads_alive(self) -> int:
-        handlers = [t for t in threading.enumerate()
-                    if getattr(getattr(t, "_target", None), "__self__", None) is self._server]
+        handlers = [
+            t
+            for t in threading.enumerate()
+            if getattr(getattr(t, "_target", None), "__self__", None) is self._server
+        ]
         return self._threads.alive + len(handlers) + self._serve_thread.is_alive()
 
-    def __enter__(self) -> "ForwardProxy":
+    def __enter__(self) -> ForwardProxy:
         return self
 
     def __exit__(self, *exc_info) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
 """Bad arguments are caught before any I/O, with messages that say what to change."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,10 +28,20 @@ GOOD = dict(model="moonshotai/Kimi-K2.6", max_tokens=8)
         ({"lora": "a", "tinker_lora_signed_url": URL, "adapter_config": {}}, "not both"),
         ({"tinker_lora_signed_url": URL}, "needs adapter_config"),
         ({"tinker_lora_signed_url": "ftp://x", "adapter_config": {}}, "http"),
-        ({"tinker_lora_signed_url": URL, "adapter_config": "{not json"}, "adapter_config is not valid JSON"),
+        (
+            {"tinker_lora_signed_url": URL, "adapter_config": "{not json"},
+            "adapter_config is not valid JSON",
+        ),
         ({"tinker_lora_signed_url": URL, "adapter_config": "[1, 2]"}, "must be a JSON object"),
         ({"lora": "funny", "completion_window": "asap"}, "cannot use the asap"),
-        ({"tinker_lora_signed_url": URL, "adapter_config": {"r": 8}, "completion_window": "asap"}, "cannot use the asap"),
+        (
+            {
+                "tinker_lora_signed_url": URL,
+                "adapter_config": {"r": 8},
+                "completion_window": "asap",
+            },
+            "cannot use the asap",
+        ),
     ],
 )
 def test_sampling_options_are_checked(overrides, message):
@@ -40,8 +51,13 @@ def test_sampling_options_are_checked(overrides, message):
 
 def test_sampling_body_follows_the_raw_token_wire_format():
     options = validate_sampling_options(
-        model="m", max_tokens=16, temperature=0.5, tinker_lora_signed_url=URL,
-        adapter_config='{"r": 8, "peft_type": "LORA"}', tinker_lora_name="step-7", metadata={"team": {"a": 1}},
+        model="m",
+        max_tokens=16,
+        temperature=0.5,
+        tinker_lora_signed_url=URL,
+        adapter_config='{"r": 8, "peft_type": "LORA"}',
+        tinker_lora_name="step-7",
+        metadata={"team": {"a": 1}},
     )
     body = options.body([5, 6, 7], stop=["\n"], max_tokens=64)
     assert body == {
@@ -63,11 +79,15 @@ def test_sampling_body_follows_the_raw_token_wire_format():
         },
     }
     assert options.body([1], stop=None, max_tokens=4)["max_output_tokens"] == 4
-    assert "include" not in validate_sampling_options(model="m", max_tokens=1, logprobs=False).body([1], None)
+    assert "include" not in validate_sampling_options(model="m", max_tokens=1, logprobs=False).body(
+        [1], None
+    )
 
 
 def test_sampling_options_repr_hides_the_signed_query():
-    options = validate_sampling_options(model="m", max_tokens=1, tinker_lora_signed_url=URL, adapter_config={})
+    options = validate_sampling_options(
+        model="m", max_tokens=1, tinker_lora_signed_url=URL, adapter_config={}
+    )
     assert "secret" not in repr(options) and "sig.tar?<redacted>" in repr(options)
 
 
@@ -97,7 +117,14 @@ def test_prompt_tokens_accept_any_iterable_of_ints():
 
 @pytest.mark.parametrize(
     "stop, expected",
-    [(None, None), ("\n", ["\n"]), (["a", "b"], ["a", "b"]), ([1, 2], [1, 2]), ((3,), [3]), ([], None)],
+    [
+        (None, None),
+        ("\n", ["\n"]),
+        (["a", "b"], ["a", "b"]),
+        ([1, 2], [1, 2]),
+        ((3,), [3]),
+        ([], None),
+    ],
 )
 def test_stop_normalization(stop, expected):
     assert normalize_stop(stop) == expected
@@ -113,10 +140,19 @@ def test_stop_rejects_mixtures_and_junk(stop):
     "kwargs, expected",
     [
         ({"metadata": None}, None),
-        ({"metadata": {"a": "b", "n": 3, "f": True, "d": {"y": 1, "x": [2]}, "skip": None}},
-         {"a": "b", "n": "3", "f": "true", "d": '{"x":[2],"y":1}'}),
-        ({"metadata": {"lora": "old"}, "lora": "new", "completion_window": "flex", "background": True},
-         {"lora": "new", "completion_window": "flex"}),
+        (
+            {"metadata": {"a": "b", "n": 3, "f": True, "d": {"y": 1, "x": [2]}, "skip": None}},
+            {"a": "b", "n": "3", "f": "true", "d": '{"x":[2],"y":1}'},
+        ),
+        (
+            {
+                "metadata": {"lora": "old"},
+                "lora": "new",
+                "completion_window": "flex",
+                "background": True,
+            },
+            {"lora": "new", "completion_window": "flex"},
+        ),
     ],
 )
 def test_build_metadata(kwargs, expected):
@@ -129,7 +165,10 @@ def test_build_metadata(kwargs, expected):
     [
         ({"metadata": {"completion_window": "asap", "lora": "x"}}, "asap"),
         ({"metadata": None, "lora": "x", "completion_window": "asap"}, "asap"),
-        ({"metadata": None, "completion_window": "flex", "background": False}, "flex completion window needs background"),
+        (
+            {"metadata": None, "completion_window": "flex", "background": False},
+            "flex completion window needs background",
+        ),
         ({"metadata": None, "completion_window": "soon"}, "not one of"),
         ({"metadata": {1: "a"}}, "keys must be strings"),
         ({"metadata": {"a": object()}}, "must be a string"),
@@ -153,7 +192,10 @@ def test_environment_is_read_once_in_the_constructor():
     client = Client(environ=env)
     env["SAIL_BASE_URL"] = "http://elsewhere/v1"
     assert client.base_url == "http://127.0.0.1:9/v1"
-    assert Client("explicit", base_url="https://x.invalid/v1", environ=env).base_url == "https://x.invalid/v1"
+    assert (
+        Client("explicit", base_url="https://x.invalid/v1", environ=env).base_url
+        == "https://x.invalid/v1"
+    )
 
 
 @pytest.mark.parametrize("url", ["ftp://x/v1", "api.sail.com/v1", "https://x/v1?key=secret"])
@@ -179,13 +221,19 @@ def test_repr_and_pickle_never_show_the_key_but_keep_it():
     assert clone.retry == client.retry and clone.timeout == client.timeout
 
 
-@pytest.mark.parametrize("environ, expected", [
-    ({"SAIL_API_URL": "http://sail.local:8000"}, "http://sail.local:8000/v1"),
-    ({"SAIL_API_URL": "http://sail.local:8000/"}, "http://sail.local:8000/v1"),
-    ({"SAIL_API_URL": "http://sail.local:8000/v1"}, "http://sail.local:8000/v1"),
-    ({"SAIL_API_URL": "http://sdk.local", "SAIL_BASE_URL": "http://mine.local/v1"}, "http://mine.local/v1"),
-    ({}, "https://api.sailresearch.com/v1"),
-])
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({"SAIL_API_URL": "http://sail.local:8000"}, "http://sail.local:8000/v1"),
+        ({"SAIL_API_URL": "http://sail.local:8000/"}, "http://sail.local:8000/v1"),
+        ({"SAIL_API_URL": "http://sail.local:8000/v1"}, "http://sail.local:8000/v1"),
+        (
+            {"SAIL_API_URL": "http://sdk.local", "SAIL_BASE_URL": "http://mine.local/v1"},
+            "http://mine.local/v1",
+        ),
+        ({}, "https://api.sailresearch.com/v1"),
+    ],
+)
 def test_the_official_sdks_sail_api_url_is_honoured_after_sail_base_url(environ, expected):
     from sail_lite import Client
 

@@ -1,4 +1,5 @@
 """Progress output: redrawn in place on a terminal, whole lines on a pipe or in CI."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,12 @@ def test_a_pipe_gets_a_line_per_step_and_no_carriage_return():
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
     assert len(lines) == 11  # 0%, 10%, ..., 100%
-    assert [line.split("]")[1].split("%")[0].strip() for line in lines] == [str(p) for p in range(0, 101, 10)]
-    assert all(line.startswith("uploading [") for line in lines) and lines[-1].endswith("2.0/2.0 MB")
+    assert [line.split("]")[1].split("%")[0].strip() for line in lines] == [
+        str(p) for p in range(0, 101, 10)
+    ]
+    assert all(line.startswith("uploading [") for line in lines) and lines[-1].endswith(
+        "2.0/2.0 MB"
+    )
 
 
 def test_items_on_a_pipe_are_a_line_each():
@@ -35,15 +40,23 @@ def test_items_on_a_pipe_are_a_line_each():
     bar = ProgressBar("sampling", stream, in_bytes=False)
     for done in range(1, 5):
         bar(done, 4)
-    assert [line.split()[-1] for line in stream.getvalue().splitlines()] == ["1/4", "2/4", "3/4", "4/4"]
+    assert [line.split()[-1] for line in stream.getvalue().splitlines()] == [
+        "1/4",
+        "2/4",
+        "3/4",
+        "4/4",
+    ]
 
 
-@pytest.mark.parametrize("tty, environ, expected", [
-    (True, {}, True),
-    (False, {}, False),
-    (True, {"CI": "true"}, False),
-    (True, {"TERM": "dumb"}, False),
-])
+@pytest.mark.parametrize(
+    "tty, environ, expected",
+    [
+        (True, {}, True),
+        (False, {}, False),
+        (True, {"CI": "true"}, False),
+        (True, {"TERM": "dumb"}, False),
+    ],
+)
 def test_interactive_means_a_tty_outside_ci(tty, environ, expected):
     assert interactive(Stream(tty), environ) is expected
 

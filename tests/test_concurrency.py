@@ -1,4 +1,5 @@
 """Threads, forks, pickles and logs: the client in a real pipeline."""
+
 from __future__ import annotations
 
 import logging
@@ -21,10 +22,13 @@ MODEL = "moonshotai/Kimi-K2.6"
 def test_64_threads_share_one_client_without_pool_warnings(emulator, caplog):
     caplog.set_level(logging.WARNING, logger="urllib3")
     with make_client(emulator, max_workers=8) as client:
-        def work(i):
-            return client.responses.create(model=MODEL, input="hi {}".format(i), max_output_tokens=4).id
 
-        with ThreadPoolExecutor(64) as pool:  # 64 callers, 8 connections: each waits its turn for one
+        def work(i):
+            return client.responses.create(model=MODEL, input=f"hi {i}", max_output_tokens=4).id
+
+        with ThreadPoolExecutor(
+            64
+        ) as pool:  # 64 callers, 8 connections: each waits its turn for one
             ids = list(pool.map(work, range(128)))
     assert len(set(ids)) == 128
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
@@ -38,8 +42,10 @@ def _child_uses_inherited_client(client, queue):
         queue.put(("error", repr(exc)))
 
 
-@pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
-                    reason="needs fork")
+@pytest.mark.skipif(
+    sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
+    reason="needs fork",
+)
 # Forking a process with live threads is the point of this test (3.12+ warns that it is risky in general).
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_rebuilds_its_session(emulator):
@@ -61,8 +67,10 @@ def _child_key(client, queue):
     queue.put(client._requester.new_idempotency_key())
 
 
-@pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
-                    reason="needs fork")
+@pytest.mark.skipif(
+    sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
+    reason="needs fork",
+)
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_idempotency_keys_are_unique_and_a_forked_child_never_reuses_the_parents(emulator):
     # Keys are read from os.urandom in batches: a child inherits the parent's unread ones, and must drop them.
@@ -70,8 +78,10 @@ def test_idempotency_keys_are_unique_and_a_forked_child_never_reuses_the_parents
         requester = client._requester
         first = [requester.new_idempotency_key() for _ in range(3 * requester.KEYS_PER_READ)]
         assert len(set(first)) == len(first)
-        assert all(key.startswith("sail-lite-") and len(key) == len("sail-lite-") + 32 for key in first)
-        int(first[0][len("sail-lite-"):], 16)
+        assert all(
+            key.startswith("sail-lite-") and len(key) == len("sail-lite-") + 32 for key in first
+        )
+        int(first[0][len("sail-lite-") :], 16)
         context = multiprocessing.get_context("fork")
         queue = context.Queue()
         child = context.Process(target=_child_key, args=(client, queue))
@@ -84,10 +94,14 @@ def test_idempotency_keys_are_unique_and_a_forked_child_never_reuses_the_parents
 
 def test_a_pickled_client_works_in_a_spawned_process(emulator):
     with make_client(emulator) as client:
-        expected = client.tokens.sample([1, 2, 3], model=MODEL, max_tokens=3, temperature=0.0).tokens
+        expected = client.tokens.sample(
+            [1, 2, 3], model=MODEL, max_tokens=3, temperature=0.0
+        ).tokens
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
-        process = context.Process(target=sample_with_a_pickled_client, args=(pickle.dumps(client), queue, MODEL))
+        process = context.Process(
+            target=sample_with_a_pickled_client, args=(pickle.dumps(client), queue, MODEL)
+        )
         process.start()
         got = queue.get(timeout=60)
         process.join(30)
@@ -102,9 +116,18 @@ def test_debug_logs_never_show_keys_bodies_or_signed_queries(emulator, caplog, t
     url = emulator.publish_tinker_checkpoint(make_adapter(tmp_path / "a"), ttl_seconds=60)
     emulator.faults.add(Fault("error", method="POST", path="/v1/responses", status=503, times=1))
     with make_client(emulator, sleep=lambda s: None) as client:
-        client.tokens.sample([9, 9, 9], model=MODEL, max_tokens=4, tinker_lora_signed_url=url,
-                             adapter_config={"r": 8, "peft_type": "LORA", "task_type": "CAUSAL_LM",
-                                             "base_model_name_or_path": MODEL})
+        client.tokens.sample(
+            [9, 9, 9],
+            model=MODEL,
+            max_tokens=4,
+            tinker_lora_signed_url=url,
+            adapter_config={
+                "r": 8,
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "base_model_name_or_path": MODEL,
+            },
+        )
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "POST /responses -> 503 (attempt 1" in text
     assert "retry 1/2 in" in text

@@ -1,4 +1,5 @@
 """Exactly once, nothing hangs, nothing floods memory, nothing leaks: the edges of the request loop."""
+
 from __future__ import annotations
 
 import gzip
@@ -37,14 +38,22 @@ def Fault(*args, **kwargs):
 
 
 def scripted_client(server, **overrides):
-    options = dict(base_url=server.base_url, poll=FAST_POLL, retry=FAST_RETRY, rng=random.Random(0), environ={})
+    options = dict(
+        base_url=server.base_url, poll=FAST_POLL, retry=FAST_RETRY, rng=random.Random(0), environ={}
+    )
     options.update(overrides)
     return Client("sk-test", **options)
 
 
 def response_json(status, **extra):
-    payload = {"id": "resp_1", "object": "response", "status": status, "model": MODEL, "output": [],
-               "metadata": {}}
+    payload = {
+        "id": "resp_1",
+        "object": "response",
+        "status": status,
+        "model": MODEL,
+        "output": [],
+        "metadata": {},
+    }
     payload.update(extra)
     return json.dumps(payload).encode()
 
@@ -74,12 +83,16 @@ def test_a_give_up_carries_the_key_and_resending_with_it_replays(emulator):
         key = info.value.idempotency_key
         assert key and key.startswith("sail-lite-") and info.value.attempts == 3
         assert key in str(info.value)
-        response = client.responses.create(model=MODEL, input="hello", background=True, idempotency_key=key)
+        response = client.responses.create(
+            model=MODEL, input="hello", background=True, idempotency_key=key
+        )
         assert client.responses.wait(response.id).status == "completed"
     assert emulator.stats()["inference_runs"] == 1
 
 
-def test_a_sync_create_that_comes_back_unfinished_is_waited_on_and_an_unknown_status_is_logged_once(caplog):
+def test_a_sync_create_that_comes_back_unfinished_is_waited_on_and_an_unknown_status_is_logged_once(
+    caplog,
+):
     polls = []
 
     def reply(request, connection):
@@ -88,8 +101,14 @@ def test_a_sync_create_that_comes_back_unfinished_is_waited_on_and_an_unknown_st
             return
         polls.append(request.path)
         status = "thinking" if len(polls) < 3 else "completed"
-        respond(connection, 200, response_json(status, output=[
-            {"type": "message", "content": [{"type": "output_text", "text": "done"}]}]))
+        respond(
+            connection,
+            200,
+            response_json(
+                status,
+                output=[{"type": "message", "content": [{"type": "output_text", "text": "done"}]}],
+            ),
+        )
 
     with ScriptedServer(reply) as server, scripted_client(server) as client:
         with caplog.at_level("WARNING", logger="sail_lite"):
@@ -106,12 +125,14 @@ def test_a_sync_create_that_comes_back_unfinished_is_waited_on_and_an_unknown_st
 def drip(what):
     """A server that sends its reply one byte every 50 ms: headers (``what="headers"``) or body."""
     body = response_json("completed")
-    head = "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n".format(len(body))
+    head = (
+        f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nContent-Type: application/json\r\n\r\n"
+    )
 
     def reply(request, connection):
         slow, fast = (head.encode(), body) if what == "headers" else (b"", head.encode())
         connection.sendall(fast if what == "body" else b"")
-        for byte in (slow if what == "headers" else body):
+        for byte in slow if what == "headers" else body:
             time.sleep(0.05)
             connection.sendall(bytes([byte]))
         if what == "headers":
@@ -123,8 +144,9 @@ def drip(what):
 @pytest.mark.parametrize("what", ["headers", "body"])
 def test_a_dripping_server_cannot_hold_an_attempt_past_its_time_bound(what):
     timeout = Timeout(connect=1.0, read=0.4)
-    with ScriptedServer(drip(what)) as server, scripted_client(server, timeout=timeout,
-                                                                retry=RetryPolicy(max_retries=0)) as client:
+    with ScriptedServer(drip(what)) as server, scripted_client(
+        server, timeout=timeout, retry=RetryPolicy(max_retries=0)
+    ) as client:
         # Without the bound the drip ends in a complete reply (~10 s): no error at all, so raising proves it.
         with pytest.raises(APITimeoutError) as info:
             client.responses.retrieve("resp_1")
@@ -133,7 +155,9 @@ def test_a_dripping_server_cannot_hold_an_attempt_past_its_time_bound(what):
 
 def test_a_deadline_stops_a_dripping_body_too():
     with ScriptedServer(drip("body")) as server, scripted_client(server) as client:
-        with pytest.raises((DeadlineExceededError, APITimeoutError)):  # the drip alone would succeed
+        with pytest.raises(
+            (DeadlineExceededError, APITimeoutError)
+        ):  # the drip alone would succeed
             client.responses.retrieve("resp_1", deadline=0.3)
 
 
@@ -147,10 +171,14 @@ def test_a_gzip_bomb_is_refused_after_max_response_bytes_decoded():
     def reply(request, connection):
         respond(connection, 200, bomb, {"Content-Encoding": "gzip"})
 
-    with ScriptedServer(reply) as server, scripted_client(server, max_response_bytes=1024 * 1024) as client:
+    with ScriptedServer(reply) as server, scripted_client(
+        server, max_response_bytes=1024 * 1024
+    ) as client:
         with pytest.raises(ResponseTooLargeError) as info:
             client.models.list()
-    assert "max_response_bytes=1048576" in str(info.value) and isinstance(info.value, MalformedResponseError)
+    assert "max_response_bytes=1048576" in str(info.value) and isinstance(
+        info.value, MalformedResponseError
+    )
 
 
 @pytest.mark.parametrize("status", [200, 500])
@@ -160,7 +188,9 @@ def test_deeply_nested_json_is_a_typed_error(status):
     def reply(request, connection):
         respond(connection, status, nested)
 
-    with ScriptedServer(reply) as server, scripted_client(server, retry=RetryPolicy(max_retries=0)) as client:
+    with ScriptedServer(reply) as server, scripted_client(
+        server, retry=RetryPolicy(max_retries=0)
+    ) as client:
         with pytest.raises(MalformedResponseError if status == 200 else ServerError) as info:
             client.models.list()
     assert info.value.status == status
@@ -174,12 +204,20 @@ SIGNED = "https://store.example/ckpt.tar?X-Signature=topsecret&Expires=1"
 
 
 def test_signed_url_queries_never_show_in_a_repr_a_pickle_or_an_error_pickle():
-    response = Response.from_dict({"id": "resp_9", "status": "failed", "metadata": {"lora": SIGNED},
-                                   "error": {"message": "could not download " + SIGNED, "code": "lora_load_failed"}})
+    response = Response.from_dict(
+        {
+            "id": "resp_9",
+            "status": "failed",
+            "metadata": {"lora": SIGNED},
+            "error": {"message": "could not download " + SIGNED, "code": "lora_load_failed"},
+        }
+    )
     assert response.metadata["lora"] == SIGNED  # the value stays reachable for code that needs it
     assert "topsecret" not in repr(response) and "topsecret" not in str(response)
     clone = pickle.loads(pickle.dumps(response))
-    assert "topsecret" not in json.dumps(clone.raw) and clone.metadata["lora"].startswith("https://store.example/")
+    assert "topsecret" not in json.dumps(clone.raw) and clone.metadata["lora"].startswith(
+        "https://store.example/"
+    )
     assert "topsecret" not in json.dumps(response.redacted())
     from sail_lite.resources.responses import check_result
 
@@ -212,8 +250,14 @@ def test_the_watchdog_stops_with_the_client():
     assert {t.name for t in threading.enumerate()} - before == set()
 
 
-@pytest.mark.parametrize("command", [["responses", "get", "resp_1"], ["responses", "wait", "resp_1"],
-                                     ["responses", "cancel", "resp_1"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["responses", "get", "resp_1"],
+        ["responses", "wait", "resp_1"],
+        ["responses", "cancel", "resp_1"],
+    ],
+)
 def test_the_cli_json_output_redacts_signed_urls(command, capsys):
     from sail_lite.cli import main
 

@@ -1,4 +1,5 @@
 """Streamed uploads over loopback: progress, rewinds, refusals, flat memory."""
+
 from __future__ import annotations
 
 import io
@@ -23,7 +24,9 @@ def test_upload_a_path_with_progress(client, tmp_path):
     path = tmp_path / "adapter_config.json"
     path.write_bytes(b'{"r": 8}' * 1000)
     seen = []
-    uploaded = client.files.create(str(path), progress=lambda sent, total: seen.append((sent, total)))
+    uploaded = client.files.create(
+        str(path), progress=lambda sent, total: seen.append((sent, total))
+    )
     assert uploaded.id.startswith("file") and uploaded.bytes == 8000
     assert uploaded.filename == "adapter_config.json" and uploaded.purpose == "lora"
     assert seen[0] == (0, 8000) and seen[-1] == (8000, 8000)
@@ -137,9 +140,11 @@ def test_uploading_a_sparse_file_keeps_memory_flat(emulator, tmp_path):
         handle.truncate(size)  # sparse: costs no disk
     result = subprocess.run(
         [sys.executable, "-c", UPLOAD_CHILD, str(path), emulator.base_url, emulator.api_key],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     uploaded, grown_kb = map(int, result.stdout.split())
     assert uploaded == size
-    assert grown_kb < 8 * 1024, "peak RSS grew by {} KiB uploading 48 MiB".format(grown_kb)
+    assert grown_kb < 8 * 1024, f"peak RSS grew by {grown_kb} KiB uploading 48 MiB"

@@ -1,4 +1,5 @@
 """Futures know their idempotency key at once and their response id as soon as the create is accepted."""
+
 from __future__ import annotations
 
 import threading
@@ -35,7 +36,9 @@ def test_submit_exposes_the_key_at_once_and_the_response_id_before_the_result():
         assert future.response_id == response_id
         assert future.result(10).response_id == response_id
         late = []
-        future.add_accepted_callback(lambda f: late.append(f.response_id))  # already accepted: runs at once
+        future.add_accepted_callback(
+            lambda f: late.append(f.response_id)
+        )  # already accepted: runs at once
         assert late == [response_id]
 
 

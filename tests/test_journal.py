@@ -1,4 +1,5 @@
 """The Journal: schema, durability across reopen, threads, codecs, summarize/resume, and map_* on the emulator."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -36,7 +37,7 @@ MODEL = "moonshotai/Kimi-K2.6"
 
 
 def entry(i, fingerprint="f"):
-    return JournalEntry("key-{}".format(i), fingerprint, i, "[{}]".format(i))
+    return JournalEntry(f"key-{i}", fingerprint, i, f"[{i}]")
 
 
 def test_records_survive_close_and_reopen(tmp_path):
@@ -52,10 +53,23 @@ def test_records_survive_close_and_reopen(tmp_path):
     with Journal(path) as journal:
         assert journal.journal_id == journal_id
         first, second = journal.claim("exp", [entry(0), entry(1)])
-        assert (first.status, first.fresh, decode_result(first.result_json)) == ("completed", False, {"x": 1})
+        assert (first.status, first.fresh, decode_result(first.result_json)) == (
+            "completed",
+            False,
+            {"x": 1},
+        )
         assert first.item_json is None  # dropped once the result is in
-        assert (second.status, second.response_id, second.item_json) == ("accepted", "resp_b", "[1]")
-        assert journal.job("exp") == {"job": "exp", "kind": "custom", "params": {"t": 1}, "total": None}
+        assert (second.status, second.response_id, second.item_json) == (
+            "accepted",
+            "resp_b",
+            "[1]",
+        )
+        assert journal.job("exp") == {
+            "job": "exp",
+            "kind": "custom",
+            "params": {"t": 1},
+            "total": None,
+        }
 
 
 def test_the_file_is_wal_and_synchronous_is_a_choice(tmp_path):
@@ -104,8 +118,8 @@ def test_many_threads_write_safely(tmp_path):
         def work(start):
             try:
                 for i in range(start, 400, 8):
-                    journal.record_accepted("key-{}".format(i), "resp_{}".format(i))
-                    journal.record_result("key-{}".format(i), {"i": i})
+                    journal.record_accepted(f"key-{i}", f"resp_{i}")
+                    journal.record_result(f"key-{i}", {"i": i})
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
 
@@ -116,23 +130,47 @@ def test_many_threads_write_safely(tmp_path):
             t.join()
         assert errors == []
         assert journal.counts("exp")["completed"] == 400
-        assert [decode_result(r.result_json)["i"] for r in journal.rows("exp", batch=7)] == list(range(400))
+        assert [decode_result(r.result_json)["i"] for r in journal.rows("exp", batch=7)] == list(
+            range(400)
+        )
 
 
 def test_results_round_trip_exactly():
-    payload = {"id": "resp_1", "object": "response", "status": "completed", "model": MODEL, "created_at": 5,
-               "metadata": {"completion_window": "priority"}, "usage": {"input_tokens": 3, "output_tokens": 2,
-                                                                        "total_tokens": 5},
-               "output": [{"type": "message", "content": [{"type": "output_text", "text": "hi", "token_ids": [7, 9],
-                                                           "logprobs": [{"token_id": 7, "logprob": -0.1},
-                                                                        {"token_id": 9, "logprob": -2.5e-7}]}]}],
-               "error": None, "incomplete_details": None}
+    payload = {
+        "id": "resp_1",
+        "object": "response",
+        "status": "completed",
+        "model": MODEL,
+        "created_at": 5,
+        "metadata": {"completion_window": "priority"},
+        "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5},
+        "output": [
+            {
+                "type": "message",
+                "content": [
+                    {
+                        "type": "output_text",
+                        "text": "hi",
+                        "token_ids": [7, 9],
+                        "logprobs": [
+                            {"token_id": 7, "logprob": -0.1},
+                            {"token_id": 9, "logprob": -2.5e-7},
+                        ],
+                    }
+                ],
+            }
+        ],
+        "error": None,
+        "incomplete_details": None,
+    }
     response = Response.from_dict(payload)
     again = decode_result(encode_result(response))
     assert again == response and again.raw == response.raw
     tokens = SampledTokens.from_response(response)
     assert decode_result(encode_result(tokens)) == tokens
-    bare = SampledTokens(tokens=(1,), logprobs=None, stop_reason="length", response_id="r", usage=Usage(1, 1, 2))
+    bare = SampledTokens(
+        tokens=(1,), logprobs=None, stop_reason="length", response_id="r", usage=Usage(1, 1, 2)
+    )
     assert decode_result(encode_result(bare)) == bare
     with pytest.raises(JournalError):
         decode_result('{"type": "Mystery"}')
@@ -140,8 +178,9 @@ def test_results_round_trip_exactly():
 
 def test_errors_round_trip_as_their_own_class():
     response = Response.from_dict({"id": "resp_9", "status": "cancelled"})
-    cancelled = ResponseCancelledError("response resp_9 was cancelled", response=response, response_id="resp_9",
-                                       code="x")
+    cancelled = ResponseCancelledError(
+        "response resp_9 was cancelled", response=response, response_id="resp_9", code="x"
+    )
     again = decode_error(encode_error(cancelled))
     assert type(again) is ResponseCancelledError
     assert (again.code, again.response_id, again.response.status) == ("x", "resp_9", "cancelled")
@@ -158,8 +197,11 @@ def test_which_failures_are_final():
     assert not is_terminal_failure(NotFoundError("gone", status=404))
     from sail_lite.errors import APIConnectionError, DeadlineExceededError, OverloadedError
 
-    for transient in (APIConnectionError("reset"), OverloadedError("busy", status=503),
-                      DeadlineExceededError("late", response_id="r")):
+    for transient in (
+        APIConnectionError("reset"),
+        OverloadedError("busy", status=503),
+        DeadlineExceededError("late", response_id="r"),
+    ):
         assert not is_terminal_failure(transient)
 
 
@@ -173,11 +215,22 @@ def prompts(n):
 def test_map_tokens_journals_every_sample_and_resumes_with_no_inference(emulator, tmp_path):
     path = tmp_path / "job.db"
     with make_client(emulator) as client, Journal(path) as journal:
-        first = list(map_tokens(client, prompts(20), journal=journal, job="eval", model=MODEL, max_tokens=4,
-                                max_in_flight=8))
+        first = list(
+            map_tokens(
+                client,
+                prompts(20),
+                journal=journal,
+                job="eval",
+                model=MODEL,
+                max_tokens=4,
+                max_in_flight=8,
+            )
+        )
         assert emulator.stats()["inference_runs"] == 20
         assert len({r.response_id for r in first}) == 20  # equal prompts are distinct samples
-        second = list(map_tokens(client, prompts(20), journal=journal, job="eval", model=MODEL, max_tokens=4))
+        second = list(
+            map_tokens(client, prompts(20), journal=journal, job="eval", model=MODEL, max_tokens=4)
+        )
         assert second == first
         assert emulator.stats()["inference_runs"] == 20
         with pytest.raises(JournalMismatchError):
@@ -189,9 +242,14 @@ def test_map_tokens_journals_every_sample_and_resumes_with_no_inference(emulator
 
 def test_map_without_a_journal_but_with_a_job_replays_a_rerun_on_the_server(emulator):
     with make_client(emulator) as client:
-        first = list(map_tokens(client, prompts(6), job="eval-nojournal", model=MODEL, max_tokens=4))
-        second = list(map_tokens(client, list(reversed(prompts(6))), job="eval-nojournal", model=MODEL,
-                                 max_tokens=4))
+        first = list(
+            map_tokens(client, prompts(6), job="eval-nojournal", model=MODEL, max_tokens=4)
+        )
+        second = list(
+            map_tokens(
+                client, list(reversed(prompts(6))), job="eval-nojournal", model=MODEL, max_tokens=4
+            )
+        )
     assert emulator.stats()["inference_runs"] == 6
     assert sorted(r.response_id for r in first) == sorted(r.response_id for r in second)
 
@@ -199,21 +257,40 @@ def test_map_without_a_journal_but_with_a_job_replays_a_rerun_on_the_server(emul
 def test_map_responses_and_failures_recorded_with_their_codes(emulator, tmp_path):
     path = tmp_path / "job.db"
     with make_client(emulator) as client, Journal(path) as journal:
-        out = list(map_responses(client, ["hello", {"input": "world", "max_output_tokens": 3}, {"input": ""}],
-                                 journal=journal, job="text", model=MODEL, max_output_tokens=4,
-                                 return_exceptions=True))
+        out = list(
+            map_responses(
+                client,
+                ["hello", {"input": "world", "max_output_tokens": 3}, {"input": ""}],
+                journal=journal,
+                job="text",
+                model=MODEL,
+                max_output_tokens=4,
+                return_exceptions=True,
+            )
+        )
     assert isinstance(out[0], Response) and out[0].status == "completed"
     assert isinstance(out[2], InvalidRequestError)
     status = summarize(path)["jobs"][0]
     assert status["counts"]["completed"] == 2 and status["counts"]["failed"] == 1
-    assert status["failures"][0]["type"] == "InvalidRequestError" and status["failures"][0]["position"] == 2
+    assert (
+        status["failures"][0]["type"] == "InvalidRequestError"
+        and status["failures"][0]["position"] == 2
+    )
 
 
 def test_resume_from_the_journal_alone_finishes_a_job(emulator, tmp_path):
     path = tmp_path / "job.db"
     with make_client(emulator) as client, Journal(path) as journal:
-        results = map_tokens(client, prompts(10), journal=journal, job="eval", model=MODEL, max_tokens=4,
-                             max_in_flight=10, on_interrupt="leave")
+        results = map_tokens(
+            client,
+            prompts(10),
+            journal=journal,
+            job="eval",
+            model=MODEL,
+            max_tokens=4,
+            max_in_flight=10,
+            on_interrupt="leave",
+        )
         next(results)
         # Stop as a crash would: leave every other request in flight, the generator never closed.
         assert journal.counts("eval")["completed"] >= 1

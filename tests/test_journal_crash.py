@@ -5,6 +5,7 @@ server's memory with it). After every scenario: every result exactly once,
 emulator inference runs == logical requests, results identical to an
 uninterrupted run.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,16 @@ def server():
 
 
 def run_worker(server, journal_path, out_path, kill="none", on_interrupt=None):
-    args = [server.base_url, server.api_key, journal_path, out_path, N, kill] + ([on_interrupt] if on_interrupt else [])
+    args = [server.base_url, server.api_key, journal_path, out_path, N, kill] + (
+        [on_interrupt] if on_interrupt else []
+    )
     return forked.run("tests._journal_worker", args, str(out_path) + ".log")
 
 
 def comparable(results):
-    return [item[:3] for item in results]  # tokens, logprobs, stop reason (response ids differ between runs)
+    return [
+        item[:3] for item in results
+    ]  # tokens, logprobs, stop reason (response ids differ between runs)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,19 @@ def reference(server, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("reference")
     server.reset()
-    assert main([server.base_url, server.api_key, str(base / "job.db"), str(base / "out.json"), str(N), "none"]) == 0
+    assert (
+        main(
+            [
+                server.base_url,
+                server.api_key,
+                str(base / "job.db"),
+                str(base / "out.json"),
+                str(N),
+                "none",
+            ]
+        )
+        == 0
+    )
     with open(base / "out.json") as handle:
         results = json.load(handle)
     assert len(results) == N and server.stats()["inference_runs"] == N
@@ -66,15 +83,20 @@ def finish_and_check(server, tmp_path, reference, extra_runs=0):
     return stats
 
 
-@pytest.mark.parametrize("kills", [
-    ["submit:1"],                      # before any create returns
-    ["writing:5"],                     # inside a result's transaction, before COMMIT
-    # Killed again and again while resuming: first when the server has a response whose id the fresh
-    # journal does not know yet, then while a result is written, mid-run, and while creates are in flight.
-    # (The SIGKILL from outside below is a mid-run kill at an instant nobody chose.)
-    ["accepted:2", "writing:3", "result:4", "submit:2"],
-])
-def test_sigkill_at_any_point_then_restart_loses_nothing_and_pays_once(server, reference, tmp_path, kills):
+@pytest.mark.parametrize(
+    "kills",
+    [
+        ["submit:1"],  # before any create returns
+        ["writing:5"],  # inside a result's transaction, before COMMIT
+        # Killed again and again while resuming: first when the server has a response whose id the fresh
+        # journal does not know yet, then while a result is written, mid-run, and while creates are in flight.
+        # (The SIGKILL from outside below is a mid-run kill at an instant nobody chose.)
+        ["accepted:2", "writing:3", "result:4", "submit:2"],
+    ],
+)
+def test_sigkill_at_any_point_then_restart_loses_nothing_and_pays_once(
+    server, reference, tmp_path, kills
+):
     server.reset()
     for kill in kills:
         died = run_worker(server, tmp_path / "job.db", tmp_path / "out.json", kill)
@@ -88,7 +110,9 @@ def test_sigkill_from_outside_mid_run(server, reference, tmp_path):
     args = [server.base_url, server.api_key, tmp_path / "job.db", tmp_path / "out.json", N, "none"]
     process = forked.start("tests._journal_worker", args, tmp_path / "killed.log")
     try:
-        while process.exitcode is None:  # wait for some progress, then kill at whatever instant it is
+        while (
+            process.exitcode is None
+        ):  # wait for some progress, then kill at whatever instant it is
             if (tmp_path / "job.db").exists():
                 try:
                     with Journal(tmp_path / "job.db") as journal:
@@ -113,9 +137,13 @@ def test_ctrl_c_leaves_the_work_on_the_server_and_a_rerun_collects_it(server, re
     finish_and_check(server, tmp_path, reference)
 
 
-def test_ctrl_c_with_cancel_cancels_on_the_server_and_a_rerun_resends_under_new_keys(server, reference, tmp_path):
+def test_ctrl_c_with_cancel_cancels_on_the_server_and_a_rerun_resends_under_new_keys(
+    server, reference, tmp_path
+):
     server.reset()
-    stopped = run_worker(server, tmp_path / "job.db", tmp_path / "out.json", "sigint:5", on_interrupt="cancel")
+    stopped = run_worker(
+        server, tmp_path / "job.db", tmp_path / "out.json", "sigint:5", on_interrupt="cancel"
+    )
     assert stopped.returncode == 130, stopped.stderr
     counts = summarize(tmp_path / "job.db")["counts"]
     assert counts["cancelled"] > 0  # journaled before the process exited

@@ -1,4 +1,5 @@
 """LoRAs end to end against the emulator: pre-flight, upload, validation, use, isolation."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def adapter(tmp_path, name="a", **kwargs):
 
 
 def greedy(client, **kwargs):
-    return client.tokens.sample(PROMPT, model=MODEL, max_tokens=16, temperature=0.0, **kwargs).tokens
+    return client.tokens.sample(
+        PROMPT, model=MODEL, max_tokens=16, temperature=0.0, **kwargs
+    ).tokens
 
 
 @pytest.mark.parametrize("name", ["ab", "funnier-v1", "a" * 64, "x-1-y", "42"])
@@ -37,7 +40,9 @@ def test_good_names(name):
     assert check_lora_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["a", "a" * 65, "-ab", "ab-", "Funny", "fun_ny", "fun ny", "", None, 5, "é-a"])
+@pytest.mark.parametrize(
+    "name", ["a", "a" * 65, "-ab", "ab-", "Funny", "fun_ny", "fun ny", "", None, 5, "é-a"]
+)
 def test_bad_names_are_refused_locally(name):
     with pytest.raises(LoRANameError, match="2-64 characters"):
         check_lora_name(name)
@@ -45,20 +50,30 @@ def test_bad_names_are_refused_locally(name):
 
 def test_upload_validate_and_use(client, emulator, tmp_path):
     progress = []
-    lora = client.loras.upload(adapter(tmp_path, seed=1), name="funnier-v1", supported_models=[MODEL],
-                               progress=lambda done, total: progress.append((done, total)))
+    lora = client.loras.upload(
+        adapter(tmp_path, seed=1),
+        name="funnier-v1",
+        supported_models=[MODEL],
+        progress=lambda done, total: progress.append((done, total)),
+    )
     assert lora.name == "funnier-v1" and lora.latest_validation(MODEL).status == "succeeded"
     assert progress[-1][0] == progress[-1][1] > 0
     base = greedy(client)
     tuned = greedy(client, lora="funnier-v1")
     by_id = greedy(client, lora=lora.id)
     assert tuned != base and by_id == tuned
-    other = client.loras.upload(adapter(tmp_path, "b", seed=2), name="other-v1", supported_models=[MODEL])
+    other = client.loras.upload(
+        adapter(tmp_path, "b", seed=2), name="other-v1", supported_models=[MODEL]
+    )
     assert greedy(client, lora=other.name) not in (base, tuned)
     assert {item.name for item in client.loras.list()} == {"funnier-v1", "other-v1"}
     assert client.loras.retrieve(lora.id).name == "funnier-v1"
-    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                          lora="funnier-v1", completion_window="balanced")
+    chat = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        lora="funnier-v1",
+        completion_window="balanced",
+    )
     assert chat.content
 
 
@@ -67,10 +82,16 @@ def test_upload_validate_and_use(client, emulator, tmp_path):
     [
         ({"rank": 64}, "rank_exceeds_max", "max rank 32"),
         ({"task_type": "SEQ_CLS"}, "invalid_task_type", "CAUSAL_LM"),
-        ({"base_model": "meta-llama/Llama-3.1-8B"}, "base_model_mismatch", "meta-llama/Llama-3.1-8B"),
+        (
+            {"base_model": "meta-llama/Llama-3.1-8B"},
+            "base_model_mismatch",
+            "meta-llama/Llama-3.1-8B",
+        ),
     ],
 )
-def test_bad_adapters_fail_preflight_then_server_validation(client, emulator, tmp_path, kwargs, code, words):
+def test_bad_adapters_fail_preflight_then_server_validation(
+    client, emulator, tmp_path, kwargs, code, words
+):
     folder = adapter(tmp_path, **kwargs)
     with pytest.raises(AdapterError) as info:
         client.loras.upload(folder, name="bad-one", supported_models=[MODEL])
@@ -107,9 +128,17 @@ def test_a_taken_name_is_refused_before_any_byte_is_uploaded(client, emulator, t
     uploads = emulator.stats()["requests"].get("POST /v1/files")
     progress = []
     with pytest.raises(ConflictError) as info:
-        client.loras.upload(folder, name="taken-name", supported_models=[MODEL], wait=False,
-                            progress=lambda done, total: progress.append(done), preflight=False)
-    assert emulator.stats()["requests"].get("POST /v1/files") == uploads == 2  # nothing sent the second time
+        client.loras.upload(
+            folder,
+            name="taken-name",
+            supported_models=[MODEL],
+            wait=False,
+            progress=lambda done, total: progress.append(done),
+            preflight=False,
+        )
+    assert (
+        emulator.stats()["requests"].get("POST /v1/files") == uploads == 2
+    )  # nothing sent the second time
     assert progress == [] and emulator.stats()["requests"]["POST /v1/loras"] == 1
     error = info.value
     assert error.status == 409 and error.code == "lora_name_taken"
@@ -153,7 +182,13 @@ def test_cli_json_output_roundtrip(emulator, tmp_path, capsys):
 
     folder = adapter(tmp_path)
     base = ["--api-key", emulator.api_key, "--base-url", emulator.base_url]
-    assert main(base + ["loras", "upload", str(folder), "--name", "cli-lora", "--model", MODEL, "--json"]) == 0
+    assert (
+        main(
+            base
+            + ["loras", "upload", str(folder), "--name", "cli-lora", "--model", MODEL, "--json"]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert json.loads(captured.out)["name"] == "cli-lora"
     assert "uploading cli-lora" in captured.err and "100%" in captured.err

@@ -1,4 +1,5 @@
 """The map engine (run_map) against a fake service: order, bounds, failures, stop, resume, keys, memory."""
+
 from __future__ import annotations
 
 import threading
@@ -29,7 +30,9 @@ def test_results_come_in_input_order_whatever_the_completion_order():
     done = threading.Event()
 
     def consume():
-        out.extend(run_map(range(10), submit=service.submit, attach=service.attach, max_in_flight=10))
+        out.extend(
+            run_map(range(10), submit=service.submit, attach=service.attach, max_in_flight=10)
+        )
         done.set()
 
     thread = threading.Thread(target=consume)
@@ -51,7 +54,9 @@ def test_in_flight_is_bounded_and_input_is_read_lazily():
             read.append(i)
             yield i
 
-    results = run_map(items(), submit=service.submit, attach=service.attach, max_in_flight=4, max_buffered=4)
+    results = run_map(
+        items(), submit=service.submit, attach=service.attach, max_in_flight=4, max_buffered=4
+    )
     assert read == []  # nothing happens before the first next()
     consumed = []
     thread = threading.Thread(target=lambda: consumed.extend(results))
@@ -67,7 +72,9 @@ def test_in_flight_is_bounded_and_input_is_read_lazily():
 
 def test_a_failure_is_raised_at_its_place_after_earlier_results_and_the_rest_is_cancelled():
     service = FakeService(auto=False)
-    results = run_map([0, 1, "fail", 3, 4], submit=service.submit, attach=service.attach, max_in_flight=5)
+    results = run_map(
+        [0, 1, "fail", 3, 4], submit=service.submit, attach=service.attach, max_in_flight=5
+    )
     got = []
     thread_error = []
 
@@ -176,8 +183,15 @@ def test_resume_reads_finished_items_from_the_journal_without_a_request(journal)
 
 def test_resume_reattaches_in_flight_items_and_resends_unsent_ones(journal, tmp_path):
     service = FakeService(auto=False)
-    results = run_map(["a", "b", "c", "d"], submit=service.submit, attach=service.attach, journal=journal,
-                      job="exp", max_in_flight=2, on_interrupt="leave")
+    results = run_map(
+        ["a", "b", "c", "d"],
+        submit=service.submit,
+        attach=service.attach,
+        journal=journal,
+        job="exp",
+        max_in_flight=2,
+        on_interrupt="leave",
+    )
     got = []
     thread = threading.Thread(target=lambda: got.append(next(results)))
     thread.start()
@@ -215,7 +229,9 @@ def test_a_changed_parameter_under_the_same_job_is_a_mismatch(journal):
     service = FakeService()
     results_of(["a"], service, journal=journal, job="exp", params={"temperature": 1.0})
     with pytest.raises(JournalMismatchError) as info:
-        run_map(["a"], submit=service.submit, journal=journal, job="exp", params={"temperature": 0.5})
+        run_map(
+            ["a"], submit=service.submit, journal=journal, job="exp", params={"temperature": 0.5}
+        )
     assert "temperature" in str(info.value) and "new job name" in str(info.value)
 
 
@@ -224,8 +240,13 @@ def test_a_changed_item_under_the_same_identity_is_a_mismatch(journal):
     rows = [{"id": 1, "prompt": "hello"}]
     results_of(rows, service, journal=journal, job="exp", identity=lambda row: row["id"])
     with pytest.raises(JournalMismatchError) as info:
-        results_of([{"id": 1, "prompt": "changed"}], service, journal=journal, job="exp",
-                   identity=lambda row: row["id"])
+        results_of(
+            [{"id": 1, "prompt": "changed"}],
+            service,
+            journal=journal,
+            job="exp",
+            identity=lambda row: row["id"],
+        )
     assert info.value.key is not None and service.total_runs == 1
 
 
@@ -237,8 +258,12 @@ def test_a_journaled_failure_is_raised_again_without_a_request_unless_retried(jo
     out2 = results_of(["fail", "ok"], again, journal=journal, job="exp", return_exceptions=True)
     assert type(out2[0]) is ResponseFailedError and out2[0].code == "server_error"
     assert out2[0].response_id == out[0].response_id and again.submits == []
-    retried = results_of(["fail"], again, journal=journal, job="exp", return_exceptions=True, retry_failed=True)
-    assert again.submits and again.submits[0].endswith(".a1")  # a new key: the old one would replay the failure
+    retried = results_of(
+        ["fail"], again, journal=journal, job="exp", return_exceptions=True, retry_failed=True
+    )
+    assert again.submits and again.submits[0].endswith(
+        ".a1"
+    )  # a new key: the old one would replay the failure
     assert isinstance(retried[0], ResponseFailedError)
 
 
@@ -251,13 +276,17 @@ def test_a_transient_error_leaves_the_item_resumable(journal):
     # Next run re-attaches (and this time it completes).
     service.items["resp_0"] = "fine now"
     service.results["resp_0"] = {"item": "fine now", "id": "resp_0"}
-    assert results_of(["flaky"], service, journal=journal, job="exp") == [{"item": "fine now", "id": "resp_0"}]
+    assert results_of(["flaky"], service, journal=journal, job="exp") == [
+        {"item": "fine now", "id": "resp_0"}
+    ]
     assert service.attaches == ["resp_0"] and service.total_runs == 1
 
 
 def test_a_forgotten_response_id_is_resent_with_its_key(journal):
     service = FakeService(auto=False)
-    results = run_map(["a"], submit=service.submit, attach=service.attach, journal=journal, job="exp")
+    results = run_map(
+        ["a"], submit=service.submit, attach=service.attach, journal=journal, job="exp"
+    )
     thread = threading.Thread(target=lambda: next(results, None))
     thread.start()
     while not service.open:
@@ -274,13 +303,24 @@ def test_a_forgotten_response_id_is_resent_with_its_key(journal):
 
 def ctrl_c_once_all_in_flight(items, service, journal, **options):
     """Run a journaled map of ``items`` (job "exp") and press Ctrl-C once every one of them is in flight."""
+
     def interrupt(progress):
         if progress.in_flight == len(items):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        list(run_map(items, submit=service.submit, attach=service.attach, journal=journal, job="exp",
-                     progress=interrupt, progress_interval=0, **options))
+        list(
+            run_map(
+                items,
+                submit=service.submit,
+                attach=service.attach,
+                journal=journal,
+                job="exp",
+                progress=interrupt,
+                progress_interval=0,
+                **options,
+            )
+        )
 
 
 def test_ctrl_c_leaves_in_flight_requests_resumable_by_default_with_a_journal(journal):
@@ -376,6 +416,8 @@ def test_a_reattached_response_found_cancelled_is_sent_again_under_a_new_attempt
         return future
 
     service.submits.clear()
-    out = list(run_map(["a", "b"], submit=service.submit, attach=attach, journal=journal, job="exp"))
+    out = list(
+        run_map(["a", "b"], submit=service.submit, attach=attach, journal=journal, job="exp")
+    )
     assert [r["item"] for r in out] == ["a", "b"]
     assert service.submits == [key + ".a1"]

@@ -1,4 +1,5 @@
 """The poller's schedule, learning, lanes, wait bound and failure handling, with injected clocks (no wall-clock windows)."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,12 @@ from concurrent.futures import Future
 import pytest
 
 from sail_lite import PollPolicy
-from sail_lite.errors import APIConnectionError, APIStatusError, ConfigurationError, DeadlineExceededError
+from sail_lite.errors import (
+    APIConnectionError,
+    APIStatusError,
+    ConfigurationError,
+    DeadlineExceededError,
+)
 from sail_lite.polling import Knowledge, Poller, Region, _Lanes
 from sail_lite.types import Response
 
@@ -18,23 +24,55 @@ MODEL = "moonshotai/Kimi-K2.6"
 
 # --- PollPolicy: typed errors naming the field --------------------------------------------------------------
 
-@pytest.mark.parametrize("field,value", [
-    ("initial_interval", 0), ("initial_interval", -1.0), ("initial_interval", math.nan),
-    ("initial_interval", math.inf), ("initial_interval", "0.1"), ("initial_interval", True),
-    ("multiplier", 0.5), ("multiplier", math.nan), ("multiplier", None),
-    ("max_interval", {"flex": -1}), ("max_interval", {"flex": math.inf}), ("max_interval", [1, 2]),
-    ("max_interval", {3: 1.0}),
-    ("default_max_interval", 0), ("default_max_interval", math.nan),
-    ("jitter", -0.1), ("jitter", 1.0), ("jitter", math.nan),
-    ("max_consecutive_failures", 0), ("max_consecutive_failures", 1.5), ("max_consecutive_failures", True),
-    ("target_delay", 0), ("target_delay", 2.0), ("prior_delay", -0.1), ("approach", 1.0), ("approach", math.inf),
-    ("min_interval", -0.01), ("min_interval", math.nan), ("margin", 1.0), ("margin", -0.1),
-    ("history", 0), ("history", 2.5), ("learn", "yes"),
-    ("priors", {"flex": (10.0, 1.0)}), ("priors", {"flex": (-1.0, 1.0)}), ("priors", {"flex": 5.0}),
-    ("priors", {"flex": (1.0, math.inf)}), ("priors", "balanced"),
-    ("max_wait", {"flex": 0}), ("max_wait", {"flex": math.nan}), ("max_wait", {"flex": math.inf}),
-    ("default_max_wait", -5), ("default_max_wait", math.inf),
-])
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("initial_interval", 0),
+        ("initial_interval", -1.0),
+        ("initial_interval", math.nan),
+        ("initial_interval", math.inf),
+        ("initial_interval", "0.1"),
+        ("initial_interval", True),
+        ("multiplier", 0.5),
+        ("multiplier", math.nan),
+        ("multiplier", None),
+        ("max_interval", {"flex": -1}),
+        ("max_interval", {"flex": math.inf}),
+        ("max_interval", [1, 2]),
+        ("max_interval", {3: 1.0}),
+        ("default_max_interval", 0),
+        ("default_max_interval", math.nan),
+        ("jitter", -0.1),
+        ("jitter", 1.0),
+        ("jitter", math.nan),
+        ("max_consecutive_failures", 0),
+        ("max_consecutive_failures", 1.5),
+        ("max_consecutive_failures", True),
+        ("target_delay", 0),
+        ("target_delay", 2.0),
+        ("prior_delay", -0.1),
+        ("approach", 1.0),
+        ("approach", math.inf),
+        ("min_interval", -0.01),
+        ("min_interval", math.nan),
+        ("margin", 1.0),
+        ("margin", -0.1),
+        ("history", 0),
+        ("history", 2.5),
+        ("learn", "yes"),
+        ("priors", {"flex": (10.0, 1.0)}),
+        ("priors", {"flex": (-1.0, 1.0)}),
+        ("priors", {"flex": 5.0}),
+        ("priors", {"flex": (1.0, math.inf)}),
+        ("priors", "balanced"),
+        ("max_wait", {"flex": 0}),
+        ("max_wait", {"flex": math.nan}),
+        ("max_wait", {"flex": math.inf}),
+        ("default_max_wait", -5),
+        ("default_max_wait", math.inf),
+    ],
+)
 def test_bad_poll_policy_fields_raise_configuration_error_naming_the_field(field, value):
     with pytest.raises(ConfigurationError) as info:
         PollPolicy(**{field: value})
@@ -53,6 +91,7 @@ def test_default_policy_is_valid_and_documents_the_wait_bounds():
 
 
 # --- the schedule (pure arithmetic) -------------------------------------------------------------------------
+
 
 def polls_until(policy, turn, window, region, phase=0.5, frontier=0.0, limit=500):
     """Poll points up to and including the first at or after ``turn``."""
@@ -124,11 +163,14 @@ def test_frontier_skips_cold_probes_but_never_past_the_region():
 
 # --- learning ------------------------------------------------------------------------------------------------
 
+
 def run_sample(policy, knowledge, key, window, turn, phase):
     """One watch as the Poller runs it, on virtual time: (delay after completion, polls)."""
     last_running, elapsed, polls = 0.0, 0.0, 0
     while True:
-        elapsed = policy.next_poll(elapsed, window, knowledge.region(key, window), phase, knowledge.frontier(key, 0))
+        elapsed = policy.next_poll(
+            elapsed, window, knowledge.region(key, window), phase, knowledge.frontier(key, 0)
+        )
         polls += 1
         if elapsed >= turn:
             knowledge.observe(key, last_running, elapsed)
@@ -137,7 +179,9 @@ def run_sample(policy, knowledge, key, window, turn, phase):
         knowledge.still_running(key, elapsed, 0)
 
 
-@pytest.mark.parametrize("turn,spread", [(0.05, 0.0), (1.0, 0.2), (5.0, 0.2), (30.0, 0.0), (120.0, 0.2)])
+@pytest.mark.parametrize(
+    "turn,spread", [(0.05, 0.0), (1.0, 0.2), (5.0, 0.2), (30.0, 0.0), (120.0, 0.2)]
+)
 def test_after_a_few_completions_delay_is_within_ten_percent_on_few_polls(turn, spread):
     policy = PollPolicy(max_interval={"balanced": 1e6})
     knowledge, rng = Knowledge(policy), random.Random(7)
@@ -162,8 +206,14 @@ def test_knowledge_is_bounded_per_key_and_prefers_precise_observations():
         knowledge.observe(key, 19.0, 20.0)
     assert len(knowledge) == 4
     region = knowledge.region(key, "flex")
-    assert region.learned and region.low == pytest.approx(19.0 * 0.95) and region.high == pytest.approx(21.0)
-    assert knowledge.region((MODEL, "other"), "unknown") is None  # nothing seen, no prior: geometric
+    assert (
+        region.learned
+        and region.low == pytest.approx(19.0 * 0.95)
+        and region.high == pytest.approx(21.0)
+    )
+    assert (
+        knowledge.region((MODEL, "other"), "unknown") is None
+    )  # nothing seen, no prior: geometric
 
 
 def test_learning_can_be_switched_off():
@@ -173,6 +223,7 @@ def test_learning_can_be_switched_off():
 
 
 # --- the Poller, threads and all, on an injected clock ------------------------------------------------------
+
 
 class FakeClock:
     """Virtual seconds: a fetch moves time forward, so nothing waits for real."""
@@ -205,13 +256,27 @@ def drive(poller, clock, future, limit=100000):
 
 
 def response(status, response_id="resp_1", window="balanced"):
-    return Response.from_dict({"id": response_id, "object": "response", "status": status, "model": MODEL,
-                               "metadata": {"completion_window": window}})
+    return Response.from_dict(
+        {
+            "id": response_id,
+            "object": "response",
+            "status": status,
+            "model": MODEL,
+            "metadata": {"completion_window": window},
+        }
+    )
 
 
 def make_poller(fetch, clock, policy=None, **kwargs):
-    return Poller(fetch, lambda _id: None, policy=policy or PollPolicy(), max_workers=kwargs.pop("max_workers", 2),
-                  clock=clock, rng=random.Random(0), **kwargs)
+    return Poller(
+        fetch,
+        lambda _id: None,
+        policy=policy or PollPolicy(),
+        max_workers=kwargs.pop("max_workers", 2),
+        clock=clock,
+        rng=random.Random(0),
+        **kwargs,
+    )
 
 
 def test_a_wait_without_deadline_ends_at_the_windows_default_bound_with_the_response_id():
@@ -226,7 +291,9 @@ def test_a_wait_without_deadline_ends_at_the_windows_default_bound_with_the_resp
     poller = make_poller(fetch, clock, PollPolicy(max_wait={"balanced": 600.0}))
     future = Future()
     started = clock()
-    poller.watch(response("queued"), future, window="balanced", deadline_at=None, transform=lambda r: r)
+    poller.watch(
+        response("queued"), future, window="balanced", deadline_at=None, transform=lambda r: r
+    )
     drive(poller, clock, future)
     with pytest.raises(DeadlineExceededError) as info:
         future.result(timeout=30)
@@ -247,7 +314,13 @@ def test_an_explicit_deadline_replaces_the_default_bound():
     poller = make_poller(fetch, clock, PollPolicy(max_wait={"balanced": 10.0}))
     future = Future()
     started = clock()
-    poller.watch(response("queued"), future, window="balanced", deadline_at=started + 200.0, transform=lambda r: r)
+    poller.watch(
+        response("queued"),
+        future,
+        window="balanced",
+        deadline_at=started + 200.0,
+        transform=lambda r: r,
+    )
     drive(poller, clock, future)
     with pytest.raises(DeadlineExceededError) as info:
         future.result(timeout=30)
@@ -255,15 +328,20 @@ def test_an_explicit_deadline_replaces_the_default_bound():
     assert clock() - started >= 200.0 and "default wait bound" not in str(info.value)
 
 
-@pytest.mark.parametrize("error,default_retries", [
-    (APIStatusError("not implemented", status=501), False),
-    (APIStatusError("busy", status=409, code="request_in_progress"), True),
-    (APIStatusError("conflict", status=409, code="lora_name_taken"), False),
-    (APIStatusError("overloaded", status=503), True),
-    (APIStatusError("rate limited", status=429), True),
-    (APIConnectionError("reset"), True),
-])
-def test_one_definition_of_transient_decides_whether_a_failed_poll_is_retried(error, default_retries):
+@pytest.mark.parametrize(
+    "error,default_retries",
+    [
+        (APIStatusError("not implemented", status=501), False),
+        (APIStatusError("busy", status=409, code="request_in_progress"), True),
+        (APIStatusError("conflict", status=409, code="lora_name_taken"), False),
+        (APIStatusError("overloaded", status=503), True),
+        (APIStatusError("rate limited", status=429), True),
+        (APIConnectionError("reset"), True),
+    ],
+)
+def test_one_definition_of_transient_decides_whether_a_failed_poll_is_retried(
+    error, default_retries
+):
     def run(**kwargs):
         clock = FakeClock()
         replies = [error]
@@ -276,7 +354,13 @@ def test_one_definition_of_transient_decides_whether_a_failed_poll_is_retried(er
 
         poller = make_poller(fetch, clock, **kwargs)
         future = Future()
-        poller.watch(response("queued"), future, window="balanced", deadline_at=None, transform=lambda r: r.status)
+        poller.watch(
+            response("queued"),
+            future,
+            window="balanced",
+            deadline_at=None,
+            transform=lambda r: r.status,
+        )
         drive(poller, clock, future)
         try:
             return future.result(timeout=30)
@@ -309,7 +393,9 @@ def test_due_polls_do_not_wait_behind_queued_creates():
     creates = [poller.run(order.append, "create") for _ in range(5)]
     future = Future()
     clock.advance(0.0)
-    poller.watch(response("queued"), future, window="balanced", deadline_at=None, transform=lambda r: r)
+    poller.watch(
+        response("queued"), future, window="balanced", deadline_at=None, transform=lambda r: r
+    )
     clock.advance(10.0)  # the first poll is due
     deadline = threading.Event()
     while poller.in_flight:  # the scheduler has handed the poll to the (busy) worker's urgent lane
@@ -341,7 +427,10 @@ def test_a_poll_that_may_still_slip_lets_queued_creates_go_first_and_no_longer()
     lanes.submit(False, order.append, "create")
     gate.set()
     settle(2)
-    assert order == ["create", "probe"]  # the probe may slip a second: the create starts its turn first
+    assert order == [
+        "create",
+        "probe",
+    ]  # the probe may slip a second: the create starts its turn first
 
     gate = threading.Event()
     lanes.submit(False, gate.wait)
@@ -349,7 +438,10 @@ def test_a_poll_that_may_still_slip_lets_queued_creates_go_first_and_no_longer()
     lanes.submit(False, order.append, "create 2")
     gate.set()
     settle(4)
-    assert order[2:] == ["overdue poll", "create 2"]  # past its slip, a due poll never waits behind creates
+    assert order[2:] == [
+        "overdue poll",
+        "create 2",
+    ]  # past its slip, a due poll never waits behind creates
     lanes.shutdown()
 
 
@@ -360,17 +452,31 @@ def test_a_first_completion_pulls_in_the_waiting_polls_of_a_cold_burst():
     finish = {}
 
     def fetch(response_id, deadline_at, read_timeout):
-        return response("completed" if clock() >= finish[response_id] else "in_progress", response_id)
+        return response(
+            "completed" if clock() >= finish[response_id] else "in_progress", response_id
+        )
 
     poller = make_poller(fetch, clock, PollPolicy(max_interval={"balanced": 1e6}))
     start = clock()
     finish["resp_a"] = start + 10.0
     first = Future()
-    poller.watch(response("queued", "resp_a"), first, window="balanced", deadline_at=None, transform=lambda r: r)
+    poller.watch(
+        response("queued", "resp_a"),
+        first,
+        window="balanced",
+        deadline_at=None,
+        transform=lambda r: r,
+    )
     drive_until(poller, clock, start + 4.0)
     finish["resp_b"] = clock() + 10.0
     second = Future()
-    poller.watch(response("queued", "resp_b"), second, window="balanced", deadline_at=None, transform=lambda r: r)
+    poller.watch(
+        response("queued", "resp_b"),
+        second,
+        window="balanced",
+        deadline_at=None,
+        transform=lambda r: r,
+    )
     drive_until(poller, clock, future=second)
     seen = clock()
     assert first.done()
@@ -426,11 +532,16 @@ def test_a_completion_seen_by_the_poller_teaches_it_where_to_poll_next_time():
     poller = make_poller(fetch, clock, PollPolicy(max_interval={"balanced": 1e6}))
     # Drive virtual time by hand: step to each due poll.
     for n in range(6):
-        response_id = "resp_{}".format(n)
+        response_id = f"resp_{n}"
         finish[response_id] = clock() + 20.0
         future = Future()
-        poller.watch(response("queued", response_id), future, window="balanced", deadline_at=None,
-                     transform=lambda r: r)
+        poller.watch(
+            response("queued", response_id),
+            future,
+            window="balanced",
+            deadline_at=None,
+            transform=lambda r: r,
+        )
         drive(poller, clock, future)
         future.result(timeout=30)
         delay = clock() - finish[response_id]

@@ -1,4 +1,5 @@
 """The request loop over real HTTP: retries, idempotency, Retry-After, deadlines, typed errors."""
+
 from __future__ import annotations
 
 import threading
@@ -49,8 +50,17 @@ class FakeClock:
 
 
 def test_retry_after_is_honoured_and_inference_runs_once(emulator):
-    emulator.faults.add(Fault("error", method="POST", path="/v1/responses", status=503,
-                              code="model_capacity_unavailable", retry_after=1, times=2))
+    emulator.faults.add(
+        Fault(
+            "error",
+            method="POST",
+            path="/v1/responses",
+            status=503,
+            code="model_capacity_unavailable",
+            retry_after=1,
+            times=2,
+        )
+    )
     sleeps = []
     with make_client(emulator, sleep=sleeps.append) as client:
         response = background(client)
@@ -70,7 +80,9 @@ def test_backoff_without_retry_after_is_jittered_exponential(emulator):
 
 
 def test_retry_after_beyond_the_cap_is_raised_at_once(emulator):
-    emulator.faults.add(Fault("error", method="POST", path="/v1/responses", status=429, retry_after=3600, times=1))
+    emulator.faults.add(
+        Fault("error", method="POST", path="/v1/responses", status=429, retry_after=3600, times=1)
+    )
     sleeps = []
     with make_client(emulator, sleep=sleeps.append) as client:
         with pytest.raises(RateLimitError) as info:
@@ -155,7 +167,9 @@ def test_caller_idempotency_key_replays_and_guards_the_body(client, emulator):
     assert again.id == first.id
     assert emulator.stats()["inference_runs"] == 1
     with pytest.raises(IdempotencyError):
-        client.responses.create(model=MODEL, input="something else", background=True, idempotency_key="my-key-1")
+        client.responses.create(
+            model=MODEL, input="something else", background=True, idempotency_key="my-key-1"
+        )
 
 
 def test_every_post_attempt_carries_the_same_minted_key(emulator):
@@ -193,8 +207,12 @@ def test_in_progress_replay_waits_and_gets_the_stored_result():
 
         def original():
             with make_client(server) as c:
-                first["r"] = c.responses.create(model=MODEL, input="hi", completion_window="standard",
-                                                idempotency_key="sync-key")
+                first["r"] = c.responses.create(
+                    model=MODEL,
+                    input="hi",
+                    completion_window="standard",
+                    idempotency_key="sync-key",
+                )
 
         thread = threading.Thread(target=original)
         thread.start()
@@ -206,8 +224,9 @@ def test_in_progress_replay_waits_and_gets_the_stored_result():
             time.sleep(min(seconds, 0.25))
 
         with make_client(server, sleep=short_sleep, retry=RetryPolicy(max_retries=8)) as c:
-            replay = c.responses.create(model=MODEL, input="hi", completion_window="standard",
-                                        idempotency_key="sync-key")
+            replay = c.responses.create(
+                model=MODEL, input="hi", completion_window="standard", idempotency_key="sync-key"
+            )
         thread.join()
         assert 5.0 in sleeps  # Retry-After of the 409 request_in_progress
         assert replay.id == first["r"].id and replay.status == "completed"
@@ -222,7 +241,9 @@ def test_connection_refused_is_a_typed_connection_error():
         port = s.getsockname()[1]
     from sail_lite import Client
 
-    with Client("k", base_url="http://127.0.0.1:{}/v1".format(port), environ={}, sleep=lambda s: None) as client:
+    with Client(
+        "k", base_url=f"http://127.0.0.1:{port}/v1", environ={}, sleep=lambda s: None
+    ) as client:
         with pytest.raises(APIConnectionError) as info:
             client.models.list()
     assert info.value.attempts == 3

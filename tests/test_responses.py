@@ -1,4 +1,5 @@
 """Responses, raw-token sampling and the poller, over loopback against the emulator."""
+
 from __future__ import annotations
 
 import math
@@ -31,11 +32,16 @@ def sample(client, prompt=PROMPT, **kwargs):
 def test_sync_create_returns_the_finished_response(client):
     response = client.responses.create(model=MODEL, input="Say something", max_output_tokens=16)
     assert response.status == "completed" and response.output_text
-    assert response.usage.output_tokens == len(response.output_text.encode("utf-8")) or response.usage.output_tokens > 0
+    assert (
+        response.usage.output_tokens == len(response.output_text.encode("utf-8"))
+        or response.usage.output_tokens > 0
+    )
 
 
 def test_background_create_then_wait(client):
-    created = client.responses.create(model=MODEL, input="hello", background=True, completion_window="balanced")
+    created = client.responses.create(
+        model=MODEL, input="hello", background=True, completion_window="balanced"
+    )
     assert created.status in ("queued", "in_progress")
     done = client.responses.wait(created.id)
     assert done.id == created.id and done.status == "completed" and done.output_text
@@ -44,7 +50,9 @@ def test_background_create_then_wait(client):
 def test_submit_resolves_to_the_terminal_response(client):
     future = client.responses.submit(model=MODEL, input="hello", completion_window="standard")
     response = future.result(timeout=10)
-    assert response.status == "completed" and response.metadata.get("completion_window") == "standard"
+    assert (
+        response.status == "completed" and response.metadata.get("completion_window") == "standard"
+    )
 
 
 def test_raw_token_sampling_returns_tokens_logprobs_usage(client):
@@ -118,7 +126,9 @@ def test_wait_deadline_carries_the_response_id_and_work_can_resume():
 
     with EmulatorServer(turn_times={"standard": 0.6, "flex": 0.6}) as server:
         with make_client(server) as client:
-            created = client.responses.create(model=MODEL, input="x", background=True, completion_window="flex")
+            created = client.responses.create(
+                model=MODEL, input="x", background=True, completion_window="flex"
+            )
             with pytest.raises(DeadlineExceededError) as info:
                 client.responses.wait(created.id, deadline=0.1)
             assert info.value.response_id == created.id
@@ -126,7 +136,9 @@ def test_wait_deadline_carries_the_response_id_and_work_can_resume():
 
 
 def test_cancelled_response_raises_typed_error_with_the_response(client):
-    created = client.responses.create(model=MODEL, input="x", background=True, completion_window="flex")
+    created = client.responses.create(
+        model=MODEL, input="x", background=True, completion_window="flex"
+    )
     client.responses.cancel(created.id)
     with pytest.raises(ResponseCancelledError) as info:
         client.responses.wait(created.id)
@@ -139,14 +151,18 @@ def test_failed_response_raises_with_server_code(client, emulator, tmp_path):
     url = emulator.publish_tinker_checkpoint(make_adapter(tmp_path / "a"), ttl_seconds=60)
     tampered = url.replace("sig=", "sig=0")
     with pytest.raises(ResponseFailedError) as info:
-        sample(client, tinker_lora_signed_url=tampered, adapter_config={"r": 8, "peft_type": "LORA"})
+        sample(
+            client, tinker_lora_signed_url=tampered, adapter_config={"r": 8, "peft_type": "LORA"}
+        )
     assert info.value.code and "invalid" in str(info.value).lower()
     assert "sig=" not in str(info.value)
 
 
 def client_threads():
     """Live threads, leaving out the in-process emulator's connection threads."""
-    return [t for t in threading.enumerate() if t.is_alive() and not t.name.startswith("sail-emulator")]
+    return [
+        t for t in threading.enumerate() if t.is_alive() and not t.name.startswith("sail-emulator")
+    ]
 
 
 def test_hundreds_in_flight_on_a_bounded_number_of_threads():
@@ -166,20 +182,34 @@ def test_hundreds_in_flight_on_a_bounded_number_of_threads():
 
     clock = Clock()
     count = 200  # twenty times the thread bound below: one thread per sample could not pass
-    policy = PollPolicy(initial_interval=0.2, multiplier=1.5, learn=False, priors={},
-                        default_max_interval=0.2, max_interval={})
+    policy = PollPolicy(
+        initial_interval=0.2,
+        multiplier=1.5,
+        learn=False,
+        priors={},
+        default_max_interval=0.2,
+        max_interval={},
+    )
     with EmulatorServer(turn_times={w: 10.0 for w in TURN_PRESETS["fast"]}, clock=clock) as server:
         before = len(client_threads())
         with make_client(server, max_workers=8, poll=policy, clock=clock) as client:
-            futures = [client.tokens.submit([1, 2, i], model=MODEL, max_tokens=2, logprobs=False,
-                                            completion_window="flex")
-                       for i in range(count)]
-            peak, safety = len(client_threads()), time.monotonic() + 120  # a hang fails, it does not block CI
+            futures = [
+                client.tokens.submit(
+                    [1, 2, i], model=MODEL, max_tokens=2, logprobs=False, completion_window="flex"
+                )
+                for i in range(count)
+            ]
+            peak, safety = (
+                len(client_threads()),
+                time.monotonic() + 120,
+            )  # a hang fails, it does not block CI
             while server.stats()["inference_runs"] < count:
                 peak = max(peak, len(client_threads()))
                 assert time.monotonic() < safety
                 time.sleep(0.02)
-            while client._requester.poller.in_flight < count:  # the last creates' watches are being set up
+            while (
+                client._requester.poller.in_flight < count
+            ):  # the last creates' watches are being set up
                 assert time.monotonic() < safety
                 time.sleep(0.02)
             in_flight = client._requester.poller.in_flight
@@ -191,7 +221,9 @@ def test_hundreds_in_flight_on_a_bounded_number_of_threads():
             results = [f.result() for f in futures]
         assert in_flight == count
         assert len({r.response_id for r in results}) == count
-        assert peak - before <= 8 + 2  # the workers, the poll scheduler and the transport's watchdog
+        assert (
+            peak - before <= 8 + 2
+        )  # the workers, the poll scheduler and the transport's watchdog
         assert server.stats()["inference_runs"] == count
     assert len(client_threads()) <= before
 
@@ -220,36 +252,57 @@ def test_close_stops_threads_and_fails_waiters_with_the_response_id():
 def test_chat_messages_models(client, emulator):
     models = [m.id for m in client.models.list()]
     assert MODEL in models
-    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                          max_completion_tokens=8)
+    chat = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_completion_tokens=8
+    )
     assert chat.content and chat.choices[0].role == "assistant" and chat.usage.output_tokens > 0
-    message = client.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}],
-                                     system="be brief")
+    message = client.messages.create(
+        model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}], system="be brief"
+    )
     assert message.text and message.stop_reason
     runs = emulator.stats()["inference_runs"]
-    count = client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                         system="be brief")
+    count = client.messages.count_tokens(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], system="be brief"
+    )
     assert count.input_tokens == message.usage.input_tokens  # counted as /messages bills
     assert emulator.stats()["inference_runs"] == runs  # and nothing ran
 
 
 def test_lora_and_window_conveniences_land_in_metadata(client):
-    response = client.responses.create(model=MODEL, input="x", background=True, completion_window="balanced",
-                                       metadata={"trace": {"a": 1}})
+    response = client.responses.create(
+        model=MODEL,
+        input="x",
+        background=True,
+        completion_window="balanced",
+        metadata={"trace": {"a": 1}},
+    )
     assert response.metadata["completion_window"] in ("balanced", "standard")
     assert response.metadata["trace"] == '{"a":1}'
     with pytest.raises(InvalidRequestError, match="asap"):
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
-                                       lora="funny", completion_window="asap")
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            lora="funny",
+            completion_window="asap",
+        )
     with pytest.raises(Exception) as info:  # no such LoRA on the server
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
-                                       lora="no-such-lora", completion_window="balanced")
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            lora="no-such-lora",
+            completion_window="balanced",
+        )
     assert info.value.status in (400, 404) and "no-such-lora" in str(info.value)
 
 
 def test_batches(client):
-    items = [{"custom_id": "q-{}".format(i), "params": {"model": MODEL, "input": "hi {}".format(i),
-                                                       "max_output_tokens": 4}} for i in range(3)]
+    items = [
+        {
+            "custom_id": f"q-{i}",
+            "params": {"model": MODEL, "input": f"hi {i}", "max_output_tokens": 4},
+        }
+        for i in range(3)
+    ]
     batch = client.batches.create(items, label="smoke")
     assert batch.id
     done = client.batches.wait(batch.id, deadline=10)

@@ -1,23 +1,24 @@
 """Back-off arithmetic and Retry-After parsing: pure tables, no I/O."""
+
 from __future__ import annotations
 
 import email.utils
 import random
 
 import pytest
+from requests.structures import CaseInsensitiveDict
 
 from sail_lite import RetryPolicy
 from sail_lite.errors import (
     APIConnectionError,
-    ConfigurationError,
-    TLSError,
     APITimeoutError,
+    ConfigurationError,
     ConflictError,
+    TLSError,
     UploadNotRewindableError,
     status_error,
 )
 from sail_lite.retry import parse_retry_after
-from requests.structures import CaseInsensitiveDict
 
 
 class FixedRandom(random.Random):
@@ -70,7 +71,11 @@ def _status(status, code=None):
         (_status(503, "model_capacity_unavailable"), True, True),
         (_status(504), True, True),
         (_status(529), True, True),
-        (_status(503), False, True),  # load shedding: nothing ran, even a keyless write may go again
+        (
+            _status(503),
+            False,
+            True,
+        ),  # load shedding: nothing ran, even a keyless write may go again
         (_status(429), False, True),
         (_status(500), False, False),  # the server may have acted: a keyless write is not re-sent
         (_status(501), True, False),
@@ -119,9 +124,20 @@ def test_parse_retry_after(headers, expected):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_retries": -1}, {"initial_delay": -0.1}, {"multiplier": 0.5}, {"max_retry_after": -1},
-     {"max_retries": 2.5}, {"max_retries": True}, {"max_retries": 10**6}, {"initial_delay": float("nan")},
-     {"max_delay": float("inf")}, {"multiplier": "2"}, {"retry_statuses": "500"}, {"retry_statuses": [500.0]}],
+    [
+        {"max_retries": -1},
+        {"initial_delay": -0.1},
+        {"multiplier": 0.5},
+        {"max_retry_after": -1},
+        {"max_retries": 2.5},
+        {"max_retries": True},
+        {"max_retries": 10**6},
+        {"initial_delay": float("nan")},
+        {"max_delay": float("inf")},
+        {"multiplier": "2"},
+        {"retry_statuses": "500"},
+        {"retry_statuses": [500.0]},
+    ],
 )
 def test_policy_rejects_nonsense(kwargs):
     with pytest.raises(ConfigurationError) as info:

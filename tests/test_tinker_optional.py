@@ -4,6 +4,7 @@ The checkpoint URL helpers are exercised here against stand-ins shaped like
 tinker's RestClient (0.33 has ``get_checkpoint_archive_url_from_tinker_path``;
 0.36+ removed it), so they are tested on every Python, Tinker installed or not.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,10 @@ from concurrent.futures import Future
 import pytest
 
 from sail_lite import ConfigurationError, InvalidRequestError
-from sail_lite.tinker import get_tinker_checkpoint_signed_url, get_tinker_checkpoint_signed_url_async
+from sail_lite.tinker import (
+    get_tinker_checkpoint_signed_url,
+    get_tinker_checkpoint_signed_url_async,
+)
 
 BLOCK_TINKER = textwrap.dedent("""
     import sys
@@ -28,8 +32,12 @@ BLOCK_TINKER = textwrap.dedent("""
 
 
 def run_without_tinker(code: str) -> str:
-    result = subprocess.run([sys.executable, "-c", BLOCK_TINKER + textwrap.dedent(code)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_TINKER + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -63,7 +71,9 @@ def test_without_tinker_packages_nothing_imports_tinker_and_everything_but_the_c
 class StandIn:
     """A tinker ServiceClient whose RestClient has (or lacks) the 0.33 checkpoint methods."""
 
-    def __init__(self, result="https://storage.example/ckpt.tar?sig=secret&exp=1", *, has_archive=True):
+    def __init__(
+        self, result="https://storage.example/ckpt.tar?sig=secret&exp=1", *, has_archive=True
+    ):
         self.calls = []
         self.result = result
         self.has_archive = has_archive
@@ -80,6 +90,7 @@ class StandIn:
                 outer.calls.append(("ttl_async", path, ttl))
 
         if self.has_archive:
+
             def get_url(self, path):
                 outer.calls.append(("url", path))
                 return done(outer.result)
@@ -126,21 +137,33 @@ class WithUrl:
     url = "https://storage.example/a.tar?sig=1"
 
 
-@pytest.mark.parametrize("result", [
-    "https://storage.example/a.tar?sig=1",
-    {"url": "https://storage.example/a.tar?sig=1"},
-    WithUrl(),
-])
+@pytest.mark.parametrize(
+    "result",
+    [
+        "https://storage.example/a.tar?sig=1",
+        {"url": "https://storage.example/a.tar?sig=1"},
+        WithUrl(),
+    ],
+)
 def test_the_url_may_be_a_string_a_dict_or_an_object(result):
-    assert get_tinker_checkpoint_signed_url(StandIn(result), PATH) == "https://storage.example/a.tar?sig=1"
-    assert asyncio.run(get_tinker_checkpoint_signed_url_async(StandIn(result), PATH)) == \
-        "https://storage.example/a.tar?sig=1"
+    assert (
+        get_tinker_checkpoint_signed_url(StandIn(result), PATH)
+        == "https://storage.example/a.tar?sig=1"
+    )
+    assert (
+        asyncio.run(get_tinker_checkpoint_signed_url_async(StandIn(result), PATH))
+        == "https://storage.example/a.tar?sig=1"
+    )
 
 
 def test_a_tinker_without_the_archive_method_names_the_version_and_the_fix():
     service = StandIn(has_archive=False)
-    for call in (lambda: get_tinker_checkpoint_signed_url(service, PATH, ttl_seconds=3600),
-                 lambda: asyncio.run(get_tinker_checkpoint_signed_url_async(service, PATH, ttl_seconds=3600))):
+    for call in (
+        lambda: get_tinker_checkpoint_signed_url(service, PATH, ttl_seconds=3600),
+        lambda: asyncio.run(
+            get_tinker_checkpoint_signed_url_async(service, PATH, ttl_seconds=3600)
+        ),
+    ):
         with pytest.raises(ConfigurationError) as info:
             call()
         message = str(info.value)

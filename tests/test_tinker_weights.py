@@ -4,6 +4,7 @@ Signed URLs come from a stand-in storage server (tests/tinker_standin.py)
 shaped like tinker 0.38's RestClient and the emulator's
 ``publish_external_weights``; the LoRA route is the emulator's.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,15 @@ import tracemalloc
 
 import pytest
 
-from sail_lite import AdapterError, ConfigurationError, InvalidRequestError, LoRAValidationError, PermissionDeniedError
+from sail_lite import (
+    AdapterError,
+    ConfigurationError,
+    InvalidRequestError,
+    LoRAValidationError,
+    PermissionDeniedError,
+)
 from sail_lite.adapters import make_adapter
+from sail_lite.resources.loras import check_lora_name
 from sail_lite.tinker_weights import (
     ExternalWeights,
     lora_name_for_tinker_path,
@@ -28,7 +36,6 @@ from sail_lite.tinker_weights import (
     upload_external_weights,
     upload_external_weights_async,
 )
-from sail_lite.resources.loras import check_lora_name
 
 from .tinker_standin import (
     FILES,
@@ -60,19 +67,23 @@ def adapter_files(tmp_path, name="a", **kwargs):
 
 
 def sample(client, lora=None):
-    return client.tokens.sample(PROMPT, model=MODEL, max_tokens=8, temperature=0.0, completion_window="flex",
-                                lora=lora).tokens
+    return client.tokens.sample(
+        PROMPT, model=MODEL, max_tokens=8, temperature=0.0, completion_window="flex", lora=lora
+    ).tokens
 
 
 # -- names -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [
-    "tinker://abc123/external_weights/step-40",
-    "tinker://3f1c2a9e-1b2c-4d5e-8f90-0123456789ab:train:0/external_weights/RL_Step_000040",
-    "tinker://r/external_weights/" + "x" * 300,
-    "tinker://R/external_weights/__",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tinker://abc123/external_weights/step-40",
+        "tinker://3f1c2a9e-1b2c-4d5e-8f90-0123456789ab:train:0/external_weights/RL_Step_000040",
+        "tinker://r/external_weights/" + "x" * 300,
+        "tinker://R/external_weights/__",
+    ],
+)
 def test_lora_names_from_tinker_paths_follow_the_rules(path):
     name = lora_name_for_tinker_path(path)
     assert check_lora_name(name) == name and len(name) <= 64 and name.startswith("tinker-")
@@ -85,7 +96,9 @@ def test_paths_that_slug_alike_get_different_names():
     assert one != two and one[:-8] == two[:-8]
 
 
-@pytest.mark.parametrize("path", ["", "tinker:/x", "s3://b/k", "tinker://run/external_weights", None])
+@pytest.mark.parametrize(
+    "path", ["", "tinker:/x", "s3://b/k", "tinker://run/external_weights", None]
+)
 def test_bad_tinker_paths_are_refused(path):
     with pytest.raises(InvalidRequestError, match="tinker://"):
         lora_name_for_tinker_path(path)
@@ -99,11 +112,19 @@ def test_resolving_every_source_shape(storage, tmp_path):
     published = storage.publish(config, weights, tinker_path="tinker://run1/external_weights/s1")
     service = StandInServiceClient(storage)
     from_dict = resolve_external_weights(published)
-    from_path = resolve_external_weights("tinker://run1/external_weights/s1", service_client=service)
-    from_save = resolve_external_weights(StandInFuture(StandInSaveResponse("tinker://run1/external_weights/s1")),
-                                         service_client=service)
-    from_async = asyncio.run(resolve_external_weights_async(
-        StandInFuture(StandInSaveResponse("tinker://run1/external_weights/s1")), service_client=service))
+    from_path = resolve_external_weights(
+        "tinker://run1/external_weights/s1", service_client=service
+    )
+    from_save = resolve_external_weights(
+        StandInFuture(StandInSaveResponse("tinker://run1/external_weights/s1")),
+        service_client=service,
+    )
+    from_async = asyncio.run(
+        resolve_external_weights_async(
+            StandInFuture(StandInSaveResponse("tinker://run1/external_weights/s1")),
+            service_client=service,
+        )
+    )
     for weights_ in (from_dict, from_path, from_save, from_async):
         assert sorted(weights_.urls) == sorted(FILES) and weights_.expires.tzinfo is not None
     path = "tinker://run1/external_weights/s1"
@@ -115,7 +136,9 @@ def test_resolving_refuses_what_it_cannot_use(storage):
     with pytest.raises(InvalidRequestError, match="service_client"):
         resolve_external_weights("tinker://run/external_weights/s")
     with pytest.raises(InvalidRequestError, match="sampler_weights checkpoint"):
-        resolve_external_weights("tinker://run/sampler_weights/s", service_client=StandInServiceClient(storage))
+        resolve_external_weights(
+            "tinker://run/sampler_weights/s", service_client=StandInServiceClient(storage)
+        )
     with pytest.raises(InvalidRequestError, match="source must be"):
         resolve_external_weights(42)
     with pytest.raises(InvalidRequestError, match="http"):
@@ -135,12 +158,20 @@ def test_resolving_refuses_what_it_cannot_use(storage):
 # -- publishing --------------------------------------------------------------------------------
 
 
-def test_publish_from_urls_streams_both_files_and_the_lora_changes_samples(client, emulator, storage, tmp_path):
+def test_publish_from_urls_streams_both_files_and_the_lora_changes_samples(
+    client, emulator, storage, tmp_path
+):
     config, weights = adapter_files(tmp_path, seed=3)
-    published = storage.publish(config, weights, tinker_path="tinker://run1/external_weights/step-1")
+    published = storage.publish(
+        config, weights, tinker_path="tinker://run1/external_weights/step-1"
+    )
     seen = []
-    result = upload_external_weights(client, published, supported_models=[MODEL],
-                                     progress=lambda done, total: seen.append((done, total)))
+    result = upload_external_weights(
+        client,
+        published,
+        supported_models=[MODEL],
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert result.name == lora_name_for_tinker_path("tinker://run1/external_weights/step-1")
     assert not result.reused and result.sha256 == hashlib.sha256(weights).hexdigest()
     assert result.lora.latest_validation(MODEL).status in ("succeeded", "unverified")
@@ -155,8 +186,15 @@ def test_publish_from_urls_streams_both_files_and_the_lora_changes_samples(clien
 
 def big_weights(rank, width):
     """A safetensors file with one zero lora_A tensor [rank, width] (F32): large, and quick to build."""
-    header = json.dumps({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": {
-        "dtype": "F32", "shape": [rank, width], "data_offsets": [0, rank * width * 4]}}).encode()
+    header = json.dumps(
+        {
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": {
+                "dtype": "F32",
+                "shape": [rank, width],
+                "data_offsets": [0, rank * width * 4],
+            }
+        }
+    ).encode()
     header += b" " * (-len(header) % 8)
     return struct.pack("<Q", len(header)) + header + bytes(rank * width * 4)
 
@@ -177,7 +215,9 @@ def test_the_preflight_reads_only_the_safetensors_header(client, emulator, tmp_p
     assert emulator.stats()["files"] == 0  # nothing uploaded
 
 
-def test_a_checkpoint_for_another_base_model_is_refused_before_upload(client, emulator, storage, tmp_path):
+def test_a_checkpoint_for_another_base_model_is_refused_before_upload(
+    client, emulator, storage, tmp_path
+):
     config, weights = adapter_files(tmp_path, base_model="Qwen/Qwen3-8B")
     with pytest.raises(AdapterError) as info:
         upload_external_weights(client, storage.publish(config, weights), supported_models=[MODEL])
@@ -188,8 +228,9 @@ def test_a_checkpoint_for_another_base_model_is_refused_before_upload(client, em
 def test_without_preflight_the_lora_route_refuses_it(client, emulator, storage, tmp_path):
     config, weights = adapter_files(tmp_path, rank=64)
     with pytest.raises(LoRAValidationError) as info:
-        upload_external_weights(client, storage.publish(config, weights), supported_models=[MODEL],
-                                preflight=False)
+        upload_external_weights(
+            client, storage.publish(config, weights), supported_models=[MODEL], preflight=False
+        )
     assert info.value.result_code == "rank_exceeds_max"
 
 
@@ -225,7 +266,9 @@ def test_urls_about_to_expire_are_used_while_they_work(client, emulator, tmp_pat
     with StorageServer(clock=clock) as storage:
         published = storage.publish(config, weights, ttl=600)
         clock.now += 570  # 30 s left, and nothing to re-sign them with: go ahead
-        result = upload_external_weights(client, published, supported_models=[MODEL], now=clock.utc, name="soon-1")
+        result = upload_external_weights(
+            client, published, supported_models=[MODEL], now=clock.utc, name="soon-1"
+        )
         assert result.sha256 == hashlib.sha256(weights).hexdigest()
 
 
@@ -233,23 +276,41 @@ def test_expired_urls_are_re_signed_from_the_tinker_path(client, emulator, tmp_p
     clock = ManualClock()
     config, weights = adapter_files(tmp_path)
     with StorageServer(clock=clock) as storage:
-        published = storage.publish(config, weights, tinker_path="tinker://r/external_weights/s", ttl=600)
+        published = storage.publish(
+            config, weights, tinker_path="tinker://r/external_weights/s", ttl=600
+        )
         service = StandInServiceClient(storage)
         clock.now += 601
-        result = upload_external_weights(client, published, supported_models=[MODEL], service_client=service)
+        result = upload_external_weights(
+            client, published, supported_models=[MODEL], service_client=service
+        )
         assert result.sha256 == hashlib.sha256(weights).hexdigest()
         assert service.rest.calls == [("urls", "tinker://r/external_weights/s")]
 
 
 def test_from_a_tinker_path_sync_and_async_with_api_futures(client, emulator, storage, tmp_path):
     service = StandInServiceClient(storage)
-    storage.publish(*adapter_files(tmp_path, "a", seed=1), tinker_path="tinker://run/external_weights/s1")
-    storage.publish(*adapter_files(tmp_path, "b", seed=2), tinker_path="tinker://run/external_weights/s2")
-    one = upload_external_weights(client, StandInFuture(StandInSaveResponse("tinker://run/external_weights/s1")),
-                                  supported_models=[MODEL], service_client=service)
-    two = asyncio.run(upload_external_weights_async(
-        client, StandInFuture(StandInSaveResponse("tinker://run/external_weights/s2")),
-        supported_models=[MODEL], service_client=service, delete_tinker_checkpoint=True))
+    storage.publish(
+        *adapter_files(tmp_path, "a", seed=1), tinker_path="tinker://run/external_weights/s1"
+    )
+    storage.publish(
+        *adapter_files(tmp_path, "b", seed=2), tinker_path="tinker://run/external_weights/s2"
+    )
+    one = upload_external_weights(
+        client,
+        StandInFuture(StandInSaveResponse("tinker://run/external_weights/s1")),
+        supported_models=[MODEL],
+        service_client=service,
+    )
+    two = asyncio.run(
+        upload_external_weights_async(
+            client,
+            StandInFuture(StandInSaveResponse("tinker://run/external_weights/s2")),
+            supported_models=[MODEL],
+            service_client=service,
+            delete_tinker_checkpoint=True,
+        )
+    )
     assert one.tinker_path == "tinker://run/external_weights/s1" and two.tinker_path.endswith("/s2")
     assert sample(client, one.name) != sample(client, two.name)
     assert ("delete", "tinker://run/external_weights/s2") in service.rest.calls
@@ -263,19 +324,33 @@ def test_publishing_the_same_weights_again_reuses_the_lora(client, emulator, sto
     files = emulator.stats()["files"]
     again = upload_external_weights(client, published, supported_models=[MODEL])
     assert again.reused and again.name == first.name and again.sha256 == first.sha256
-    assert (again.config_file_id, again.weights_file_id) == (first.config_file_id, first.weights_file_id)
+    assert (again.config_file_id, again.weights_file_id) == (
+        first.config_file_id,
+        first.weights_file_id,
+    )
     assert emulator.stats()["files"] == files and emulator.stats()["loras"] == 1  # nothing uploaded
 
 
-def test_a_step_re_saved_with_other_weights_gets_a_digest_suffixed_name(client, emulator, storage, tmp_path):
+def test_a_step_re_saved_with_other_weights_gets_a_digest_suffixed_name(
+    client, emulator, storage, tmp_path
+):
     path = "tinker://run/external_weights/s1"
-    first = upload_external_weights(client, storage.publish(*adapter_files(tmp_path, "a", seed=1), tinker_path=path),
-                                    supported_models=[MODEL])
-    second = upload_external_weights(client, storage.publish(*adapter_files(tmp_path, "b", seed=2), tinker_path=path),
-                                     supported_models=[MODEL])
-    assert second.name == "{}-{}".format(first.name, second.sha256[:8]) and not second.reused
-    third = upload_external_weights(client, storage.publish(*adapter_files(tmp_path, "b", seed=2), tinker_path=path),
-                                    supported_models=[MODEL])
+    first = upload_external_weights(
+        client,
+        storage.publish(*adapter_files(tmp_path, "a", seed=1), tinker_path=path),
+        supported_models=[MODEL],
+    )
+    second = upload_external_weights(
+        client,
+        storage.publish(*adapter_files(tmp_path, "b", seed=2), tinker_path=path),
+        supported_models=[MODEL],
+    )
+    assert second.name == f"{first.name}-{second.sha256[:8]}" and not second.reused
+    third = upload_external_weights(
+        client,
+        storage.publish(*adapter_files(tmp_path, "b", seed=2), tinker_path=path),
+        supported_models=[MODEL],
+    )
     assert third.reused and third.name == second.name
 
 
@@ -284,24 +359,40 @@ def test_urls_without_a_tinker_path_need_a_name(client, storage, tmp_path):
     urls_only = {"urls": published["urls"], "expires": published["expires"]}
     with pytest.raises(InvalidRequestError, match="name="):
         upload_external_weights(client, urls_only, supported_models=[MODEL])
-    assert upload_external_weights(client, urls_only, supported_models=[MODEL], name="my-step-1").name == "my-step-1"
+    assert (
+        upload_external_weights(client, urls_only, supported_models=[MODEL], name="my-step-1").name
+        == "my-step-1"
+    )
 
 
 def test_files_under_a_folder_and_encrypted_files(client, storage, tmp_path):
     config, weights = adapter_files(tmp_path)
     nested = storage.publish(config, weights, folder="peft/")
     assert sorted(nested["urls"]) == ["peft/adapter_config.json", "peft/adapter_model.safetensors"]
-    assert upload_external_weights(client, nested, supported_models=[MODEL], name="nested-1").lora.name == "nested-1"
-    encrypted = ExternalWeights({"adapter_config.json.age": "https://x/c?sig=1",
-                                 "adapter_model.safetensors.age": "https://x/w?sig=1"})
+    assert (
+        upload_external_weights(client, nested, supported_models=[MODEL], name="nested-1").lora.name
+        == "nested-1"
+    )
+    encrypted = ExternalWeights(
+        {
+            "adapter_config.json.age": "https://x/c?sig=1",
+            "adapter_model.safetensors.age": "https://x/w?sig=1",
+        }
+    )
     with pytest.raises(ConfigurationError, match="age"):
         upload_external_weights(client, encrypted, supported_models=[MODEL], name="enc-1")
     with pytest.raises(AdapterError, match="adapter_model.safetensors"):
-        upload_external_weights(client, ExternalWeights({"adapter_config.json": "https://x/c?sig=1"}),
-                                supported_models=[MODEL], name="half-1")
+        upload_external_weights(
+            client,
+            ExternalWeights({"adapter_config.json": "https://x/c?sig=1"}),
+            supported_models=[MODEL],
+            name="half-1",
+        )
 
 
-def test_an_upload_cut_mid_way_is_retried_by_re_opening_the_url(client, emulator, storage, tmp_path):
+def test_an_upload_cut_mid_way_is_retried_by_re_opening_the_url(
+    client, emulator, storage, tmp_path
+):
     config, weights = adapter_files(tmp_path, hidden_size=2048)  # ~0.5 MB of weights
     published = storage.publish(config, weights)
     storage.drop_after = len(weights) // 3
@@ -321,13 +412,16 @@ def test_memory_stays_flat_for_a_large_checkpoint(client, emulator, storage, tmp
     peaks = []
 
     def progress(done, total):
-        if done == total:  # the upload is over (the emulator's own LoRA validation, in this process, comes next)
+        if (
+            done == total
+        ):  # the upload is over (the emulator's own LoRA validation, in this process, comes next)
             peaks.append(tracemalloc.get_traced_memory()[1])
 
     tracemalloc.start()
     try:
-        result = upload_external_weights(client, published, supported_models=[MODEL], name="big-1", wait=False,
-                                         progress=progress)
+        result = upload_external_weights(
+            client, published, supported_models=[MODEL], name="big-1", wait=False, progress=progress
+        )
     finally:
         tracemalloc.stop()
     assert emulator.state.files[result.weights_file_id].bytes > 24 * 2**20
@@ -338,24 +432,40 @@ def test_memory_stays_flat_for_a_large_checkpoint(client, emulator, storage, tmp
 def test_runs_list_their_loras_and_what_newer_steps_supersede(client, emulator, storage, tmp_path):
     names = []
     for step in range(3):
-        path = "tinker://run-a/external_weights/step-{}".format(step)
-        published = storage.publish(*adapter_files(tmp_path, str(step), seed=step), tinker_path=path)
-        names.append(upload_external_weights(client, published, supported_models=[MODEL], wait=False).name)
-    other = storage.publish(*adapter_files(tmp_path, "o", seed=9), tinker_path="tinker://run-b/external_weights/s")
+        path = f"tinker://run-a/external_weights/step-{step}"
+        published = storage.publish(
+            *adapter_files(tmp_path, str(step), seed=step), tinker_path=path
+        )
+        names.append(
+            upload_external_weights(client, published, supported_models=[MODEL], wait=False).name
+        )
+    other = storage.publish(
+        *adapter_files(tmp_path, "o", seed=9), tinker_path="tinker://run-b/external_weights/s"
+    )
     upload_external_weights(client, other, supported_models=[MODEL], wait=False)
-    client.loras.upload(make_adapter(tmp_path / "plain"), name="not-from-tinker", supported_models=[MODEL])
+    client.loras.upload(
+        make_adapter(tmp_path / "plain"), name="not-from-tinker", supported_models=[MODEL]
+    )
     assert [p.name for p in run_loras(client, "run-a")] == names
     old = superseded_loras(client, "tinker://run-a/external_weights/step-2", keep=1)
     assert [p.name for p in old] == names[:2]
-    assert all(p.config_file_id in emulator.state.files and p.weights_file_id in emulator.state.files for p in old)
-    assert superseded_loras(client, "run-a", keep=5) == [] and len(superseded_loras(client, "run-a", keep=0)) == 3
+    assert all(
+        p.config_file_id in emulator.state.files and p.weights_file_id in emulator.state.files
+        for p in old
+    )
+    assert (
+        superseded_loras(client, "run-a", keep=5) == []
+        and len(superseded_loras(client, "run-a", keep=0)) == 3
+    )
     with pytest.raises(InvalidRequestError, match="keep"):
         superseded_loras(client, "run-a", keep=-1)
 
 
 def test_no_signed_url_reaches_the_logs(client, storage, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    published = storage.publish(*adapter_files(tmp_path), tinker_path="tinker://run/external_weights/s")
+    published = storage.publish(
+        *adapter_files(tmp_path), tinker_path="tinker://run/external_weights/s"
+    )
     upload_external_weights(client, published, supported_models=[MODEL])
     upload_external_weights(client, published, supported_models=[MODEL])
     assert "sig=" not in caplog.text
@@ -389,14 +499,19 @@ class EmulatorService:
 
 def test_the_emulators_external_weights_become_a_lora(client, emulator, tmp_path):
     config, weights = adapter_files(tmp_path, seed=4)
-    published = emulator.publish_external_weights(config, weights, tinker_path="tinker://emu/external_weights/s4")
+    published = emulator.publish_external_weights(
+        config, weights, tinker_path="tinker://emu/external_weights/s4"
+    )
     assert set(published) == {"tinker_path", "urls", "expires"}
     from_urls = upload_external_weights(client, published, supported_models=[MODEL])
     service = EmulatorService(emulator)
-    again = upload_external_weights(client, "tinker://emu/external_weights/s4", supported_models=[MODEL],
-                                    service_client=service)
+    again = upload_external_weights(
+        client, "tinker://emu/external_weights/s4", supported_models=[MODEL], service_client=service
+    )
     assert again.reused and again.name == from_urls.name and service.rest.calls == 1
-    assert emulator.state.files[from_urls.weights_file_id].digest == hashlib.sha256(weights).digest()
+    assert (
+        emulator.state.files[from_urls.weights_file_id].digest == hashlib.sha256(weights).digest()
+    )
     assert sample(client, from_urls.name) != sample(client)
 
 
@@ -408,15 +523,21 @@ def test_an_expired_emulator_url_and_re_signing(tmp_path):
     clock = ManualClock()
     config, weights = adapter_files(tmp_path)
     with EmulatorServer(clock=clock) as server, make_client(server) as client:
-        published = server.publish_external_weights(config, weights, tinker_path="tinker://emu/external_weights/x",
-                                                    ttl_seconds=60)
+        published = server.publish_external_weights(
+            config, weights, tinker_path="tinker://emu/external_weights/x", ttl_seconds=60
+        )
         clock.now += 61  # the emulator's clock: its URLs now answer 403 url_expired
         with pytest.raises(PermissionDeniedError) as info:
             upload_external_weights(client, published, supported_models=[MODEL], wait=False)
         assert info.value.code == "url_expired" and "sig=" not in str(info.value)
         assert server.stats()["files"] == 0
-        result = upload_external_weights(client, published, supported_models=[MODEL], wait=False,
-                                         service_client=EmulatorService(server))
+        result = upload_external_weights(
+            client,
+            published,
+            supported_models=[MODEL],
+            wait=False,
+            service_client=EmulatorService(server),
+        )
         assert result.sha256 == hashlib.sha256(weights).hexdigest()
 
 
@@ -425,7 +546,10 @@ def test_an_emulator_checkpoint_for_another_base_model_is_refused(client, emulat
     published = emulator.publish_external_weights(config, weights)
     with pytest.raises(AdapterError) as info:
         upload_external_weights(client, published, supported_models=[MODEL])
-    assert sorted(p.code for p in info.value.problems) == ["base_model_mismatch", "rank_exceeds_max"]
+    assert sorted(p.code for p in info.value.problems) == [
+        "base_model_mismatch",
+        "rank_exceeds_max",
+    ]
     assert emulator.stats()["files"] == 0
     with pytest.raises(LoRAValidationError) as refused:  # and the LoRA route itself refuses it too
         upload_external_weights(client, published, supported_models=[MODEL], preflight=False)

@@ -12,6 +12,7 @@
 - Every public resource method takes ``timeout``, ``deadline`` and
   ``extra_headers``, and an extra header does reach the server.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -28,11 +29,11 @@ from ._tls_servers import ForwardProxy, TLSForwarder
 from .conftest import make_client
 
 
-
 def new_ca():
     # trustme (and cryptography under it) is imported by the tests that make certificates, not at
     # collection: every xdist worker collects this module.
     return pytest.importorskip("trustme").CA()
+
 
 MODEL = "moonshotai/Kimi-K2.6"
 
@@ -74,7 +75,9 @@ def https_client(emulator, forwarder, **overrides):
     return make_client(emulator, base_url=forwarder.url + "/v1", **overrides)
 
 
-@pytest.mark.parametrize("how", ["verify=path", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"])
+@pytest.mark.parametrize(
+    "how", ["verify=path", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"]
+)
 def test_a_ca_bundle_from_the_argument_or_the_environment_is_trusted(emulator, https, ca_path, how):
     if how == "verify=path":
         options = dict(verify=ca_path)
@@ -114,17 +117,23 @@ def test_the_argument_wins_over_the_environment(emulator, https, ca_path, tmp_pa
     # A wrong bundle in the environment does not matter when verify= names the right one.
     wrong = tmp_path / "other.pem"
     new_ca().cert_pem.write_to_path(str(wrong))
-    with https_client(emulator, https, verify=ca_path, environ={"REQUESTS_CA_BUNDLE": str(wrong)}) as client:
+    with https_client(
+        emulator, https, verify=ca_path, environ={"REQUESTS_CA_BUNDLE": str(wrong)}
+    ) as client:
         client.models.list()
     with https_client(emulator, https, environ={"SSL_CERT_FILE": str(wrong)}) as client:
         with pytest.raises(E.TLSError):
             client.models.list()
     # requests' order among the variables: REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE, then SSL_CERT_FILE.
-    with https_client(emulator, https, environ={"REQUESTS_CA_BUNDLE": ca_path, "SSL_CERT_FILE": str(wrong)}) as client:
+    with https_client(
+        emulator, https, environ={"REQUESTS_CA_BUNDLE": ca_path, "SSL_CERT_FILE": str(wrong)}
+    ) as client:
         client.models.list()
 
 
-def test_ssl_cert_file_in_the_process_environment_is_honoured(emulator, https, ca_path, monkeypatch):
+def test_ssl_cert_file_in_the_process_environment_is_honoured(
+    emulator, https, ca_path, monkeypatch
+):
     for name in list(os.environ):
         if name.lower().endswith("_proxy") or name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             monkeypatch.delenv(name)
@@ -141,13 +150,16 @@ def test_verify_false_skips_the_check(emulator, https):
             assert client.models.list()
 
 
-@pytest.mark.parametrize("options", [
-    dict(verify="/no/such/ca.pem"),
-    dict(environ={"REQUESTS_CA_BUNDLE": "/no/such/ca.pem"}),
-    dict(environ={"SSL_CERT_FILE": "/no/such/ca.pem"}),
-    dict(verify=1),
-    dict(verify="ca.pem\x00"),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(verify="/no/such/ca.pem"),
+        dict(environ={"REQUESTS_CA_BUNDLE": "/no/such/ca.pem"}),
+        dict(environ={"SSL_CERT_FILE": "/no/such/ca.pem"}),
+        dict(verify=1),
+        dict(verify="ca.pem\x00"),
+    ],
+)
 def test_a_missing_or_bad_bundle_is_a_configuration_error(emulator, options):
     with pytest.raises(E.ConfigurationError, match="verify"):
         make_client(emulator, base_url="https://127.0.0.1:1/v1", **options)
@@ -210,7 +222,9 @@ def test_explicit_proxies_work_and_win_over_the_environment(emulator, proxy, no_
     assert proxy.forwarded == 1
 
 
-def test_environ_given_means_the_process_environment_is_ignored(emulator, proxy, monkeypatch, no_os_proxies):
+def test_environ_given_means_the_process_environment_is_ignored(
+    emulator, proxy, monkeypatch, no_os_proxies
+):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     with make_client(emulator, environ={"HTTP_PROXY": proxy.url}) as client:
@@ -218,9 +232,12 @@ def test_environ_given_means_the_process_environment_is_ignored(emulator, proxy,
     assert proxy.forwarded == 1
 
 
-def test_https_through_the_proxy_tunnels_and_still_checks_the_certificate(emulator, https, proxy, ca_path,
-                                                                          no_os_proxies):
-    with https_client(emulator, https, verify=ca_path, environ={"HTTPS_PROXY": proxy.url}) as client:
+def test_https_through_the_proxy_tunnels_and_still_checks_the_certificate(
+    emulator, https, proxy, ca_path, no_os_proxies
+):
+    with https_client(
+        emulator, https, verify=ca_path, environ={"HTTPS_PROXY": proxy.url}
+    ) as client:
         client.models.list()
     assert proxy.tunnels == 1 and proxy.forwarded == 0
     with https_client(emulator, https, environ={"HTTPS_PROXY": proxy.url}) as client:
@@ -239,8 +256,17 @@ def test_a_dead_proxy_is_a_connection_error_that_names_no_secret(emulator, no_os
 
 # --- errors: status_code, builtin bases, pickles --------------------------------------------------------------
 
-FIELDS = dict(status=None, code="some_code", type="invalid_request_error", param="model", request_id="req_1",
-              response_id="resp_1", attempts=3, retry_after=1.5, idempotency_key="sail-lite-abc")
+FIELDS = dict(
+    status=None,
+    code="some_code",
+    type="invalid_request_error",
+    param="model",
+    request_id="req_1",
+    response_id="resp_1",
+    attempts=3,
+    retry_after=1.5,
+    idempotency_key="sail-lite-abc",
+)
 
 ERROR_TABLE = [
     # class, status, builtin bases it must also be
@@ -280,7 +306,9 @@ def test_the_table_covers_every_error():
     assert exported - {E.SailError, E.APIStatusError} == {row[0] for row in ERROR_TABLE}
 
 
-@pytest.mark.parametrize("cls, status, builtins", ERROR_TABLE, ids=[row[0].__name__ for row in ERROR_TABLE])
+@pytest.mark.parametrize(
+    "cls, status, builtins", ERROR_TABLE, ids=[row[0].__name__ for row in ERROR_TABLE]
+)
 def test_errors_carry_status_code_subclass_builtins_and_pickle_whole(cls, status, builtins):
     extra = {
         E.AdapterError: dict(problems=("p1", "p2")),
@@ -291,13 +319,15 @@ def test_errors_carry_status_code_subclass_builtins_and_pickle_whole(cls, status
         E.ResponseFailedError: dict(response={"id": "resp_1"}),
         E.ResponseCancelledError: dict(response={"id": "resp_1"}),
         E.ResponseExpiredError: dict(response={"id": "resp_1"}),
-        E.LoRAValidationError: dict(lora={"name": "l"}, model=MODEL, result_code="bad_rank", result_message="r=64"),
+        E.LoRAValidationError: dict(
+            lora={"name": "l"}, model=MODEL, result_code="bad_rank", result_message="r=64"
+        ),
     }.get(cls, {})
     fields = dict(FIELDS, status=status, **extra)
     error = cls("something went wrong", **fields)
     assert isinstance(error, E.SailError)
     for builtin in builtins:
-        assert isinstance(error, builtin), "{} should be a {}".format(cls.__name__, builtin.__name__)
+        assert isinstance(error, builtin), f"{cls.__name__} should be a {builtin.__name__}"
     assert error.status_code == error.status == status
     clone = pickle.loads(pickle.dumps(error))
     assert type(clone) is cls
@@ -307,9 +337,18 @@ def test_errors_carry_status_code_subclass_builtins_and_pickle_whole(cls, status
     assert clone.status_code == status
 
 
-@pytest.mark.parametrize("status, cls", [(400, E.BadRequestError), (403, E.PermissionDeniedError),
-                                         (404, E.NotFoundError), (408, E.RequestTimeoutError),
-                                         (503, E.OverloadedError), (529, E.OverloadedError), (502, E.ServerError)])
+@pytest.mark.parametrize(
+    "status, cls",
+    [
+        (400, E.BadRequestError),
+        (403, E.PermissionDeniedError),
+        (404, E.NotFoundError),
+        (408, E.RequestTimeoutError),
+        (503, E.OverloadedError),
+        (529, E.OverloadedError),
+        (502, E.ServerError),
+    ],
+)
 def test_status_errors_from_the_wire_are_the_right_builtin(status, cls):
     error = E.status_error(status, {"error": {"message": "m", "code": "c"}}, request_id="req_9")
     assert type(error) is cls and error.status_code == status and error.request_id == "req_9"
@@ -323,7 +362,16 @@ def test_a_real_404_is_a_lookup_error(client):
 
 # --- timeout, deadline and extra_headers on every public method -------------------------------------------------
 
-RESOURCES = ("responses", "tokens", "chat.completions", "messages", "files", "loras", "batches", "models")
+RESOURCES = (
+    "responses",
+    "tokens",
+    "chat.completions",
+    "messages",
+    "files",
+    "loras",
+    "batches",
+    "models",
+)
 
 
 def _public_methods(client):
@@ -333,7 +381,7 @@ def _public_methods(client):
             target = getattr(target, part)
         for name, method in inspect.getmembers(target, inspect.ismethod):
             if not name.startswith("_"):
-                yield "{}.{}".format(resource, name), method
+                yield f"{resource}.{name}", method
 
 
 def test_every_public_method_takes_timeout_deadline_and_extra_headers(emulator):
@@ -344,9 +392,14 @@ def test_every_public_method_takes_timeout_deadline_and_extra_headers(emulator):
     for label, method in methods.items():
         parameters = inspect.signature(method).parameters
         if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-            parameters = inspect.signature(method.__self__.submit).parameters  # tokens.sample(**submit's)
-        lacking = [name for name in ("timeout", "deadline", "extra_headers")
-                   if name not in parameters or parameters[name].kind != inspect.Parameter.KEYWORD_ONLY]
+            parameters = inspect.signature(
+                method.__self__.submit
+            ).parameters  # tokens.sample(**submit's)
+        lacking = [
+            name
+            for name in ("timeout", "deadline", "extra_headers")
+            if name not in parameters or parameters[name].kind != inspect.Parameter.KEYWORD_ONLY
+        ]
         if lacking:
             missing[label] = lacking
     assert missing == {}
@@ -356,11 +409,18 @@ def test_extra_headers_reach_the_server_on_every_attempt(emulator, proxy, no_os_
     from sail_lite import RetryPolicy
     from sail_lite.emulator.faults import Fault
 
-    emulator.faults.add(Fault("error", method="POST", path="/v1/chat/completions", status=503, times=1))
-    with make_client(emulator, proxies={"http": proxy.url},
-                     retry=RetryPolicy(initial_delay=0.0, max_delay=0.0)) as client:
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                       max_completion_tokens=4, extra_headers={"X-Trace-Id": "trace-42"})
+    emulator.faults.add(
+        Fault("error", method="POST", path="/v1/chat/completions", status=503, times=1)
+    )
+    with make_client(
+        emulator, proxies={"http": proxy.url}, retry=RetryPolicy(initial_delay=0.0, max_delay=0.0)
+    ) as client:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            max_completion_tokens=4,
+            extra_headers={"X-Trace-Id": "trace-42"},
+        )
         client.models.list(extra_headers={"X-Trace-Id": "trace-43"})
     posts = [headers for method, url, headers in proxy.seen if url.endswith("/chat/completions")]
     assert len(posts) == 2 and all(headers.get("X-Trace-Id") == "trace-42" for headers in posts)

@@ -1,4 +1,5 @@
 """Wire-object parsing is tolerant; errors are data and pickle."""
+
 from __future__ import annotations
 
 import pickle
@@ -47,7 +48,10 @@ def raw_response(**overrides):
                         "type": "output_text",
                         "text": "hi",
                         "token_ids": [104, 105],
-                        "logprobs": [{"token_id": 104, "logprob": -0.5}, {"token_id": 105, "logprob": -1}],
+                        "logprobs": [
+                            {"token_id": 104, "logprob": -0.5},
+                            {"token_id": 105, "logprob": -1},
+                        ],
                         "stop_reason": "length",
                     },
                 ],
@@ -106,7 +110,14 @@ def test_malformed_payloads_raise_typed_errors(payload):
 
 def test_wrong_field_types_fall_back_to_defaults():
     response = Response.from_dict(
-        {"id": "resp_2", "status": 7, "usage": "lots", "output": "nope", "metadata": [], "created_at": True}
+        {
+            "id": "resp_2",
+            "status": 7,
+            "usage": "lots",
+            "output": "nope",
+            "metadata": [],
+            "created_at": True,
+        }
     )
     assert response.status == "" and response.usage == Usage() and response.output == ()
     assert response.metadata == {} and response.created_at is None
@@ -118,8 +129,14 @@ def test_wrong_field_types_fall_back_to_defaults():
     [
         ({"type": "output_text", "text": "x"}, "token_ids"),
         ({"type": "output_text", "token_ids": [1, "2"]}, "token_ids"),
-        ({"type": "output_text", "token_ids": [1, 2], "logprobs": [{"logprob": -1}]}, "1 logprobs for 2 tokens"),
-        ({"type": "output_text", "token_ids": [1], "logprobs": [{"logprob": "x"}]}, "malformed logprob"),
+        (
+            {"type": "output_text", "token_ids": [1, 2], "logprobs": [{"logprob": -1}]},
+            "1 logprobs for 2 tokens",
+        ),
+        (
+            {"type": "output_text", "token_ids": [1], "logprobs": [{"logprob": "x"}]},
+            "malformed logprob",
+        ),
     ],
 )
 def test_sampled_tokens_rejects_malformed_blocks(block, message):
@@ -131,28 +148,57 @@ def test_sampled_tokens_rejects_malformed_blocks(block, message):
 
 def test_sampled_tokens_null_logprobs_and_default_stop_reason():
     block = {"type": "output_text", "token_ids": [1, 2], "logprobs": None}
-    response = Response.from_dict(raw_response(status="incomplete", output=[{"type": "message", "content": [block]}],
-                                               incomplete_details={"reason": "max_output_tokens"}))
+    response = Response.from_dict(
+        raw_response(
+            status="incomplete",
+            output=[{"type": "message", "content": [block]}],
+            incomplete_details={"reason": "max_output_tokens"},
+        )
+    )
     sampled = SampledTokens.from_response(response)
-    assert sampled.logprobs is None and sampled.stop_reason == "length"  # the reason says the budget ran out
+    assert (
+        sampled.logprobs is None and sampled.stop_reason == "length"
+    )  # the reason says the budget ran out
 
 
 def test_chat_message_lora_batch_parse():
     chat = ChatCompletion.from_dict(
-        {"id": "c", "choices": [{"index": 0, "message": {"role": "assistant", "content": "yo"}, "finish_reason": "stop"}],
-         "usage": {"prompt_tokens": 4, "completion_tokens": 2}}
+        {
+            "id": "c",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "yo"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 2},
+        }
     )
     assert chat.content == "yo" and chat.usage == Usage(4, 2, 6)
-    message = Message.from_dict({"id": "m", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]})
+    message = Message.from_dict(
+        {"id": "m", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+    )
     assert message.text == "ab"
     lora = LoRA.from_dict(
-        {"id": "u", "name": "n", "supported_models": ["a", 3], "validations": [
-            {"model": "a", "status": "failed"}, {"model": "b", "status": "running"}, {"model": "a", "status": "succeeded"}, "junk"]}
+        {
+            "id": "u",
+            "name": "n",
+            "supported_models": ["a", 3],
+            "validations": [
+                {"model": "a", "status": "failed"},
+                {"model": "b", "status": "running"},
+                {"model": "a", "status": "succeeded"},
+                "junk",
+            ],
+        }
     )
     assert lora.supported_models == ("a",)
     assert lora.latest_validation("a").status == "succeeded"
     assert lora.latest_validation("zzz") is None
-    batch = Batch.from_dict({"id": "b", "request_status": {"x": {"status": "COMPLETED"}, "y": {"status": "FAILED"}}})
+    batch = Batch.from_dict(
+        {"id": "b", "request_status": {"x": {"status": "COMPLETED"}, "y": {"status": "FAILED"}}}
+    )
     assert batch.is_done and batch.request_status == {"x": "COMPLETED", "y": "FAILED"}
 
 
@@ -160,7 +206,7 @@ def test_frozen_objects_hash_and_compare():
     a = Response.from_dict(raw_response())
     b = Response.from_dict(raw_response())
     assert a == b
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017
         a.status = "x"
 
 
@@ -186,14 +232,27 @@ def test_frozen_objects_hash_and_compare():
     ],
 )
 def test_status_error_classes(status, code, cls):
-    error = status_error(status, {"error": {"message": "boom", "type": "t", "code": code, "param": "p"}},
-                         request_id="req_1", retry_after=2.0, attempts=3)
+    error = status_error(
+        status,
+        {"error": {"message": "boom", "type": "t", "code": code, "param": "p"}},
+        request_id="req_1",
+        retry_after=2.0,
+        attempts=3,
+    )
     assert type(error) is cls
-    assert (error.status, error.code, error.type, error.param, error.request_id) == (status, code, "t", "p", "req_1")
+    assert (error.status, error.code, error.type, error.param, error.request_id) == (
+        status,
+        code,
+        "t",
+        "p",
+        "req_1",
+    )
     assert "boom" in str(error) and "req_1" in str(error) and "attempts 3" in str(error)
 
 
-@pytest.mark.parametrize("payload", [None, "<html><body>Bad gateway</body></html>", {"error": "flat"}, [1]])
+@pytest.mark.parametrize(
+    "payload", [None, "<html><body>Bad gateway</body></html>", {"error": "flat"}, [1]]
+)
 def test_status_error_from_non_wire_bodies(payload):
     error = status_error(502, payload)
     assert isinstance(error, ServerError)
@@ -203,7 +262,12 @@ def test_status_error_from_non_wire_bodies(payload):
 @pytest.mark.parametrize(
     "error",
     [
-        status_error(429, {"error": {"message": "slow down", "code": "rate"}}, request_id="r", retry_after=1.5),
+        status_error(
+            429,
+            {"error": {"message": "slow down", "code": "rate"}},
+            request_id="r",
+            retry_after=1.5,
+        ),
         ResponseFailedError("failed", response={"id": "resp_x"}, response_id="resp_x", code="c"),
         AdapterError("bad", problems=("p",)),
         SailError("plain"),
@@ -221,15 +285,20 @@ def test_public_names_are_exactly_all_and_all_are_documented():
     import types
 
     lazy = set(sail_lite._LAZY_TINKER) | set(sail_lite._LAZY)
-    defined = {name for name, value in vars(sail_lite).items()
-               if not name.startswith("_") and not isinstance(value, types.ModuleType) and name not in lazy}
-    assert defined | lazy == set(sail_lite.__all__) - {"__version__"}, "a public name leaks or is missing"
+    defined = {
+        name
+        for name, value in vars(sail_lite).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType) and name not in lazy
+    }
+    assert defined | lazy == set(sail_lite.__all__) - {"__version__"}, (
+        "a public name leaks or is missing"
+    )
     assert len(set(sail_lite.__all__)) == len(sail_lite.__all__)
     for name in set(sail_lite.__all__) - lazy:
         assert getattr(sail_lite, name) is not None
     readme = (pathlib.Path(__file__).resolve().parent.parent / "README.rst").read_text()
-    undocumented = sorted(name for name in sail_lite.__all__ if "``{}``".format(name) not in readme)
-    assert not undocumented, "public names the README does not mention: {}".format(undocumented)
+    undocumented = sorted(name for name in sail_lite.__all__ if f"``{name}``" not in readme)
+    assert not undocumented, f"public names the README does not mention: {undocumented}"
 
 
 def test_import_defers_what_one_sample_does_not_need_and_a_client_loads_a_resource_on_first_use():
@@ -259,4 +328,10 @@ def test_import_defers_what_one_sample_does_not_need_and_a_client_loads_a_resour
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
-        "[]", "[]", "[]", "[]", "['responses', 'tokens']", "['files', 'loras', 'responses', 'tokens']"], result.stdout
+        "[]",
+        "[]",
+        "[]",
+        "[]",
+        "['responses', 'tokens']",
+        "['files', 'loras', 'responses', 'tokens']",
+    ], result.stdout

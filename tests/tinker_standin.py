@@ -12,6 +12,7 @@
   ``delete_checkpoint_from_tinker_path(tinker_path) -> APIFuture[None]``);
   the Tinker tier checks them against the installed class.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,14 +68,16 @@ class StandInSaveResponse:
 
 
 class StandInRestClient:
-    def __init__(self, storage: "StorageServer"):
+    def __init__(self, storage: StorageServer):
         self.storage = storage
         self.calls = []
 
     def get_external_weights_urls(self, tinker_path: str) -> StandInFuture:
         self.calls.append(("urls", tinker_path))
         published = self.storage.sign(tinker_path)
-        return StandInFuture(StandInUrlsResponse(published["urls"], dt.datetime.fromisoformat(published["expires"])))
+        return StandInFuture(
+            StandInUrlsResponse(published["urls"], dt.datetime.fromisoformat(published["expires"]))
+        )
 
     def delete_checkpoint_from_tinker_path(self, tinker_path: str) -> StandInFuture:
         self.calls.append(("delete", tinker_path))
@@ -83,7 +86,7 @@ class StandInRestClient:
 
 
 class StandInServiceClient:
-    def __init__(self, storage: "StorageServer"):
+    def __init__(self, storage: StorageServer):
         self.rest = StandInRestClient(storage)
 
     def create_rest_client(self) -> StandInRestClient:
@@ -131,10 +134,11 @@ class StorageServer:
 
         self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self.url = "http://127.0.0.1:{}".format(self._server.server_address[1])
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         # A short poll interval: shutdown() waits for one, and every test stops a server.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def __enter__(self):
         self._thread.start()
@@ -146,10 +150,17 @@ class StorageServer:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def publish(self, config, weights: bytes, *, tinker_path: Optional[str] = None, ttl: Optional[float] = None,
-                folder: str = "") -> dict:
+    def publish(
+        self,
+        config,
+        weights: bytes,
+        *,
+        tinker_path: Optional[str] = None,
+        ttl: Optional[float] = None,
+        folder: str = "",
+    ) -> dict:
         """Store a checkpoint; return ``{"tinker_path", "urls", "expires"}`` (the emulator's shape)."""
-        tinker_path = tinker_path or "tinker://run-{}/external_weights/step-1".format(secrets.token_hex(4))
+        tinker_path = tinker_path or f"tinker://run-{secrets.token_hex(4)}/external_weights/step-1"
         data = config if isinstance(config, bytes) else json.dumps(config, sort_keys=True).encode()
         self.checkpoints[tinker_path] = {folder + FILES[0]: data, folder + FILES[1]: weights}
         return self.sign(tinker_path, ttl=ttl)
@@ -167,11 +178,16 @@ class StorageServer:
         key = hashlib.sha256(tinker_path.encode()).hexdigest()[:16]
         urls = {}
         for name in files:
-            path = "/ew/{}/{}".format(key, urllib.parse.quote(name))
-            sig = hmac.new(self.secret, "{}:{}".format(path, expires).encode(), hashlib.sha256).hexdigest()
-            urls[name] = "{}{}?{}".format(self.url, path, urllib.parse.urlencode({"expires": expires, "sig": sig}))
-        return {"tinker_path": tinker_path, "urls": urls,
-                "expires": dt.datetime.fromtimestamp(expires, dt.timezone.utc).isoformat()}
+            path = f"/ew/{key}/{urllib.parse.quote(name)}"
+            sig = hmac.new(self.secret, f"{path}:{expires}".encode(), hashlib.sha256).hexdigest()
+            urls[name] = "{}{}?{}".format(
+                self.url, path, urllib.parse.urlencode({"expires": expires, "sig": sig})
+            )
+        return {
+            "tinker_path": tinker_path,
+            "urls": urls,
+            "expires": dt.datetime.fromtimestamp(expires, dt.timezone.utc).isoformat(),
+        }
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -179,7 +195,7 @@ class StorageServer:
         for tinker_path, files in self.checkpoints.items():
             key = hashlib.sha256(tinker_path.encode()).hexdigest()[:16]
             for name, data in files.items():
-                if path == "/ew/{}/{}".format(key, urllib.parse.quote(name)):
+                if path == f"/ew/{key}/{urllib.parse.quote(name)}":
                     return name, data
         return None, None
 
@@ -196,7 +212,9 @@ class StorageServer:
         query = urllib.parse.parse_qs(parsed.query)
         expires = (query.get("expires") or ["0"])[0]
         sig = (query.get("sig") or [""])[0]
-        want = hmac.new(self.secret, "{}:{}".format(parsed.path, expires).encode(), hashlib.sha256).hexdigest()
+        want = hmac.new(
+            self.secret, f"{parsed.path}:{expires}".encode(), hashlib.sha256
+        ).hexdigest()
         name, data = self._find(parsed.path)
         range_header = handler.headers.get("Range")
         if not hmac.compare_digest(sig, want):
@@ -219,7 +237,7 @@ class StorageServer:
         handler.send_header("Content-Type", "application/octet-stream")
         handler.send_header("Content-Length", str(end - start + 1))
         if status == 206:
-            handler.send_header("Content-Range", "bytes {}-{}/{}".format(start, end, len(data)))
+            handler.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         handler.end_headers()
         drop = self.drop_after if name.endswith(FILES[1]) and status == 200 else None
         if drop is not None:
@@ -227,9 +245,9 @@ class StorageServer:
         position = start
         try:
             while position <= end:
-                chunk = data[position:min(position + 65536, end + 1)]
+                chunk = data[position : min(position + 65536, end + 1)]
                 if drop is not None and position + len(chunk) > start + drop:
-                    chunk = chunk[:max(start + drop - position, 0)]
+                    chunk = chunk[: max(start + drop - position, 0)]
                     handler.wfile.write(chunk)
                     handler.wfile.flush()
                     handler.close_connection = True

@@ -1,4 +1,5 @@
 """Raw-HTTP helpers for the emulator's own tests: bare ``requests``, no sail_lite client."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,9 @@ class Api:
     def __init__(self, server, api_key=None):
         self.server = server
         self.session = requests.Session()
-        self.session.trust_env = False  # loopback: no proxy settings to read from the environment on every call
+        self.session.trust_env = (
+            False  # loopback: no proxy settings to read from the environment on every call
+        )
         self.session.headers["Authorization"] = "Bearer " + (api_key or server.api_key)
 
     def __call__(self, method, path, **kwargs):
@@ -37,8 +40,14 @@ class Api:
             time.sleep(0.01)
 
     def sample(self, tokens, **fields):
-        body = {"model": MODEL, "input": PLACEHOLDER, "raw_prompt_tokens": tokens, "max_output_tokens": 16,
-                "include": ["message.output_text.logprobs"], "metadata": {"completion_window": "asap"}}
+        body = {
+            "model": MODEL,
+            "input": PLACEHOLDER,
+            "raw_prompt_tokens": tokens,
+            "max_output_tokens": 16,
+            "include": ["message.output_text.logprobs"],
+            "metadata": {"completion_window": "asap"},
+        }
         body.update(fields)
         return self.ok("POST", "/responses", json=body)
 

@@ -1,4 +1,5 @@
 """tinker 0.38 external weights: an adapter's two files under signed, expiring URLs."""
+
 from __future__ import annotations
 
 import datetime
@@ -14,8 +15,14 @@ from sail_lite.emulator import EmulatorServer
 
 from .test_inference import FakeClock
 
-CONFIG = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 8, "lora_alpha": 16,
-          "base_model_name_or_path": "moonshotai/Kimi-K2.6", "target_modules": ["q_proj", "v_proj"]}
+CONFIG = {
+    "peft_type": "LORA",
+    "task_type": "CAUSAL_LM",
+    "r": 8,
+    "lora_alpha": 16,
+    "base_model_name_or_path": "moonshotai/Kimi-K2.6",
+    "target_modules": ["q_proj", "v_proj"],
+}
 
 
 def get(url, **kwargs):
@@ -29,8 +36,9 @@ def test_publish_serves_both_files_until_they_expire(tmp_path, caplog):
         weights = handle.read()
     clock = FakeClock()
     with EmulatorServer(clock=clock) as server:
-        published = server.publish_external_weights(CONFIG, weights, tinker_path="tinker://run-1/external_weights/s10",
-                                                    ttl_seconds=600)
+        published = server.publish_external_weights(
+            CONFIG, weights, tinker_path="tinker://run-1/external_weights/s10", ttl_seconds=600
+        )
         assert set(published) == {"tinker_path", "urls", "expires"}
         assert published["tinker_path"] == "tinker://run-1/external_weights/s10"
         assert set(published["urls"]) == {"adapter_config.json", "adapter_model.safetensors"}
@@ -43,7 +51,9 @@ def test_publish_serves_both_files_until_they_expire(tmp_path, caplog):
         assert weights_reply.headers["Content-Length"] == str(len(weights))
 
         fresh = server.external_weights_urls("tinker://run-1/external_weights/s10", ttl_seconds=60)
-        assert fresh["tinker_path"] == published["tinker_path"] and fresh["urls"] != published["urls"]
+        assert (
+            fresh["tinker_path"] == published["tinker_path"] and fresh["urls"] != published["urls"]
+        )
 
         clock.advance(601)
         expired = get(published["urls"]["adapter_model.safetensors"])
@@ -53,7 +63,9 @@ def test_publish_serves_both_files_until_they_expire(tmp_path, caplog):
         renewed = server.external_weights_urls(published["tinker_path"])
         tampered = renewed["urls"]["adapter_config.json"].replace("sig=", "sig=0")
         assert get(tampered).json()["error"]["code"] == "invalid_signature"
-        other_file = renewed["urls"]["adapter_config.json"].replace("adapter_config.json", "adapter_model.safetensors")
+        other_file = renewed["urls"]["adapter_config.json"].replace(
+            "adapter_config.json", "adapter_model.safetensors"
+        )
         assert get(other_file).status_code == 403  # a signature is for one file only
         assert get(renewed["urls"]["adapter_config.json"]).json() == CONFIG
         server.reset()
@@ -66,13 +78,22 @@ def test_publish_serves_both_files_until_they_expire(tmp_path, caplog):
 def test_defaults_config_bytes_and_republishing():
     with EmulatorServer() as server:
         first = server.publish_external_weights(b'{"r": 4}', b"w1")
-        assert first["tinker_path"].startswith("tinker://") and "/external_weights/" in first["tinker_path"]
-        assert get(first["urls"]["adapter_config.json"]).content == b'{"r": 4}'  # bytes are served as given
+        assert (
+            first["tinker_path"].startswith("tinker://")
+            and "/external_weights/" in first["tinker_path"]
+        )
+        assert (
+            get(first["urls"]["adapter_config.json"]).content == b'{"r": 4}'
+        )  # bytes are served as given
         again = server.publish_external_weights(b"{}", b"w2", tinker_path=first["tinker_path"])
         assert get(again["urls"]["adapter_model.safetensors"]).content == b"w2"
         assert get(first["urls"]["adapter_model.safetensors"]).status_code == 404  # replaced
-        for bad in ("s3://x/external_weights/y", "tinker://run/weights/y", "tinker:///external_weights/y",
-                    "tinker://run/external_weights/"):
+        for bad in (
+            "s3://x/external_weights/y",
+            "tinker://run/weights/y",
+            "tinker:///external_weights/y",
+            "tinker://run/external_weights/",
+        ):
             with pytest.raises(ValueError, match="tinker_path"):
                 server.publish_external_weights(b"{}", b"w", tinker_path=bad)
         with pytest.raises(ValueError, match="ttl_seconds"):
@@ -82,7 +103,7 @@ def test_defaults_config_bytes_and_republishing():
 
 
 def test_a_large_adapter_is_published_from_a_path_and_streamed_without_copies_in_memory(tmp_path):
-    size = 48 * 1024 ** 2
+    size = 48 * 1024**2
     path = tmp_path / "adapter_model.safetensors"
     with open(path, "wb") as handle:
         handle.truncate(size)  # sparse: costs no disk write here
@@ -99,4 +120,4 @@ def test_a_large_adapter_is_published_from_a_path_and_streamed_without_copies_in
         finally:
             tracemalloc.stop()
         assert received == size
-        assert peak < size / 8, "{} bytes traced at peak for a {}-byte file".format(peak, size)
+        assert peak < size / 8, f"{peak} bytes traced at peak for a {size}-byte file"

@@ -1,4 +1,5 @@
 """EmulatorProcess: the emulator in a child process, ready when started, stopped on exit."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Idempotency-key retention: a key is replayed within the window, and is a new request after it."""
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,12 @@ class FakeClock:
 
 
 def create(api, key, text="hello"):
-    reply = api("POST", "/responses", json={"model": MODEL, "input": text, "background": True},
-                headers={"Idempotency-Key": key})
+    reply = api(
+        "POST",
+        "/responses",
+        json={"model": MODEL, "input": text, "background": True},
+        headers={"Idempotency-Key": key},
+    )
     assert reply.status_code == 202, reply.text
     return reply.json()["id"]
 
@@ -34,8 +39,15 @@ def test_a_key_is_replayed_within_the_window_and_runs_again_after_it():
         clock.now += 599
         assert create(api, "k-1") == first  # within the window: the stored response
         # Another body under the key is still refused within the window.
-        assert api("POST", "/responses", json={"model": MODEL, "input": "other", "background": True},
-                   headers={"Idempotency-Key": "k-1"}).status_code == 400
+        assert (
+            api(
+                "POST",
+                "/responses",
+                json={"model": MODEL, "input": "other", "background": True},
+                headers={"Idempotency-Key": "k-1"},
+            ).status_code
+            == 400
+        )
         clock.now += 1  # 600 s after the key was first used: forgotten
         second = create(api, "k-1")
         assert second != first

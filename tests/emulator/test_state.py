@@ -1,4 +1,5 @@
 """State without HTTP: the idempotency protocol (wire.md) as one function, driven directly."""
+
 from __future__ import annotations
 
 import threading
@@ -11,7 +12,13 @@ from sail_lite.emulator.state import DEFAULT_MODELS, Organization, State
 
 @pytest.fixture
 def state():
-    state = State(seed=0, turn_times={}, models=DEFAULT_MODELS, organizations={"o": ["k"]}, validation_time=0.0)
+    state = State(
+        seed=0,
+        turn_times={},
+        models=DEFAULT_MODELS,
+        organizations={"o": ["k"]},
+        validation_time=0.0,
+    )
     yield state
     state.close()
 
@@ -24,9 +31,11 @@ def run(state, key, fingerprint=b"f", commit=None, **kwargs):
 
     def default_commit():
         calls.append(1)
-        return "result-{}".format(len(calls))
+        return f"result-{len(calls)}"
 
-    result = state.run_idempotent(ORG, "k", key, "responses", fingerprint, commit or default_commit, **kwargs)
+    result = state.run_idempotent(
+        ORG, "k", key, "responses", fingerprint, commit or default_commit, **kwargs
+    )
     return result, calls
 
 
@@ -88,4 +97,7 @@ def test_a_replay_during_settle_is_409_and_after_a_failed_settle_it_gets_the_res
     release.set()
     thread.join(10)
     assert outcome == [504]
-    assert run(state, "a")[0] == ("result-1", 200)  # committed before settle failed: the key holds it
+    assert run(state, "a")[0] == (
+        "result-1",
+        200,
+    )  # committed before settle failed: the key holds it

@@ -3,6 +3,7 @@
 Skipped when an SDK is not installed, unless ``SAIL_REQUIRE_FIDELITY=1``
 (CI sets it), which turns a missing SDK into a failure instead of a skip.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,7 +25,7 @@ def require(module: str, package: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        reason = "{} is not installed ({}): pip install {}".format(package, exc, package)
+        reason = f"{package} is not installed ({exc}): pip install {package}"
         if os.environ.get("SAIL_REQUIRE_FIDELITY") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -38,5 +39,7 @@ def poll(fetch, response_id, *, timeout=10.0):
         status = response["status"] if isinstance(response, dict) else response.status
         if status not in ("queued", "in_progress"):
             return response
-        assert time.monotonic() < deadline, "response {} still {} after {}s".format(response_id, status, timeout)
+        assert time.monotonic() < deadline, (
+            f"response {response_id} still {status} after {timeout}s"
+        )
         time.sleep(0.01)

@@ -1,4 +1,5 @@
 """The official ``sail`` SDK (sail-sdk on PyPI) against the emulator via ``SAIL_API_URL``."""
+
 from __future__ import annotations
 
 import uuid
@@ -24,7 +25,10 @@ def sail(emulator, monkeypatch):
 
 def test_background_response_create_and_retrieve(sail, emulator):
     created = sail.inference.responses.create(
-        model=MODEL, input="What is 2+3?", background=True, max_output_tokens=10,
+        model=MODEL,
+        input="What is 2+3?",
+        background=True,
+        max_output_tokens=10,
         metadata={"completion_window": "balanced"},
     )
     assert isinstance(created, dict)
@@ -39,8 +43,13 @@ def test_background_response_create_and_retrieve(sail, emulator):
 
 def test_raw_token_sampling_returns_token_ids_and_logprobs(sail):
     created = sail.inference.responses.create(
-        model=MODEL, input=PLACEHOLDER, raw_prompt_tokens=[72, 105, 33], max_output_tokens=6, background=True,
-        include=["message.output_text.logprobs"], metadata={"completion_window": "balanced"},
+        model=MODEL,
+        input=PLACEHOLDER,
+        raw_prompt_tokens=[72, 105, 33],
+        max_output_tokens=6,
+        background=True,
+        include=["message.output_text.logprobs"],
+        metadata={"completion_window": "balanced"},
     )
     done = poll(sail.inference.responses.retrieve, created["id"])
     block = [item for item in done["output"] if item["type"] == "message"][0]["content"][0]
@@ -51,7 +60,9 @@ def test_raw_token_sampling_returns_token_ids_and_logprobs(sail):
 
 def test_idempotency_key_replays_instead_of_running_again(sail, emulator):
     key = str(uuid.uuid4())
-    body = dict(model=MODEL, input="once", background=True, metadata={"completion_window": "balanced"})
+    body = dict(
+        model=MODEL, input="once", background=True, metadata={"completion_window": "balanced"}
+    )
     first = sail.inference.responses.create(headers={"Idempotency-Key": key}, **body)
     second = sail.inference.responses.create(headers={"Idempotency-Key": key}, **body)
     assert first["id"] == second["id"]
@@ -63,7 +74,9 @@ def test_http_errors_are_the_sdks_typed_errors(sail, emulator, monkeypatch):
         sail.inference.responses.retrieve("resp_missing")
     assert missing.value.status_code == 404
     with pytest.raises(sail.InferenceHTTPError) as bad:
-        sail.inference.responses.create(model=MODEL, input="x", metadata={"completion_window": "flex"})
+        sail.inference.responses.create(
+            model=MODEL, input="x", metadata={"completion_window": "flex"}
+        )
     assert bad.value.status_code == 400 and "background" in str(bad.value)
     monkeypatch.setenv("SAIL_API_KEY", "sk-wrong")
     sail.reset_transports()
@@ -76,15 +89,25 @@ def test_http_errors_are_the_sdks_typed_errors(sail, emulator, monkeypatch):
 
 COMPLETER_CASES = [
     ("defaults", dict(), None),
-    ("options", dict(temperature=0.5, top_p=0.9, completion_window="flex", metadata={"team": "rl"}), [3, 4]),
+    (
+        "options",
+        dict(temperature=0.5, top_p=0.9, completion_window="flex", metadata={"team": "rl"}),
+        [3, 4],
+    ),
     ("no logprobs, int stop", dict(request_logprobs=False, timeout=30.0, poll_timeout=60.0), 7),
     ("string stop", dict(completion_window="standard"), "\n\n"),
     ("empty stop", dict(), []),
-    ("tinker checkpoint", dict(adapter_config={"r": 8, "peft_type": "LORA"}, tinker_lora_name="rl-step-3"), ["a"]),
+    (
+        "tinker checkpoint",
+        dict(adapter_config={"r": 8, "peft_type": "LORA"}, tinker_lora_name="rl-step-3"),
+        ["a"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("kwargs, stop", [c[1:] for c in COMPLETER_CASES], ids=[c[0] for c in COMPLETER_CASES])
+@pytest.mark.parametrize(
+    "kwargs, stop", [c[1:] for c in COMPLETER_CASES], ids=[c[0] for c in COMPLETER_CASES]
+)
 def test_both_completers_send_the_same_request(kwargs, stop, monkeypatch, tmp_path):
     """The same keyword arguments to sail.tinker.SailTokenCompleter and sail_lite's: the same body arrives."""
     import asyncio
@@ -100,7 +123,12 @@ def test_both_completers_send_the_same_request(kwargs, stop, monkeypatch, tmp_pa
 
     from ..conftest import make_client
 
-    instant = {"asap": 0, "priority": 0, "standard": 0, "flex": 0}  # the SDK polls every 20 s: be done at once
+    instant = {
+        "asap": 0,
+        "priority": 0,
+        "standard": 0,
+        "flex": 0,
+    }  # the SDK polls every 20 s: be done at once
     with EmulatorServer(turn_times=instant) as server, make_client(server) as client:
         monkeypatch.setenv("SAIL_API_KEY", server.api_key)
         monkeypatch.setenv("SAIL_API_URL", server.url)
@@ -124,5 +152,7 @@ def test_both_completers_send_the_same_request(kwargs, stop, monkeypatch, tmp_pa
         assert first.params.fingerprint == second.params.fingerprint
         assert list(theirs.tokens) == list(ours.tokens)
         assert (theirs.maybe_logprobs is None) == (ours.maybe_logprobs is None)
-        assert theirs.maybe_logprobs is None or theirs.maybe_logprobs == pytest.approx(ours.maybe_logprobs)
+        assert theirs.maybe_logprobs is None or theirs.maybe_logprobs == pytest.approx(
+            ours.maybe_logprobs
+        )
         assert theirs.stop_reason == ours.stop_reason

@@ -5,6 +5,7 @@ Ray restarts the actor and retries the batch, which re-sends the same keys.
 Asserts: every row's result exactly once, emulator inference runs == rows.
 Skipped unless Ray is installed (the CI's Ray tier installs ``.[ray]``).
 """
+
 from __future__ import annotations
 
 import os
@@ -57,28 +58,43 @@ def emulator():
 @pytest.fixture(scope="module")
 def cluster():
     os.environ["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}},
+    )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield
     ray.shutdown()
 
 
-def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_paid_twice(emulator, cluster, tmp_path):
+def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_paid_twice(
+    emulator, cluster, tmp_path
+):
     emulator.reset()
-    rows = [{"row": i, "prompt_tokens": [1 + i // COPIES, 2, 3], "sample": i % COPIES} for i in range(ROWS)]
+    rows = [
+        {"row": i, "prompt_tokens": [1 + i // COPIES, 2, 3], "sample": i % COPIES}
+        for i in range(ROWS)
+    ]
     ds = ray.data.from_items(rows, override_num_blocks=6)
     out = ds.map_batches(
         CrashingSampler,
         fn_constructor_kwargs=dict(
-            crash_marker=str(tmp_path / "crashed"), job="ray-test", model="moonshotai/Kimi-K2.6", max_tokens=4,
-            key_columns=("prompt_tokens", "sample"), api_key=emulator.api_key, base_url=emulator.base_url,
+            crash_marker=str(tmp_path / "crashed"),
+            job="ray-test",
+            model="moonshotai/Kimi-K2.6",
+            max_tokens=4,
+            key_columns=("prompt_tokens", "sample"),
+            api_key=emulator.api_key,
+            base_url=emulator.base_url,
             client_options={"environ": {}},
         ),
         batch_size=50,
         concurrency=2,
-        max_restarts=-1, max_task_retries=3,
+        max_restarts=-1,
+        max_task_retries=3,
     ).take_all()
     assert (tmp_path / "crashed").exists()  # the crash did happen
     assert sorted(r["row"] for r in out) == list(range(ROWS))  # every row once
@@ -90,9 +106,15 @@ def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_paid_twice(emulator
 def test_a_task_that_raises_on_its_first_attempt_is_retried_for_free(emulator, cluster, tmp_path):
     emulator.reset()
     marker = str(tmp_path / "raised")
-    job = dict(job="ray-task-retry", model="moonshotai/Kimi-K2.6", max_tokens=4,
-               key_columns=("prompt_tokens", "sample"), api_key=emulator.api_key, base_url=emulator.base_url,
-               client_options={"environ": {}})
+    job = dict(
+        job="ray-task-retry",
+        model="moonshotai/Kimi-K2.6",
+        max_tokens=4,
+        key_columns=("prompt_tokens", "sample"),
+        api_key=emulator.api_key,
+        base_url=emulator.base_url,
+        client_options={"environ": {}},
+    )
 
     def sample_then_fail_once(batch):
         batch = SailSampler(**job)(batch)  # the whole batch was sampled (and paid) ...
@@ -104,9 +126,16 @@ def test_a_task_that_raises_on_its_first_attempt_is_retried_for_free(emulator, c
         raise RuntimeError("first attempt fails after sampling")  # ... then the task fails
 
     rows = [{"row": i, "prompt_tokens": [5 + i % 40, 1], "sample": i // 40} for i in range(200)]
-    out = ray.data.from_items(rows, override_num_blocks=4).map_batches(
-        sample_then_fail_once, batch_size=50, max_retries=2, retry_exceptions=True,
-    ).take_all()
+    out = (
+        ray.data.from_items(rows, override_num_blocks=4)
+        .map_batches(
+            sample_then_fail_once,
+            batch_size=50,
+            max_retries=2,
+            retry_exceptions=True,
+        )
+        .take_all()
+    )
     assert os.path.exists(marker)
     assert sorted(r["row"] for r in out) == list(range(200))
     assert emulator.stats()["inference_runs"] == 200

@@ -3,6 +3,7 @@
 Skipped when tinker-cookbook is not importable, unless ``SAIL_REQUIRE_TINKER=1``
 (CI's Tinker tier sets it), which makes a missing package a failure.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,10 @@ import pytest
 try:
     import tinker  # noqa: F401
     import tinker_cookbook  # noqa: F401
+
     MISSING = None
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    MISSING = "tinker-cookbook is not installed ({}): pip install 'sail_lite[tinker]'".format(exc)
+    MISSING = f"tinker-cookbook is not installed ({exc}): pip install 'sail_lite[tinker]'"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -53,5 +55,5 @@ def wait_for(condition, timeout=5.0):
     """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "condition not met in {} s".format(timeout)
+        assert time.monotonic() < deadline, f"condition not met in {timeout} s"
         time.sleep(0.01)

@@ -1,4 +1,5 @@
 """SailTokenCompleter against the emulator with the real tinker types."""
+
 from __future__ import annotations
 
 import asyncio
@@ -81,39 +82,60 @@ def test_stop_strings_and_stop_token_ids(client):
     stop_token = free[3]
     by_id = sampler.sample_tokens(PROMPT, [stop_token])
     assert by_id.stop_reason == "stop" and by_id.tokens[-1] == stop_token
-    assert by_id.tokens == free[:free.index(stop_token) + 1]
+    assert by_id.tokens == free[: free.index(stop_token) + 1]
     stop_text = bytes([free[2]]).decode()
     by_text = sampler.sample_tokens(PROMPT, stop_text)
     assert by_text.stop_reason == "stop" and len(by_text.tokens) < len(free)
     assert sampler.sample_tokens(PROMPT, [stop_text]).tokens == by_text.tokens
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(lora="funnier-v1", tinker_lora_signed_url="https://x/a.tar?sig=1", adapter_config={}), "not both"),
-    (dict(tinker_lora_signed_url="https://x/a.tar?sig=1"), "adapter_config"),
-    (dict(lora="funnier-v1", completion_window="asap"), "asap"),
-    (dict(tinker_lora_signed_url="https://x/a.tar?s=1", adapter_config={"r": 8}, completion_window="asap"), "asap"),
-    (dict(model=""), "model"),
-    (dict(max_tokens=0), "max_tokens"),
-    (dict(max_tokens=-3), "max_tokens"),
-    (dict(tinker_lora_signed_url="https://x/a.tar?sig=1", adapter_config="{not json"), "not valid JSON"),
-    (dict(completion_window="soon"), "completion_window"),
-    (dict(temperature=3.0), "temperature"),
-    (dict(timeout=0), "timeout"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (
+            dict(
+                lora="funnier-v1", tinker_lora_signed_url="https://x/a.tar?sig=1", adapter_config={}
+            ),
+            "not both",
+        ),
+        (dict(tinker_lora_signed_url="https://x/a.tar?sig=1"), "adapter_config"),
+        (dict(lora="funnier-v1", completion_window="asap"), "asap"),
+        (
+            dict(
+                tinker_lora_signed_url="https://x/a.tar?s=1",
+                adapter_config={"r": 8},
+                completion_window="asap",
+            ),
+            "asap",
+        ),
+        (dict(model=""), "model"),
+        (dict(max_tokens=0), "max_tokens"),
+        (dict(max_tokens=-3), "max_tokens"),
+        (
+            dict(tinker_lora_signed_url="https://x/a.tar?sig=1", adapter_config="{not json"),
+            "not valid JSON",
+        ),
+        (dict(completion_window="soon"), "completion_window"),
+        (dict(temperature=3.0), "temperature"),
+        (dict(timeout=0), "timeout"),
+    ],
+)
 def test_bad_options_are_refused_at_construction(client, kwargs, words):
     with pytest.raises(InvalidRequestError, match=words):
         completer(client, **kwargs)
 
 
-@pytest.mark.parametrize("prompt, words", [
-    ([], "empty"),
-    (tinker.ModelInput.empty(), "empty"),
-    ([1, -2, 3], "position 1"),
-    ([1, 2.5], "position 1"),
-    ([True], "position 0"),
-    ("2+2=", "not text"),
-])
+@pytest.mark.parametrize(
+    "prompt, words",
+    [
+        ([], "empty"),
+        (tinker.ModelInput.empty(), "empty"),
+        ([1, -2, 3], "position 1"),
+        ([1, 2.5], "position 1"),
+        ([True], "position 0"),
+        ("2+2=", "not text"),
+    ],
+)
 def test_bad_prompts_are_refused_before_any_request(client, emulator, prompt, words):
     sampler = completer(client)
     with pytest.raises(InvalidRequestError, match=words):
@@ -153,14 +175,19 @@ def test_map_yields_in_order_with_bounded_concurrency(client, emulator):
     sampler = completer(client, max_tokens=4)
     prompts = [[i + 1, 7] for i in range(10)]
     seen = []
-    results = sampler.map(prompts, max_in_flight=3, progress=lambda p: seen.append((p.done, p.total)))
+    results = sampler.map(
+        prompts, max_in_flight=3, progress=lambda p: seen.append((p.done, p.total))
+    )
     first = next(results)
     running = emulator.stats()["responses"]
-    assert running.get("queued", 0) + running.get("in_progress", 0) <= 3  # never more than max_in_flight at once
+    assert (
+        running.get("queued", 0) + running.get("in_progress", 0) <= 3
+    )  # never more than max_in_flight at once
     rest = list(results)
     # Compared by content: with tinker-cookbook 0.6 each result also carries its own response id.
     assert [(r.tokens, r.logprobs) for r in [first] + rest] == [
-        (r.tokens, r.logprobs) for r in (sampler.sample_tokens(p) for p in prompts)]
+        (r.tokens, r.logprobs) for r in (sampler.sample_tokens(p) for p in prompts)
+    ]
     assert seen[-1] == (10, 10) and all(done <= total == 10 for done, total in seen)
 
 
@@ -191,7 +218,9 @@ def test_a_failure_in_map_cancels_the_samples_still_in_flight():
             list(sampler.map([[1], [2], [3]], max_in_flight=3))
         canceller.join()
         assert info.value.response_id == cancelled_elsewhere[0]
-        wait_for(lambda: server.stats()["cancellations"] == 3)  # that one, then the two map cancelled
+        wait_for(
+            lambda: server.stats()["cancellations"] == 3
+        )  # that one, then the two map cancelled
         assert server.stats()["responses"] == {"cancelled": 3}
 
 
@@ -215,7 +244,9 @@ def test_stopping_a_map_early_cancels_what_is_in_flight():
             yield [2]
             clock.now += 2  # now the first is done and the second has 28 s to go
 
-        stream = sampler.map(prompts(), max_in_flight=3)  # so map asks for a third prompt (and the clock moves)
+        stream = sampler.map(
+            prompts(), max_in_flight=3
+        )  # so map asks for a third prompt (and the clock moves)
         assert next(stream).tokens
         assert server.stats()["responses"] == {"completed": 1, "queued": 1}
         stream.close()
@@ -256,7 +287,9 @@ def test_tinker_checkpoint_end_to_end_and_an_expired_url(client, emulator, tmp_p
     url_a = emulator.publish_tinker_checkpoint(folder_a, ttl_seconds=60)
     url_b = emulator.publish_tinker_checkpoint(folder_b, ttl_seconds=60)
     base = completer(client).sample_tokens(PROMPT).tokens
-    step_a = completer(client, tinker_lora_signed_url=url_a, adapter_config=config, tinker_lora_name="rl-step-1")
+    step_a = completer(
+        client, tinker_lora_signed_url=url_a, adapter_config=config, tinker_lora_name="rl-step-1"
+    )
     step_b = completer(client, tinker_lora_signed_url=url_b, adapter_config=json.dumps(config))
     tokens_a = asyncio.run(step_a(tinker.ModelInput.from_ints(PROMPT), [])).tokens
     assert tokens_a != base
@@ -266,38 +299,58 @@ def test_tinker_checkpoint_end_to_end_and_an_expired_url(client, emulator, tmp_p
     expired = emulator.publish_tinker_checkpoint(folder_a, ttl_seconds=0.05)
     time.sleep(0.2)
     with pytest.raises(ResponseFailedError) as info:
-        completer(client, tinker_lora_signed_url=expired, adapter_config=config).sample_tokens(PROMPT)
+        completer(client, tinker_lora_signed_url=expired, adapter_config=config).sample_tokens(
+            PROMPT
+        )
     message = str(info.value)
-    assert "expired" in message and "resolve" in message and "get_tinker_checkpoint_signed_url" in message
+    assert (
+        "expired" in message
+        and "resolve" in message
+        and "get_tinker_checkpoint_signed_url" in message
+    )
     assert "sig=" not in message
     assert info.value.response_id
 
 
-@pytest.mark.parametrize("status, error, hinted", [
-    ("failed", {"code": "checkpoint_url_expired", "message": "the signed URL expired"}, True),
-    ("failed", {"code": "lora_load_failed", "message": "bad adapter"}, False),
-    ("expired", None, False),  # the response expired in its queue: not the URL's fault
-])
+@pytest.mark.parametrize(
+    "status, error, hinted",
+    [
+        ("failed", {"code": "checkpoint_url_expired", "message": "the signed URL expired"}, True),
+        ("failed", {"code": "lora_load_failed", "message": "bad adapter"}, False),
+        ("expired", None, False),  # the response expired in its queue: not the URL's fault
+    ],
+)
 def test_a_server_that_only_says_expired_gets_the_re_resolve_hint(client, status, error, hinted):
     from sail_lite import Response
 
-    sampler = completer(client, tinker_lora_signed_url="https://x/a.tar?sig=1", adapter_config={"r": 8})
-    response = Response.from_dict({"id": "resp_1", "object": "response", "status": status, "error": error,
-                                   "output": []})
+    sampler = completer(
+        client, tinker_lora_signed_url="https://x/a.tar?sig=1", adapter_config={"r": 8}
+    )
+    response = Response.from_dict(
+        {"id": "resp_1", "object": "response", "status": status, "error": error, "output": []}
+    )
     with pytest.raises(ResponseFailedError) as info:
         sampler._to_result(response)
     assert ("get_tinker_checkpoint_signed_url" in str(info.value)) is hinted
     assert info.value.response_id == "resp_1"
 
 
-def test_tinker_text_requests_with_checkpoint_metadata_use_the_base_model(client, emulator, tmp_path):
+def test_tinker_text_requests_with_checkpoint_metadata_use_the_base_model(
+    client, emulator, tmp_path
+):
     folder = make_adapter(tmp_path / "a", seed=1)
     url = emulator.publish_tinker_checkpoint(folder, ttl_seconds=60)
-    plain = client.responses.create(model=MODEL, input="Hi", max_output_tokens=8, temperature=0,
-                                    completion_window="balanced")
-    tagged = client.responses.create(model=MODEL, input="Hi", max_output_tokens=8, temperature=0,
-                                     completion_window="balanced",
-                                     metadata={"lora": url, "tinker_adapter_config": "{}"})
+    plain = client.responses.create(
+        model=MODEL, input="Hi", max_output_tokens=8, temperature=0, completion_window="balanced"
+    )
+    tagged = client.responses.create(
+        model=MODEL,
+        input="Hi",
+        max_output_tokens=8,
+        temperature=0,
+        completion_window="balanced",
+        metadata={"lora": url, "tinker_adapter_config": "{}"},
+    )
     assert plain.output_text == tagged.output_text
 
 
@@ -316,9 +369,13 @@ def test_real_tinker_without_the_archive_method_gets_a_clear_error():
             return object.__new__(RestClient)
 
     with pytest.raises(ConfigurationError) as info:
-        get_tinker_checkpoint_signed_url(Service(), "tinker://run/sampler_weights/1", ttl_seconds=3600)
+        get_tinker_checkpoint_signed_url(
+            Service(), "tinker://run/sampler_weights/1", ttl_seconds=3600
+        )
     assert "tinker {}".format(version("tinker")) in str(info.value)
-    assert "save_weights_external" in str(info.value) and "upload_external_weights" in str(info.value)
+    assert "save_weights_external" in str(info.value) and "upload_external_weights" in str(
+        info.value
+    )
 
 
 def test_map_with_a_journal_resumes_without_paying_twice(client, emulator, tmp_path):
@@ -332,4 +389,6 @@ def test_map_with_a_journal_resumes_without_paying_twice(client, emulator, tmp_p
         again = list(sampler.map(prompts, journal=journal, job="step-7"))
     assert [r.tokens for r in again] == [r.tokens for r in first] and len(first) == 3
     assert all(isinstance(r, TokensWithLogprobs) for r in again)
-    assert emulator.stats()["inference_runs"] == 3  # the repeated prompt is its own sample; the re-run is free
+    assert (
+        emulator.stats()["inference_runs"] == 3
+    )  # the repeated prompt is its own sample; the re-run is free

@@ -1,4 +1,5 @@
 """SailTokenCompleter.submit with a Journal: recorded, resumed from the file, the tinker types on the way out."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,14 +18,22 @@ from ..conftest import make_client  # noqa: E402
 MODEL = "moonshotai/Kimi-K2.6"
 
 
-def test_a_journaled_completer_submit_resumes_from_the_file_and_keeps_the_cookbook_contract(emulator, tmp_path):
+def test_a_journaled_completer_submit_resumes_from_the_file_and_keeps_the_cookbook_contract(
+    emulator, tmp_path
+):
     prompts = [[72, 101], [108, 108], [72, 101]]
     with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
         sampler = SailTokenCompleter(model=MODEL, max_tokens=8, client=client)
-        first = [sampler.submit(tinker.ModelInput.from_ints(p), stop=[], journal=journal, job="rl").result(10)
-                 for p in prompts]
+        first = [
+            sampler.submit(
+                tinker.ModelInput.from_ints(p), stop=[], journal=journal, job="rl"
+            ).result(10)
+            for p in prompts
+        ]
         assert all(isinstance(r, TokensWithLogprobs) for r in first)
-        assert asyncio.run(sampler(tinker.ModelInput.from_ints(prompts[0]), stop=[]))  # the contract, unjournaled
+        assert asyncio.run(
+            sampler(tinker.ModelInput.from_ints(prompts[0]), stop=[])
+        )  # the contract, unjournaled
     runs = emulator.stats()["inference_runs"]
     with make_client(emulator) as client, Journal(tmp_path / "j.db") as journal:
         sampler = SailTokenCompleter(model=MODEL, max_tokens=8, client=client)

@@ -3,6 +3,7 @@
 No tokenizer or model download: a byte-level tokenizer (the emulator's
 vocabulary) under the cookbook's RoleColonRenderer, and a ProblemEnv.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,7 +34,7 @@ class Arithmetic(ProblemEnv):
         self.a, self.b = a, b
 
     def get_question(self):
-        return "What is {}+{}?".format(self.a, self.b)
+        return f"What is {self.a}+{self.b}?"
 
     def check_answer(self, sample_str):
         return str(self.a + self.b) in sample_str
@@ -60,7 +61,9 @@ def test_do_group_rollout_samples_every_env_through_sail(client, emulator):
     for trajectory in group.trajectories_G:
         (transition,) = trajectory.transitions
         prompt = transition.ob.to_ints()
-        assert bytes(prompt).decode().startswith("User: What is 2+3?")  # the renderer's tokens, verbatim
+        assert (
+            bytes(prompt).decode().startswith("User: What is 2+3?")
+        )  # the renderer's tokens, verbatim
         action = transition.ac
         assert 1 <= len(action.tokens) <= 24 and len(action.logprobs) == len(action.tokens)
         assert action.stop_reason in ("stop", "length")
@@ -72,7 +75,9 @@ def test_do_group_rollout_samples_every_env_through_sail(client, emulator):
 def test_run_rollout_with_rollout_limits_passes_the_per_call_max_tokens(client, emulator):
     renderer = RoleColonRenderer(ByteTokenizer())
     limits = rollout_limits.RolloutLimits(max_turn_tokens=3)
-    trajectory = asyncio.run(rollout_runner.run_rollout(policy(client), Arithmetic(renderer, 4, 4), limits=limits))
+    trajectory = asyncio.run(
+        rollout_runner.run_rollout(policy(client), Arithmetic(renderer, 4, 4), limits=limits)
+    )
     (transition,) = trajectory.transitions
     assert len(transition.ac.tokens) <= 3  # min(per-call 3, constructor 24)
     assert emulator.stats()["inference_runs"] == 1
@@ -81,18 +86,27 @@ def test_run_rollout_with_rollout_limits_passes_the_per_call_max_tokens(client, 
 def test_run_rollout_with_a_trajectory_budget(client):
     renderer = RoleColonRenderer(ByteTokenizer())
     env = Arithmetic(renderer, 1, 1)
-    prompt_length = len(renderer.build_generation_prompt([{"role": "user", "content": env.get_question()}]).to_ints())
+    prompt_length = len(
+        renderer.build_generation_prompt(
+            [{"role": "user", "content": env.get_question()}]
+        ).to_ints()
+    )
     limits = rollout_limits.RolloutLimits(max_trajectory_tokens=prompt_length + 5)
     trajectory = asyncio.run(rollout_runner.run_rollout(policy(client), env, limits=limits))
     assert len(trajectory.transitions[0].ac.tokens) <= 5
 
 
 def test_the_cookbooks_sampling_turn_timeout_cancels_the_response_on_sail():
-    with EmulatorServer(turn_times={"asap": 0, "priority": 30, "standard": 30, "flex": 30}) as server, \
-            make_client(server) as client:
+    with EmulatorServer(
+        turn_times={"asap": 0, "priority": 30, "standard": 30, "flex": 30}
+    ) as server, make_client(server) as client:
         renderer = RoleColonRenderer(ByteTokenizer())
         limits = rollout_limits.RolloutLimits(sampling_turn_timeout_seconds=0.3)
         with pytest.raises(rollout_runner.SamplingTurnTimeoutError):
-            asyncio.run(rollout_runner.run_rollout(policy(client), Arithmetic(renderer, 2, 2), limits=limits))
+            asyncio.run(
+                rollout_runner.run_rollout(
+                    policy(client), Arithmetic(renderer, 2, 2), limits=limits
+                )
+            )
         wait_for(lambda: server.stats()["cancellations"] == 1)
         assert server.stats()["responses"] == {"cancelled": 1}

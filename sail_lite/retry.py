@@ -1,0 +1,192 @@
+"""Which failures are retried, and how long to wait before the next attempt.
+
+Pure arithmetic, no I/O: the request loop in :mod:`sail_lite._requester` asks
+:meth:`RetryPolicy.delay_before_retry` (:meth:`~RetryPolicy.should_retry`, then
+:meth:`~RetryPolicy.delay`) and does the sleeping itself (through an injectable
+``sleep``); the poller asks :meth:`~RetryPolicy.should_retry` about a failed poll.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+from dataclasses import dataclass
+from typing import FrozenSet, Mapping, Optional
+
+from ._checks import MAX_SECONDS, shown
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    ConfigurationError,
+    SailError,
+    TLSError,
+    UploadNotRewindableError,
+)
+
+__all__ = ["RetryPolicy", "parse_retry_after"]
+
+_RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_REFUSED_UNRUN = frozenset({429, 503, 529})  # load shedding: the server ran nothing
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the request loop retries one logical call.
+
+    ``max_retries`` retries follow the first attempt. A delay is the server's
+    ``Retry-After``/``retry-after-ms`` when given (up to
+    ``max_retry_after``: beyond it the error is raised at once, carrying
+    ``retry_after``), otherwise exponential back-off with full jitter:
+    uniform in ``[0, min(max_delay, initial_delay * multiplier ** n)]`` for
+    the n-th retry (n from 0).
+
+    Retried (the one definition of "transient", which the poller uses too):
+    connection errors and timeouts (not a failed certificate check), and the
+    statuses in ``retry_statuses`` (409 only with code
+    ``request_in_progress``). A write is retried only when it is
+    replay-safe (it carries an idempotency key, which the client adds to
+    every create, so a replay never runs inference twice), or when the
+    failure proves the request never reached the server.
+
+    Bad fields raise :class:`~sail_lite.errors.ConfigurationError`.
+    """
+
+    max_retries: int = 2
+    initial_delay: float = 0.5
+    multiplier: float = 2.0
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+    retry_statuses: FrozenSet[int] = _RETRYABLE_STATUSES
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or not 0 <= self.max_retries <= 100
+        ):
+            raise ConfigurationError(
+                f"RetryPolicy.max_retries must be an int from 0 to 100, got {shown(self.max_retries)}"
+            )
+        for name, low, high in (
+            ("initial_delay", 0.0, MAX_SECONDS),
+            ("max_delay", 0.0, MAX_SECONDS),
+            ("max_retry_after", 0.0, MAX_SECONDS),
+            ("multiplier", 1.0, MAX_SECONDS),
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not low <= value <= high
+            ):
+                raise ConfigurationError(
+                    f"RetryPolicy.{name} must be a number from {low} to {high:.0f}, got {shown(value)}"
+                )
+        statuses = self.retry_statuses
+        if (
+            isinstance(statuses, (str, bytes))
+            or not hasattr(statuses, "__iter__")
+            or not all(isinstance(code, int) and not isinstance(code, bool) for code in statuses)
+        ):
+            raise ConfigurationError(
+                f"RetryPolicy.retry_statuses must be a set of HTTP status ints, got {shown(statuses)}"
+            )
+        object.__setattr__(self, "retry_statuses", frozenset(statuses))
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
+
+    def should_retry(self, error: SailError, *, replay_safe: bool) -> bool:
+        """Whether ``error`` is worth another attempt.
+
+        ``replay_safe`` is true for reads, for writes that carry an
+        idempotency key and for writes that are idempotent by nature.
+        Other writes are retried only when the server cannot have acted:
+        the connection was never made, or it refused for load (429, 503,
+        529) before running anything.
+        """
+        if isinstance(error, (UploadNotRewindableError, TLSError)):
+            return False
+        if isinstance(error, APIConnectionError):
+            return replay_safe or not error.request_sent
+        if not replay_safe and error.status not in _REFUSED_UNRUN:
+            return False
+        if isinstance(error, APIStatusError) and error.status in self.retry_statuses:
+            if error.status == 409:
+                return error.code == "request_in_progress"
+            return True
+        return False
+
+    def delay_before_retry(
+        self, error: SailError, attempt: int, *, replay_safe: bool, rng: random.Random
+    ) -> Optional[float]:
+        """Seconds to wait before attempt ``attempt + 1`` after ``error``, or ``None`` to give up.
+
+        Gives up when ``attempt`` was the last, the error is not worth
+        another attempt, or the server asked for a longer wait than
+        ``max_retry_after``.
+        """
+        if attempt >= self.max_attempts or not self.should_retry(error, replay_safe=replay_safe):
+            return None
+        return self.delay(attempt - 1, error.retry_after, rng)
+
+    def backoff(self, retry_index: int, rng: random.Random) -> float:
+        """Full-jitter exponential delay before retry number ``retry_index`` (from 0)."""
+        exponent = min(retry_index, 64)  # keeps the power finite
+        try:
+            grown = self.initial_delay * float(self.multiplier) ** exponent
+        except OverflowError:
+            grown = math.inf if self.initial_delay > 0 else 0.0
+        ceiling = min(self.max_delay, grown)
+        return rng.uniform(0.0, ceiling)
+
+    def delay(
+        self, retry_index: int, retry_after: Optional[float], rng: random.Random
+    ) -> Optional[float]:
+        """Seconds to wait before the next attempt, or ``None`` to give up.
+
+        ``None`` means the server asked for a wait longer than
+        ``max_retry_after``: the caller should surface the error and its
+        ``retry_after`` instead of blocking that long.
+        """
+        if retry_after is not None:
+            if retry_after > self.max_retry_after:
+                return None
+            return max(0.0, retry_after)
+        return self.backoff(retry_index, rng)
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float) -> Optional[float]:
+    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``.
+
+    ``Retry-After`` may be delta-seconds or an HTTP date (relative to ``now``,
+    a Unix timestamp). Unparseable or negative values are ignored.
+    ``headers`` must be case-insensitive (as ``requests`` gives them).
+    """
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - now)
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value
