@@ -604,7 +604,7 @@ def _jobs(
 
 
 def _print_summary(summary: Mapping[str, Any], out: IO[str]) -> None:
-    from .journal import _duration
+    from .journal import format_duration
 
     for job in summary["jobs"]:
         counts = ", ".join(f"{status} {n}" for status, n in sorted(job["counts"].items()) if n)
@@ -620,7 +620,7 @@ def _print_summary(summary: Mapping[str, Any], out: IO[str]) -> None:
                 "recorded response id: a resume re-sends them, and any the server got will run and be billed "
                 "again\n".format(
                     late,
-                    _duration(
+                    format_duration(
                         summary.get("idempotency_retention") or DEFAULT_IDEMPOTENCY_RETENTION
                     ),
                 )

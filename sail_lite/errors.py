@@ -85,7 +85,12 @@ __all__ = [
 ]
 
 
-def _rebuild(cls: Type[SailError], message: str, state: Dict[str, Any]) -> SailError:
+def rebuild_error(cls: Type[SailError], message: str, state: Dict[str, Any]) -> SailError:
+    """An error of ``cls`` with ``message`` and attributes ``state``, without calling ``__init__``.
+
+    The one way an error is made again from its parts: unpickling, the journal's stored failures and
+    the completer's re-raised copies all come through here.
+    """
     error = cls.__new__(cls)
     Exception.__init__(error, message)
     error.__dict__.update(state)
@@ -134,7 +139,7 @@ class SailError(Exception):
 
     def __reduce__(self) -> Tuple[Any, ...]:
         state = dict(self.__dict__)
-        return (_rebuild, (type(self), self.message, state))
+        return (rebuild_error, (type(self), self.message, state))
 
     def __str__(self) -> str:
         details = []

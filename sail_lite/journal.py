@@ -421,7 +421,7 @@ def check_retention(value: Any) -> float:
     return float(value)
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     if seconds >= 3600 and seconds % 3600 == 0:
         return f"{seconds / 3600:g} h"
     return f"{seconds:g} s"
@@ -785,7 +785,7 @@ class Journal:
             "sample, nothing lost or mixed)%s",
             n,
             job,
-            _duration(self.idempotency_retention),
+            format_duration(self.idempotency_retention),
             "" if first else " (more of them)",
         )
 

@@ -45,7 +45,7 @@ from .errors import (
     InvalidRequestError,
     ResponseExpiredError,
     ResponseFailedError,
-    _rebuild,
+    rebuild_error,
 )
 from .resources._common import normalize_stop
 from .resources.tokens import SamplingOptions, StopArg, to_sampled_tokens, validate_sampling_options
@@ -476,7 +476,7 @@ def _with_message(exc: ResponseFailedError, message: str) -> ResponseFailedError
     """``exc`` with another message and every other field (status, code, ids, attempts, ...) kept."""
     state = dict(exc.__dict__)
     state["message"] = message
-    return _rebuild(type(exc), message, state)  # type: ignore[return-value]
+    return rebuild_error(type(exc), message, state)  # type: ignore[return-value]
 
 
 def _sdk_stop(stop: Any) -> Any:

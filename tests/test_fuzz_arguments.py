@@ -610,7 +610,9 @@ def test_hostile_client_settings_are_configuration_errors(world):
 
     @FUZZ
     @given(fuzzed=hostile_kwargs(names, 2, lambda name: environ if name == "environ" else HOSTILE))
-    @example(fuzzed={})  # the derandomized draw depends on the test's source: always one sane client
+    @example(
+        fuzzed={}
+    )  # the derandomized draw depends on the test's source: always one sane client
     def fuzz(fuzzed: Dict[str, Any]) -> None:
         settings_ = dict(
             api_key=server.api_key,
