@@ -267,10 +267,8 @@ def run_map(
     ``"cancel"``) says what an early stop does to the requests in flight;
     ``return_exceptions`` yields a failure instead of raising it (journal
     errors are always raised); ``retry_failed`` re-sends journaled failures.
-
-    Every argument is checked (and the job recorded) here, at the call,
-    raising :class:`InvalidRequestError`; the requests start at the first
-    ``next()``.
+    Arguments are checked (:class:`InvalidRequestError`) and the job recorded
+    at the call; the requests start at the first ``next()``.
     """
     on_interrupt = _check_run_options(
         items, submit, attach, identity, progress, progress_interval, on_interrupt, journal
@@ -599,6 +597,13 @@ def map_responses(
     return getattr(source, "responses", source).map(requests, **options)
 
 
+_ITEMS = {
+    "tokens": "prompts must be an iterable of prompts (lists of token ids, or mappings with "
+    "'prompt_tokens')",
+    "responses": "requests must be an iterable of input strings or mappings of submit arguments",
+}
+
+
 def map_job(
     kind: str,
     resource: Any,
@@ -623,6 +628,8 @@ def map_job(
     ``sail-lite jobs resume`` can finish it; ``timeout``, ``deadline`` and
     ``extra_headers`` are per request, checked here, and not part of the job.
     """
+    if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
+        raise InvalidRequestError(f"{_ITEMS[kind]}, got {type(items).__name__}")
     per_request = _PerRequest(
         timeout=None if timeout is None else seconds("timeout", timeout),
         deadline=None if deadline is None else seconds("deadline", deadline),

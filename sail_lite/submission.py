@@ -12,8 +12,9 @@ responses to the client's poller.
   once; the create runs on the client's pool, so a bad body raises in the
   caller and nothing is sent.
 - :meth:`Submitter.attach` follows a response made anywhere by its id.
-- :meth:`Submitter.submit_durably` / :func:`submit_request` derive the key
-  from a job and record the request in a :class:`~sail_lite.Journal`.
+- :meth:`Submitter.submit` with ``journal``/``job`` (:func:`submit_request`)
+  derives the key from a job and records the request in a
+  :class:`~sail_lite.Journal`.
 - :class:`InFlight` and :func:`block_on`: the one place a blocking call
   (``sample``, ``create``, ``wait``, ``map``) keeps the responses it has in
   flight, so whatever must happen to them when the wait is interrupted is
@@ -200,34 +201,58 @@ class Submitter:
             idempotency_key=idempotency_key,
         )
 
-    def submit(self, body: Mapping[str, Any], transform: Transform, call: Call) -> ResponseFuture:
+    def submit(
+        self,
+        body: Mapping[str, Any],
+        transform: Transform,
+        call: Call,
+        *,
+        kind: str = "custom",
+        journal: Optional[Journal] = None,
+        job: Optional[str] = None,
+        identity: Any = None,
+        occurrence: Optional[int] = None,
+        retry_failed: bool = False,
+        convert: Optional[Callable[[Any], Any]] = None,
+    ) -> ResponseFuture:
         """Create ``body`` (a background ``POST /responses`` body) on the pool; return its future at once.
 
         The future knows its idempotency key now and its response id once the
-        create is accepted; it settles with ``transform(terminal response)``.
-        Cancelling it cancels the response on the server. ``body`` is encoded
-        here, so bad input raises in the caller.
+        create is accepted; it settles with ``transform(terminal response)``
+        (then ``convert``, for a journaled one). Cancelling it cancels the
+        response on the server. ``body`` is encoded here, so bad input raises
+        in the caller and nothing is sent. With ``journal`` or ``job`` the key
+        derives from the job and the request is recorded as ``kind``: see
+        :func:`submit_request` for ``identity``, ``occurrence`` and
+        ``retry_failed``.
         """
-        payload = encode_json(body)
-        key = call.idempotency_key or self._requester.new_idempotency_key()
-        call = call.replace(idempotency_key=key)
-        future = ResponseFuture(idempotency_key=key)
+        if journal is None and job is None:
+            return self._send(body, transform, call)
+        if call.idempotency_key is not None:
+            raise InvalidRequestError(
+                "pass idempotency_key, or journal=/job= (which derive the key from the "
+                "request), not both"
+            )
+        encode_json(body)  # bad input raises here, before anything is recorded
 
-        def start() -> None:
-            if future.cancelled():
-                return  # nothing was created, nothing to cancel
-            try:
-                response = self.create(body, call, payload)
-            except BaseException as exc:
-                if not future.cancelled():
-                    future.set_exception(exc)
-                return
-            future.set_accepted(response.id)
-            # A cancel that raced with the create is seen by watch's done-callback.
-            self.watch(response, transform, call, future)
+        def send(key: str) -> Future[Any]:
+            return self._send(body, transform, call.replace(idempotency_key=key))
 
-        self._requester.poller.start(start)  # start() settles the future itself
-        return future
+        def attach(response_id: str) -> Future[Any]:
+            return self.attach(response_id, transform, call.replace(idempotency_key=None))
+
+        return submit_request(
+            body,
+            kind=kind,
+            send=send,
+            attach=attach,
+            journal=journal,
+            job=job,
+            identity=identity,
+            occurrence=occurrence,
+            retry_failed=retry_failed,
+            convert=convert,
+        )
 
     def attach(self, response_id: str, transform: Transform, call: Call) -> ResponseFuture:
         """A future of a response made anywhere (another thread, process or run), by its id."""
@@ -258,46 +283,27 @@ class Submitter:
         )
         return future
 
-    def submit_durably(
-        self,
-        body: Mapping[str, Any],
-        transform: Transform,
-        call: Call,
-        *,
-        kind: str,
-        journal: Optional[Journal],
-        job: Optional[str],
-        identity: Any = None,
-        occurrence: Optional[int] = None,
-        retry_failed: bool = False,
-        convert: Optional[Callable[[Any], Any]] = None,
-    ) -> ResponseFuture:
-        """:meth:`submit` with the key derived from ``job`` and recorded in ``journal`` (:func:`submit_request`)."""
-        if call.idempotency_key is not None:
-            raise InvalidRequestError(
-                "pass idempotency_key, or journal=/job= (which derive the key from the "
-                "request), not both"
-            )
-        encode_json(body)  # bad input raises here, before anything is recorded
+    def _send(self, body: Mapping[str, Any], transform: Transform, call: Call) -> ResponseFuture:
+        payload = encode_json(body)
+        key = call.idempotency_key or self._requester.new_idempotency_key()
+        call = call.replace(idempotency_key=key)
+        future = ResponseFuture(idempotency_key=key)
 
-        def send(key: str) -> Future[Any]:
-            return self.submit(body, transform, call.replace(idempotency_key=key))
+        def start() -> None:
+            if future.cancelled():
+                return  # nothing was created, nothing to cancel
+            try:
+                response = self.create(body, call, payload)
+            except BaseException as exc:
+                if not future.cancelled():
+                    future.set_exception(exc)
+                return
+            future.set_accepted(response.id)
+            # A cancel that raced with the create is seen by watch's done-callback.
+            self.watch(response, transform, call, future)
 
-        def attach(response_id: str) -> Future[Any]:
-            return self.attach(response_id, transform, call.replace(idempotency_key=None))
-
-        return submit_request(
-            body,
-            kind=kind,
-            send=send,
-            attach=attach,
-            journal=journal,
-            job=job,
-            identity=identity,
-            occurrence=occurrence,
-            retry_failed=retry_failed,
-            convert=convert,
-        )
+        self._requester.poller.start(start)  # start() settles the future itself
+        return future
 
     # --- the wire calls on one response ------------------------------------------------------
 

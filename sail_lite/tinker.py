@@ -284,7 +284,7 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         submission = self.client.responses.submission
         call = submission.call(timeout=self.timeout, deadline=self.deadline)
         if journal is not None or job is not None:
-            return submission.submit_durably(
+            return submission.submit(
                 body,
                 self._sampled,
                 call,

@@ -24,7 +24,6 @@ from ._common import (
     RAW_PROMPT_PLACEHOLDER,
     check_prompt_tokens,
     extra_fields,
-    list_like,
     normalize_stop,
     sampling_fields,
     string_list,
@@ -174,9 +173,7 @@ class Responses:
             prompt_cache_key=prompt_cache_key,
             extra_body=extra_body,
         )
-        if journal is None and job is None:
-            return self.submission.submit(body, check_result, call)
-        return self.submission.submit_durably(
+        return self.submission.submit(
             body,
             check_result,
             call,
@@ -218,16 +215,9 @@ class Responses:
 
         Each request is an ``input`` string or a mapping of :meth:`submit`
         arguments overriding the shared ones given here (``model``, ...).
-        Lazy, bounded by ``max_in_flight``, and with ``job`` / ``journal``
-        replay-safe and resumable exactly as
-        :meth:`~sail_lite.resources.tokens.Tokens.map`. The shared arguments
-        (and ``requests`` being a list-like) are checked here, at the call.
+        Lazy, bounded, keyed and resumable exactly as
+        :meth:`~sail_lite.resources.tokens.Tokens.map`; checked at the call.
         """
-        if not list_like(requests):
-            raise InvalidRequestError(
-                "requests must be an iterable of input strings or mappings of submit arguments, "
-                f"got {type(requests).__name__}"
-            )
         shared = _given(
             model=model,
             max_output_tokens=max_output_tokens,

@@ -34,7 +34,6 @@ from ._common import (
     check_prompt_tokens,
     check_window,
     compact_json,
-    list_like,
     normalize_stop,
 )
 from .responses import Responses
@@ -323,22 +322,11 @@ class Tokens:
     ) -> ResponseFuture:
         """Start a sample and return a future of its :class:`SampledTokens`; returns at once.
 
-        Pass the sampling arguments or pre-checked ``options`` (from
-        :func:`validate_sampling_options`; then ``max_tokens`` caps
-        ``options.max_tokens``). ``timeout`` bounds each HTTP call,
+        Takes the sampling keywords, or pre-checked ``options`` (then
+        ``max_tokens`` caps ``options.max_tokens``), and the durable ones
+        (see the class docstring). ``timeout`` bounds each HTTP call,
         ``deadline`` the whole sample. Cancelling the future cancels the
-        response on the server; its ``idempotency_key`` and ``response_id``
-        let a pipeline resume it.
-
-        Durable with a :class:`~sail_lite.Journal` (and ``job``, else the
-        journal's own): the key derives from the job, the request and its
-        ``occurrence`` among equal requests (counted per journal object, or
-        given), and the request is recorded before it is sent; submitting it
-        again returns the journaled result, re-attaches, or re-sends with the
-        same key. ``identity`` names the request instead of its content;
-        ``retry_failed`` sends a journaled failure again; ``job`` without a
-        journal needs ``occurrence``. See
-        :func:`sail_lite.submission.submit_request`.
+        response on the server.
         """
         call = self.submission.call(
             timeout=timeout,
@@ -363,41 +351,8 @@ class Tokens:
                 logprobs=logprobs,
             )
             max_tokens = None
-        return self._send(
-            options,
-            prompt_tokens,
-            stop,
-            max_tokens,
-            call,
-            journal,
-            job,
-            identity,
-            occurrence,
-            retry_failed,
-        )
-
-    def _send(
-        self,
-        options: Any,
-        prompt_tokens: Sequence[int],
-        stop: StopArg,
-        max_tokens: Optional[int],
-        call: Any,
-        journal: Optional[Journal],
-        job: Optional[str],
-        identity: Any,
-        occurrence: Optional[int],
-        retry_failed: bool,
-    ) -> ResponseFuture:
-        if not isinstance(options, SamplingOptions):
-            raise InvalidRequestError(
-                "options must be a SamplingOptions (from validate_sampling_options)"
-            )
-        body = options.body(prompt_tokens, stop, max_tokens)
-        if journal is None and job is None:
-            return self.submission.submit(body, to_sampled_tokens, call)
-        return self.submission.submit_durably(
-            body,
+        return self.submission.submit(
+            _checked(options).body(prompt_tokens, stop, max_tokens),
             to_sampled_tokens,
             call,
             kind="tokens.submit",
@@ -438,22 +393,12 @@ class Tokens:
     ) -> Iterator[SampledTokens]:
         """Sample every prompt; yield the :class:`SampledTokens` in input order, ``max_in_flight`` at once.
 
-        The sampling keywords are :meth:`submit`'s (``None``: submit's
-        default), shared by every prompt; a prompt may also be a mapping with
-        ``prompt_tokens`` and its own overrides. Prompts are read lazily and
-        memory stays flat. With a ``job`` every key derives from the job, the
-        prompt and its occurrence (a re-run after a crash is replayed, not
-        billed again); with a :class:`~sail_lite.Journal` the run resumes.
-        ``progress(Progress)`` reports done / in flight / failed, rate and
-        ETA; see :func:`sail_lite.pipeline.run_map` for the rest. Arguments
-        (``prompts`` a list-like, the shared sampling keywords) are checked
-        here, at the call.
+        The sampling keywords (``None``: :meth:`submit`'s default) are shared
+        by every prompt; a prompt may be a mapping with ``prompt_tokens`` and
+        its own overrides. Lazy, memory-flat, keyed by ``job`` and resumable
+        from a ``journal``: see :func:`sail_lite.pipeline.run_map`. Arguments
+        are checked here, at the call.
         """
-        if not list_like(prompts):
-            raise InvalidRequestError(
-                "prompts must be an iterable of prompts (lists of token ids, or mappings with "
-                f"'prompt_tokens'), got {type(prompts).__name__}"
-            )
         shared = _shared_sampling(
             options,
             stop=stop,
@@ -469,9 +414,7 @@ class Tokens:
             metadata=metadata,
             logprobs=logprobs,
         )
-        from ..pipeline import (
-            map_job,
-        )  # the map engine loads with the first map, not with the client
+        from ..pipeline import map_job  # the engine loads with the first map, not the client
 
         return map_job(
             "tokens",
@@ -507,6 +450,14 @@ class Tokens:
         return self.submission.attach(response_id, to_sampled_tokens, call)
 
 
+def _checked(options: Any) -> SamplingOptions:
+    if not isinstance(options, SamplingOptions):
+        raise InvalidRequestError(
+            "options must be a SamplingOptions (from validate_sampling_options)"
+        )
+    return options
+
+
 def _shared_sampling(options: Any, *, stop: Any, **sampling: Any) -> Dict[str, Any]:
     """A map's shared sampling keywords, checked now: the ones given, or ``options`` spelled out.
 
@@ -514,10 +465,7 @@ def _shared_sampling(options: Any, *, stop: Any, **sampling: Any) -> Dict[str, A
     fill those two for the check when they are not given here.
     """
     if options is not None:
-        if not isinstance(options, SamplingOptions):
-            raise InvalidRequestError(
-                "options must be a SamplingOptions (from validate_sampling_options)"
-            )
+        options = _checked(options)
         cap = sampling["max_tokens"]
         sampling = _options_arguments(options)
         if cap is not None:
