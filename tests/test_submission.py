@@ -162,7 +162,7 @@ def test_in_flight_tracks_futures_until_they_finish(client):
     assert in_flight.futures() == [] and in_flight.response_ids() == []
 
 
-def test_a_blocking_sample_names_its_response_while_it_waits(emulator):
+def test_in_flight_names_an_accepted_response_while_it_runs(emulator):
     from .conftest import make_client
 
     seen: List[List[str]] = []
