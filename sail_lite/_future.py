@@ -51,7 +51,8 @@ class ResponseFuture(Future):
                 return
         self._call(fn)
 
-    def _set_accepted(self, response_id: str) -> None:
+    def set_accepted(self, response_id: str) -> None:
+        """Record the accepted create's ``response_id`` and run the accepted-callbacks (the submitter does)."""
         with self._condition:
             self.response_id = response_id
             callbacks, self._accepted_callbacks = self._accepted_callbacks, []

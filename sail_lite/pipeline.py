@@ -38,12 +38,13 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import threading
 import time
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Deque,
@@ -58,33 +59,43 @@ from typing import (
     Union,
 )
 
-from ._future import ResponseFuture
+from ._checks import seconds, string_mapping
 from ._redact import redact_secrets
-from .errors import InvalidRequestError, NotFoundError, ResponseCancelledError, SailError
+from .errors import InvalidRequestError
 from .journal import (
     Journal,
     JournalEntry,
     JournalError,
     JournalRow,
-    _MemoryOccurrences,
     canonical_json,
-    check_job_name,
     decode_error,
     decode_result,
     identity_digest,
-    is_terminal_failure,
     key_from_digest,
     request_fingerprint,
 )
+from .submission import (
+    SUBMIT_KINDS,
+    InFlight,
+    identity_name,
+    journal_job,
+    record_outcome,
+    submit_request,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .submission import Submitter
 
 __all__ = [
     "Progress",
     "run_map",
+    "map_job",
     "map_tokens",
     "map_responses",
     "submit_request",
     "resume_rows",
     "ON_INTERRUPT",
+    "SUBMIT_KINDS",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -115,52 +126,100 @@ class Progress:
     eta: Optional[float]
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """One input item as read: its position, its journal entry (key, fingerprint, JSON), or why it is bad."""
+
+    position: int
+    item: Any
+    entry: Optional[JournalEntry]
+    error: Optional[BaseException] = None
+
+
+@dataclass(eq=False)
 class _Slot:
     """One input item on its way through the window."""
 
-    __slots__ = (
-        "position",
-        "item",
-        "key",
-        "row",
-        "entry",
-        "future",
-        "ready",
-        "result",
-        "error",
-        "fatal",
-        "attached",
-        "resubmit",
-    )
+    position: int
+    item: Any
+    entry: Optional[JournalEntry]
+    row: Optional[JournalRow]
+    future: Optional[Future[Any]] = None
+    ready: bool = False
+    result: Any = None
+    error: Optional[BaseException] = None
+    fatal: bool = False  # a journal failure: always raised, even with return_exceptions
+    attached: bool = False
+    resubmit: bool = False
 
-    def __init__(
-        self, position: int, item: Any, key: Optional[str], row: Optional[JournalRow]
-    ) -> None:
-        self.position = position
-        self.item = item
-        self.key = key  # the base key (journal primary key); the sent key adds the attempt
-        self.row = row
-        self.entry: Optional[JournalEntry] = None
-        self.future: Optional[Future[Any]] = None
-        self.ready = False
-        self.result: Any = None
-        self.error: Optional[BaseException] = None
-        self.fatal = False  # a journal failure: always raised, even with return_exceptions
-        self.attached = False
-        self.resubmit = False
+    @property
+    def key(self) -> Optional[str]:
+        """The base key (the journal's primary key); the sent key adds the attempt."""
+        return self.entry.key if self.entry is not None else None
 
 
-class _Prepared:
-    __slots__ = ("position", "item", "entry", "error")
+@dataclass
+class _Counters:
+    in_flight: int = 0
+    done: int = 0
+    failed: int = 0
+    from_journal: int = 0
+    finished: int = 0  # requests that finished in this run (the rate counts these)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What one run does, checked: the calls, the journal, the bounds and the policies."""
+
+    submit: Submit
+    attach: Optional[Attach]
+    journal: Optional[Journal]
+    job: Optional[str]
+    max_in_flight: int
+    cap: int  # slots in the window at most: in flight plus finished ones waiting for their turn
+    on_interrupt: str
+    return_exceptions: bool
+    retry_failed: bool
+
+
+class _Reporter:
+    """Calls ``progress(Progress)`` at most every ``interval`` seconds of ``clock`` (and when forced)."""
 
     def __init__(
         self,
-        position: int,
-        item: Any,
-        entry: Optional[JournalEntry],
-        error: Optional[BaseException],
-    ):
-        self.position, self.item, self.entry, self.error = position, item, entry, error
+        progress: Optional[Callable[[Progress], None]],
+        interval: float,
+        total: Optional[int],
+        clock: Callable[[], float],
+    ) -> None:
+        self.progress, self.interval, self.total, self.clock = progress, interval, total, clock
+        self.started = clock()
+        self.last = self.started - interval
+
+    def report(self, counters: _Counters, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = self.clock()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 0.0)
+        rate = counters.finished / elapsed if elapsed > 0 else 0.0
+        eta = None
+        if self.total is not None and rate > 0:
+            eta = max(self.total - counters.done, 0) / rate
+        self.progress(
+            Progress(
+                done=counters.done,
+                failed=counters.failed,
+                in_flight=counters.in_flight,
+                total=self.total,
+                from_journal=counters.from_journal,
+                elapsed=elapsed,
+                rate=rate,
+                eta=eta,
+            )
+        )
 
 
 def _positive(name: str, value: Any) -> int:
@@ -191,93 +250,100 @@ def run_map(
 ) -> Iterator[Any]:
     """Run ``submit`` over ``items`` and yield the results in input order (see the module docstring).
 
-    - ``submit(item, idempotency_key)`` starts one request and returns a
-      future of its result at once (``idempotency_key`` is None when there
-      is neither ``job`` nor ``journal``: the client mints one). If the
-      future has ``add_accepted_callback`` (a :class:`ResponseFuture`), the
-      response id is journaled as soon as the create is accepted.
-    - ``attach(response_id)`` re-attaches to a journaled response; without
-      it, an accepted item is re-sent with its key (the server replays it).
-    - ``journal`` and ``job``: see the module docstring. Without ``job``, a
-      journal uses its own :attr:`Journal.default_job`. ``kind`` and
-      ``params`` (JSON) are recorded with the job and folded into every
-      request's fingerprint: a later run with other parameters raises
-      :class:`~sail_lite.journal.JournalMismatchError`. Items must be JSON
-      when journaled or keyed. ``identity(item)`` overrides what names an
-      item in its key (default: the item itself), e.g. a row id: then a
-      changed prompt under the same id is a mismatch, not a new request.
-    - ``max_in_flight`` requests at most run at once; ``max_buffered``
-      (default ``4 * max_in_flight``) finished results at most wait behind
-      a slower earlier one.
-    - ``progress(Progress)`` is called at most every ``progress_interval``
-      seconds of ``clock`` and once at the end.
-    - ``on_interrupt``: what an early stop (Ctrl-C, ``break``, an exception,
-      a raised failure) does to the requests in flight: ``"leave"`` them
-      running, resumable (default with a journal) or ``"cancel"`` them on
-      the server (default without).
-    - ``return_exceptions``: yield a failed item's exception instead of
-      raising it (journal errors are always raised).
-    - ``retry_failed``: items journaled as failed are sent again under a new
-      attempt key (else their recorded error is raised again, no request).
-
-    Arguments are checked (and the job recorded) when this is called; the
-    requests start at the first ``next()``.
+    ``submit(item, idempotency_key)`` starts one request and returns a future
+    at once (the key is None without ``job`` and ``journal``: the client
+    mints one); a future with ``add_accepted_callback`` has its response id
+    journaled as soon as the create is accepted. ``attach(response_id)``
+    re-attaches to a journaled response (without it, the item is re-sent
+    with its key). Without ``job`` a journal uses its ``default_job``;
+    ``kind`` and ``params`` (JSON) are recorded with the job and folded into
+    every fingerprint (other parameters later: ``JournalMismatchError``).
+    Items must be JSON when keyed; ``identity(item)`` names an item in its
+    key instead of its content. At most ``max_in_flight`` requests run and
+    ``max_buffered`` (default ``4 * max_in_flight``) finished results wait
+    behind a slower earlier one. ``progress(Progress)`` is called at most
+    every ``progress_interval`` seconds of ``clock`` and at the end.
+    ``on_interrupt`` (``"leave"``, the default with a journal, or
+    ``"cancel"``) says what an early stop does to the requests in flight;
+    ``return_exceptions`` yields a failure instead of raising it (journal
+    errors are always raised); ``retry_failed`` re-sends journaled failures.
+    Arguments are checked (:class:`InvalidRequestError`) and the job recorded
+    at the call; the requests start at the first ``next()``.
     """
+    on_interrupt = _check_run_options(
+        items, submit, attach, identity, progress, progress_interval, on_interrupt, journal
+    )
     _positive("max_in_flight", max_in_flight)
     buffered = (
         4 * max_in_flight if max_buffered is None else _positive("max_buffered", max_buffered)
     )
-    if on_interrupt is None:
-        on_interrupt = "leave" if journal is not None else "cancel"
-    if on_interrupt not in ON_INTERRUPT:
-        raise InvalidRequestError(f"on_interrupt must be 'cancel' or 'leave', got {on_interrupt!r}")
-    if not callable(submit) or (attach is not None and not callable(attach)):
-        raise InvalidRequestError("submit (and attach, if given) must be callables")
-    if progress_interval < 0:
-        raise InvalidRequestError("progress_interval must be >= 0 seconds")
-    job = _journal_job(journal, job)
+    job = journal_job(journal, job)
     if total is None:
-        try:
-            total = len(items)  # type: ignore[arg-type]
-        except TypeError:
-            total = None
+        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
     params_json = canonical_json(dict(params or {}), "params")
     if journal is not None:
         assert job is not None
         params_json = journal.begin_job(job, kind=kind, params=params or {}, total=total)
-    prepared = _prepare(items, journal, job, params_json, identity)
-    return _run(
-        prepared,
+    settings = _Settings(
         submit=submit,
         attach=attach,
         journal=journal,
         job=job,
         max_in_flight=max_in_flight,
         cap=max_in_flight + buffered,
-        progress=progress,
-        progress_interval=progress_interval,
         on_interrupt=on_interrupt,
         return_exceptions=return_exceptions,
         retry_failed=retry_failed,
-        total=total,
-        clock=clock,
     )
+    prepared = _prepare(items, journal, job, params_json, identity)
+    reporter = _Reporter(progress, progress_interval, total, clock)
+    return _MapRun(prepared, settings, reporter).results()
 
 
-def _journal_job(journal: Optional[Journal], job: Optional[str]) -> Optional[str]:
-    """The job a map or submit runs under: ``job`` (checked), else the journal's default; the journal checked."""
-    if journal is not None and not isinstance(journal, Journal):
-        raise InvalidRequestError(
-            f"journal must be a sail_lite.Journal (Journal(path)), got {type(journal).__name__}"
-        )
-    if job is not None:
-        return check_job_name(job)
-    return journal.default_job if journal is not None else None
+def _check_run_options(
+    items: Any,
+    submit: Any,
+    attach: Any,
+    identity: Any,
+    progress: Any,
+    progress_interval: Any,
+    on_interrupt: Optional[str],
+    journal: Optional[Journal],
+) -> str:
+    """Check what :func:`run_map` is given; return the ``on_interrupt`` policy that applies."""
+    if not hasattr(items, "__iter__"):
+        raise InvalidRequestError(f"items must be an iterable, got {type(items).__name__}")
+    if not callable(submit) or (attach is not None and not callable(attach)):
+        raise InvalidRequestError("submit (and attach, if given) must be callables")
+    for name, value in (("identity", identity), ("progress", progress)):
+        if value is not None and not callable(value):
+            raise InvalidRequestError(f"{name} must be a callable, got {type(value).__name__}")
+    if (
+        isinstance(progress_interval, bool)
+        or not isinstance(progress_interval, (int, float))
+        or not progress_interval >= 0
+    ):
+        raise InvalidRequestError("progress_interval must be >= 0 seconds")
+    if on_interrupt is None:
+        return "leave" if journal is not None else "cancel"
+    if on_interrupt not in ON_INTERRUPT:
+        raise InvalidRequestError(f"on_interrupt must be 'cancel' or 'leave', got {on_interrupt!r}")
+    return on_interrupt
 
 
-def _identity_name(named: Any, what: str) -> str:
-    """What names an item in its key when the caller names it: a string as it is, anything else as JSON."""
-    return named if isinstance(named, str) else canonical_json(named, what)
+class _Occurrences:
+    """The occurrence counter without a journal: a dict (grows with the number of distinct items)."""
+
+    def __init__(self) -> None:
+        self.seen: Dict[str, int] = {}
+
+    def next(self, digest: str) -> int:
+        n = self.seen.get(digest, -1) + 1
+        self.seen[digest] = n
+        return n
+
+    def close(self) -> None:
+        self.seen.clear()
 
 
 def _prepare(
@@ -290,9 +356,9 @@ def _prepare(
     """Each item with its journal entry (key, fingerprint, JSON): lazily, one at a time."""
     if job is None:
         for position, item in enumerate(items):
-            yield _Prepared(position, item, None, None)
+            yield _Prepared(position, item, None)
         return
-    occurrences = journal.occurrence_counter() if journal is not None else _MemoryOccurrences()
+    occurrences = journal.occurrence_counter() if journal is not None else _Occurrences()
     try:
         for position, item in enumerate(items):
             try:
@@ -300,94 +366,159 @@ def _prepare(
                 name = (
                     item_json
                     if identity is None
-                    else _identity_name(identity(item), "identity(item)")
+                    else identity_name(identity(item), "identity(item)")
                 )
             except InvalidRequestError as exc:
                 yield _Prepared(position, item, None, exc)
                 continue
             digest = identity_digest(job, name)
-            key = key_from_digest(job, digest, occurrences.next(digest))
             entry = JournalEntry(
-                key,
+                key_from_digest(job, digest, occurrences.next(digest)),
                 request_fingerprint(params_json, item_json),
                 position,
                 item_json if journal is not None else None,
             )
-            yield _Prepared(position, item, entry, None)
+            yield _Prepared(position, item, entry)
     finally:
         occurrences.close()
 
 
-def _run(
-    prepared: Iterator[_Prepared],
-    *,
-    submit: Submit,
-    attach: Optional[Attach],
-    journal: Optional[Journal],
-    job: Optional[str],
-    max_in_flight: int,
-    cap: int,
-    progress: Optional[Callable[[Progress], None]],
-    progress_interval: float,
-    on_interrupt: str,
-    return_exceptions: bool,
-    retry_failed: bool,
-    total: Optional[int],
-    clock: Callable[[], float],
-) -> Iterator[Any]:
-    window: Deque[_Slot] = deque()
-    events: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
-    counters = {"in_flight": 0, "done": 0, "failed": 0, "from_journal": 0, "network_done": 0}
-    started = clock()
-    last_report = [started - progress_interval]
-    exhausted = False
+class _MapRun:
+    """One run of the engine: a window of slots, filled from the input, emptied in input order.
 
-    def report(force: bool = False) -> None:
-        if progress is None:
-            return
-        now = clock()
-        if not force and now - last_report[0] < progress_interval:
-            return
-        last_report[0] = now
-        elapsed = max(now - started, 0.0)
-        rate = counters["network_done"] / elapsed if elapsed > 0 else 0.0
-        eta = None
-        if total is not None and rate > 0:
-            eta = max(total - counters["done"], 0) / rate
-        progress(
-            Progress(
-                done=counters["done"],
-                failed=counters["failed"],
-                in_flight=counters["in_flight"],
-                total=total,
-                from_journal=counters["from_journal"],
-                elapsed=elapsed,
-                rate=rate,
-                eta=eta,
-            )
-        )
+    The done-callbacks (any thread) only record an outcome and post the slot
+    on ``events``; everything else (starting, counting, yielding) happens in
+    the thread that iterates :meth:`results`. The futures in flight are kept
+    in ``in_flight``, the one place an early stop finds them.
+    """
 
-    def finish(slot: _Slot, future: Future[Any]) -> None:
-        """Done-callback (any thread): journal the outcome, then wake the main loop."""
+    def __init__(
+        self, prepared: Iterator[_Prepared], settings: _Settings, reporter: _Reporter
+    ) -> None:
+        self.prepared = prepared
+        self.settings = settings
+        self.reporter = reporter
+        self.window: Deque[_Slot] = deque()
+        self.events: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        self.counters = _Counters()
+        self.in_flight = InFlight()
+        self.exhausted = False
+        self.wait = min(reporter.interval, 0.5) or 0.05
+
+    def results(self) -> Iterator[Any]:
         try:
-            what, value, row = _record_outcome(
-                journal, job, slot.key, slot.entry, future, slot.attached, retry_failed
-            )
-            if what == "result":
-                slot.result = value
-            elif what == "error":
-                slot.error = value
-            else:
-                slot.resubmit = True
-                if row is not None:
-                    slot.row = row
-        except BaseException as exc:  # a journal write failed: never yield what is not recorded
-            slot.error, slot.fatal = exc, True
-        if not slot.resubmit:
-            slot.ready = True
-        events.put(slot)
+            while True:
+                self.fill()
+                self.drain(block=False)
+                if not self.window:
+                    break
+                head = self.window[0]
+                if not head.ready:
+                    self.reporter.report(self.counters)
+                    self.drain(block=True)
+                    continue
+                self.window.popleft()
+                self.counters.done += 1
+                if head.error is not None:
+                    self.counters.failed += 1
+                    self.reporter.report(self.counters)
+                    if self.settings.return_exceptions and not head.fatal:
+                        yield head.error
+                        continue
+                    raise head.error
+                self.reporter.report(self.counters)
+                yield head.result
+            self.reporter.report(self.counters, force=True)
+        finally:
+            # Any early stop lands here: Ctrl-C (in our wait, or in the caller's loop body, which we
+            # only see as the generator being closed), a break, an exception, a raised failure.
+            self.stop()
 
-    def accepted(slot: _Slot, future: Any) -> None:
+    def stop(self) -> None:
+        if self.settings.on_interrupt == "cancel":
+            for future in self.in_flight.futures():
+                future.cancel()  # cancels on the server; the callback journals "cancelled"
+        self.prepared.close()  # type: ignore[attr-defined]
+
+    def fill(self) -> None:
+        """Read and start items while the window has room."""
+        settings = self.settings
+        while not self.exhausted:
+            space = min(
+                settings.max_in_flight - self.counters.in_flight, settings.cap - len(self.window)
+            )
+            if space <= 0:
+                return
+            # With a journal, items are claimed a batch per transaction; without one, each is
+            # started as soon as it is read (a slow source never holds back what it already gave).
+            batch = self.read(space if settings.journal is not None else 1)
+            if not batch:
+                return
+            rows = self.claim(batch)
+            for prepared in batch:
+                self.admit(prepared, rows.get(prepared.position))
+
+    def read(self, size: int) -> List[_Prepared]:
+        batch: List[_Prepared] = []
+        for prepared in self.prepared:
+            batch.append(prepared)
+            if len(batch) >= size:
+                return batch
+        self.exhausted = True
+        return batch
+
+    def claim(self, batch: List[_Prepared]) -> Dict[int, JournalRow]:
+        """The journal rows of a batch's keyed items, claimed in one transaction."""
+        journal, job = self.settings.journal, self.settings.job
+        keyed = [p for p in batch if p.entry is not None]
+        if journal is None or not keyed:
+            return {}
+        assert job is not None
+        entries = [p.entry for p in keyed]
+        claimed = journal.claim(job, entries, retry_failed=self.settings.retry_failed)  # type: ignore[arg-type]
+        return {p.position: row for p, row in zip(keyed, claimed)}
+
+    def admit(self, prepared: _Prepared, row: Optional[JournalRow]) -> None:
+        """Put an item in the window: failed at once, finished from the journal, or started."""
+        slot = _Slot(prepared.position, prepared.item, prepared.entry, row)
+        self.window.append(slot)
+        if prepared.error is not None:
+            slot.error, slot.ready = prepared.error, True
+        elif row is not None and row.status == "completed":
+            slot.result, slot.ready = decode_result(row.result_json or ""), True
+            self.counters.from_journal += 1
+        elif row is not None and row.status == "failed":
+            slot.error, slot.ready = decode_error(row.error_json or "{}"), True
+            self.counters.from_journal += 1
+        else:
+            self.counters.in_flight += 1
+            accepted = row is not None and row.status == "accepted"
+            self.start(slot, row.response_id if accepted else None)  # type: ignore[union-attr]
+
+    def start(self, slot: _Slot, response_id: Optional[str]) -> None:
+        """Send (or re-attach) one slot's request; a synchronous failure fails the slot in order."""
+        settings = self.settings
+        slot.resubmit = False
+        try:
+            if response_id is not None and settings.attach is not None:
+                slot.attached = True
+                future = settings.attach(response_id)
+            else:
+                slot.attached = False
+                key = slot.row.idempotency_key if slot.row is not None else slot.key
+                future = settings.submit(slot.item, key)
+                if settings.journal is not None and hasattr(future, "add_accepted_callback"):
+                    future.add_accepted_callback(partial(self.accepted, slot))
+        except Exception as exc:  # bad input raised by submit: a failed future keeps the order
+            future = Future()
+            future.set_exception(exc)
+        slot.future = future
+        self.in_flight.track(future)
+        future.add_done_callback(partial(self.finish, slot))
+
+    def accepted(self, slot: _Slot, future: Any) -> None:
+        """Accepted-callback (a pool thread): journal the response id before any poll."""
+        journal = self.settings.journal
         try:
             if journal is not None and slot.key is not None and future.response_id:
                 journal.record_accepted(slot.key, future.response_id)
@@ -397,367 +528,48 @@ def _run(
             )
             slot.error, slot.fatal = exc, True
 
-    def start(slot: _Slot, response_id: Optional[str]) -> None:
-        """Send (or re-attach) one slot's request; a synchronous failure fails the slot in order."""
-        slot.resubmit = False
+    def finish(self, slot: _Slot, future: Future[Any]) -> None:
+        """Done-callback (any thread): journal the outcome, then wake the iterating thread."""
+        settings = self.settings
         try:
-            if response_id is not None and attach is not None:
-                slot.attached = True
-                future = attach(response_id)
-            else:
-                slot.attached = False
-                key = slot.row.idempotency_key if slot.row is not None else slot.key
-                future = submit(slot.item, key)
-                if journal is not None and hasattr(future, "add_accepted_callback"):
-                    future.add_accepted_callback(lambda f, s=slot: accepted(s, f))
-        except Exception as exc:  # bad input raised by submit: a failed future keeps the order
-            future = Future()
-            future.set_exception(exc)
-        slot.future = future
-        future.add_done_callback(lambda f, s=slot: finish(s, f))
-
-    def fill() -> None:
-        nonlocal exhausted
-        while not exhausted:
-            space = min(max_in_flight - counters["in_flight"], cap - len(window))
-            if space <= 0:
-                return
-            # With a journal, items are claimed a batch per transaction; without one, each is
-            # started as soon as it is read (a slow source never holds back what it already gave).
-            take = space if journal is not None else 1
-            batch: List[_Prepared] = []
-            for prep in prepared:
-                batch.append(prep)
-                if len(batch) >= take:
-                    break
-            else:
-                exhausted = True
-            if not batch:
-                return
-            keyed = [p for p in batch if p.entry is not None]
-            rows: Dict[int, JournalRow] = {}
-            if journal is not None and keyed:
-                assert job is not None
-                claimed = journal.claim(job, [p.entry for p in keyed], retry_failed=retry_failed)
-                rows = {p.position: row for p, row in zip(keyed, claimed)}
-            for prep in batch:
-                row = rows.get(prep.position)
-                slot = _Slot(prep.position, prep.item, prep.entry.key if prep.entry else None, row)
-                slot.entry = prep.entry
-                window.append(slot)
-                if prep.error is not None:
-                    slot.error, slot.ready = prep.error, True
-                elif row is not None and row.status == "completed":
-                    slot.result, slot.ready = decode_result(row.result_json or ""), True
-                    counters["from_journal"] += 1
-                elif row is not None and row.status == "failed":
-                    slot.error, slot.ready = decode_error(row.error_json or "{}"), True
-                    counters["from_journal"] += 1
-                else:
-                    counters["in_flight"] += 1
-                    start(
-                        slot,
-                        row.response_id if row is not None and row.status == "accepted" else None,
-                    )
-
-    def drain(block: bool) -> None:
-        try:
-            slot = (
-                events.get(timeout=min(progress_interval, 0.5) or 0.05)
-                if block
-                else events.get_nowait()
+            outcome = record_outcome(
+                settings.journal,
+                settings.job,
+                slot.key,
+                slot.entry,
+                future,
+                slot.attached,
+                settings.retry_failed,
             )
+            if outcome.resend:
+                slot.resubmit = True
+                slot.row = outcome.row or slot.row
+            elif outcome.error is not None:
+                slot.error = outcome.error
+            else:
+                slot.result = outcome.result
+        except BaseException as exc:  # a journal write failed: never yield what is not recorded
+            slot.error, slot.fatal = exc, True
+        if not slot.resubmit:
+            slot.ready = True
+        self.events.put(slot)
+
+    def drain(self, block: bool) -> None:
+        """Handle the finished slots posted so far (waiting a little for the first when ``block``)."""
+        try:
+            slot = self.events.get(timeout=self.wait) if block else self.events.get_nowait()
         except queue.Empty:
             return
         while True:
             if slot.resubmit:
-                start(slot, None)
+                self.start(slot, None)
             else:
-                counters["in_flight"] -= 1
-                counters["network_done"] += 1
+                self.counters.in_flight -= 1
+                self.counters.finished += 1
             try:
-                slot = events.get_nowait()
+                slot = self.events.get_nowait()
             except queue.Empty:
                 return
-
-    try:
-        while True:
-            fill()
-            drain(False)
-            if not window:
-                break
-            head = window[0]
-            if not head.ready:
-                report()
-                drain(True)
-                continue
-            window.popleft()
-            counters["done"] += 1
-            if head.error is not None:
-                counters["failed"] += 1
-                report()
-                if return_exceptions and not head.fatal:
-                    yield head.error
-                    continue
-                raise head.error
-            report()
-            yield head.result
-        report(force=True)
-    finally:
-        # Any early stop lands here: Ctrl-C (in our wait, or in the caller's loop body, which we only see
-        # as the generator being closed), a break, an exception, a raised failure.
-        if on_interrupt == "cancel":
-            for slot in window:
-                if slot.future is not None and not slot.future.done():
-                    slot.future.cancel()  # cancels on the server; the callback journals "cancelled"
-        prepared.close()  # type: ignore[attr-defined]
-
-
-def _record_outcome(
-    journal: Optional[Journal],
-    job: Optional[str],
-    key: Optional[str],
-    entry: Optional[JournalEntry],
-    future: Future[Any],
-    attached: bool,
-    retry_failed: bool,
-) -> Tuple[str, Any, Optional[JournalRow]]:
-    """Journal one finished request; what to do next: ``("result", value, None)``, ``("error", exc, None)``, or
-    ``("resend", None, row)`` (send the create again, with ``row``'s key when a new attempt was claimed).
-
-    Shared by :func:`run_map` and :func:`submit_request`: one definition of what each outcome means.
-    """
-    recording = journal is not None and key is not None
-    if future.cancelled():
-        if recording:
-            journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
-        return "error", SailError("request cancelled"), None
-    exc = future.exception()
-    if exc is None:
-        result = future.result()
-        if recording:
-            journal.record_result(
-                key,
-                result,
-                getattr(result, "response_id", None)  # type: ignore[union-attr,arg-type]
-                or getattr(future, "response_id", None),
-            )
-        return "result", result, None
-    if attached and isinstance(exc, NotFoundError):
-        # The server forgot the response: send the create again with the same key.
-        if recording:
-            journal.forget_response(key)  # type: ignore[union-attr,arg-type]
-        return "resend", None, None
-    if attached and isinstance(exc, ResponseCancelledError) and recording and entry is not None:
-        # A response left behind by a run that cancelled it (e.g. Ctrl-C with "cancel" whose journal
-        # closed first) is not this item's result: send it again under the next attempt.
-        journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
-        return "resend", None, journal.claim(job, [entry], retry_failed=retry_failed)[0]  # type: ignore
-    if recording:
-        if is_terminal_failure(exc):
-            journal.record_failure(key, exc)  # type: ignore[union-attr,arg-type]
-        else:
-            journal.record_transient(key, exc)  # type: ignore[union-attr,arg-type]
-    return "error", exc, None
-
-
-# --- one request at a time: submit(..., journal=, job=) ----------------------------------------------------------
-
-
-def submit_request(
-    body: Mapping[str, Any],
-    *,
-    kind: str,
-    send: Callable[[str], Future[Any]],
-    attach: Attach,
-    journal: Optional[Journal] = None,
-    job: Optional[str] = None,
-    identity: Any = None,
-    occurrence: Optional[int] = None,
-    retry_failed: bool = False,
-    convert: Optional[Callable[[Any], Any]] = None,
-) -> ResponseFuture:
-    """One journaled (or job-keyed) request, as ``submit(..., journal=, job=)`` makes it; returns at once.
-
-    ``body`` is the request's wire body: with signed-URL queries redacted it
-    is the recorded item, its fingerprint and (unless ``identity`` names the
-    request, e.g. a row id) what its key derives from, together with ``job``
-    and ``occurrence``. ``send(idempotency_key)`` starts the create and
-    ``attach(response_id)`` re-attaches, each returning a future.
-    ``occurrence`` defaults, with a journal, to the journal's count of equal
-    requests it submitted before (the k-th equal submit through one
-    :class:`Journal` object is occurrence k, as the k-th equal item of one
-    ``map``); without a journal it must be given. ``convert`` maps the
-    journaled result to what the caller gets.
-
-    With a journal, the row (key, fingerprint, item) is committed before the
-    create is sent, the response id as soon as it is accepted (before the
-    future's accepted-callbacks run), the result before the future resolves.
-    A request the journal has finished comes back as a done future with no
-    request (a failure raised again, or re-sent under a new attempt key with
-    ``retry_failed``); an accepted one is re-attached by response id; a
-    pending one (its create may have reached the server) is re-sent with its
-    key. A recorded request with another fingerprint raises
-    :class:`~sail_lite.journal.JournalMismatchError` here, recording nothing.
-    Cancelling the returned future cancels the response on the server and
-    journals it ``cancelled`` (the next submit sends a new attempt).
-    """
-    job = _journal_job(journal, job)
-    if occurrence is not None and (
-        isinstance(occurrence, bool) or not isinstance(occurrence, int) or occurrence < 0
-    ):
-        raise InvalidRequestError(
-            "occurrence must be an int >= 0 (which of several equal requests this is), got "
-            f"{occurrence!r}"
-        )
-    if job is None:
-        raise InvalidRequestError("submit needs job= or journal= to derive an idempotency key")
-    item_json = canonical_json(
-        redact_secrets(dict(body)), "the request"
-    )  # a signed URL's query is a credential
-    name = item_json if identity is None else _identity_name(identity, "identity")
-    digest = identity_digest(job, name)
-    if journal is None:
-        if occurrence is None:
-            raise InvalidRequestError(
-                "submit(job=...) without a journal needs occurrence= (0 for the first of equal requests, 1 for "
-                "the second, ...): without a journal nothing counts equal requests, and one key for all of "
-                "them would replay one sample"
-            )
-        request = _Request(None, job, None, send, attach, retry_failed, convert)
-        return request.begin(None, key_from_digest(job, digest, occurrence))
-    params_json = journal.begin_job(job, kind=kind, params={})
-    if occurrence is None:
-        occurrence = journal.next_occurrence(digest)
-    entry = JournalEntry(
-        key_from_digest(job, digest, occurrence),
-        request_fingerprint(params_json, item_json),
-        0,
-        item_json,
-    )
-    row = journal.claim(job, [entry], retry_failed=retry_failed, append=True)[0]
-    return _Request(journal, job, entry, send, attach, retry_failed, convert).begin(row, entry.key)
-
-
-class _Request:
-    """One submitted request behind the future its caller holds: sends, re-attaches, re-sends, journals."""
-
-    def __init__(
-        self,
-        journal: Optional[Journal],
-        job: str,
-        entry: Optional[JournalEntry],
-        send: Callable[[str], Future[Any]],
-        attach: Attach,
-        retry_failed: bool,
-        convert: Optional[Callable[[Any], Any]],
-    ) -> None:
-        self.journal, self.job, self.entry = journal, job, entry
-        self.send, self.attach, self.retry_failed, self.convert = (
-            send,
-            attach,
-            retry_failed,
-            convert,
-        )
-        self.lock = threading.Lock()
-        self.inner: Optional[Future[Any]] = None
-        self.attached = False
-        self.key = ""
-        self.sent_key = ""
-        self.outer = ResponseFuture()
-
-    def begin(self, row: Optional[JournalRow], key: str) -> ResponseFuture:
-        self.key = key
-        outer = self.outer
-        outer.idempotency_key = self.sent_key = row.idempotency_key if row is not None else key
-        if row is not None and row.status in ("completed", "failed"):
-            outer.response_id = row.response_id
-            if row.status == "completed":
-                self.settle("result", decode_result(row.result_json or ""))
-            else:
-                self.settle("error", decode_error(row.error_json or "{}"))
-            return outer
-        response_id = row.response_id if row is not None and row.status == "accepted" else None
-        outer.response_id = response_id
-        outer.add_done_callback(self._cancel_inner)
-        self.start(response_id)
-        return outer
-
-    def start(self, response_id: Optional[str]) -> None:
-        self.attached = response_id is not None
-        try:
-            if response_id is not None:
-                inner = self.attach(response_id)
-            else:
-                inner = self.send(self.sent_key)
-                if hasattr(inner, "add_accepted_callback"):
-                    inner.add_accepted_callback(self.accepted)
-        except Exception as exc:  # e.g. the client is closed: the future carries it
-            inner = Future()
-            inner.set_exception(exc)
-        with self.lock:
-            self.inner = inner
-        inner.add_done_callback(self.finish)
-        if self.outer.cancelled():
-            inner.cancel()
-
-    def accepted(self, inner: Any) -> None:
-        try:
-            if self.journal is not None:
-                self.journal.record_accepted(self.key, inner.response_id)
-        except (
-            BaseException
-        ) as exc:  # the id is not durable: fail now, leave the request to a re-run's key
-            _logger.warning("could not journal response %s: %s", inner.response_id, exc)
-            self.settle("error", exc)
-            return
-        self.outer._set_accepted(inner.response_id)
-
-    def finish(self, inner: Future[Any]) -> None:
-        try:
-            what, value, row = _record_outcome(
-                self.journal,
-                self.job,
-                self.key,
-                self.entry,
-                inner,
-                self.attached,
-                self.retry_failed,
-            )
-        except BaseException as exc:  # a journal write failed: never hand out what is not recorded
-            what, value, row = "error", exc, None
-        if what == "resend":
-            if row is not None:
-                self.outer.idempotency_key = self.sent_key = row.idempotency_key
-            if not self.outer.done():
-                self.start(None)
-            return
-        self.settle(what, value)
-
-    def settle(self, what: str, value: Any) -> None:
-        outer = self.outer
-        if outer.done():
-            return
-        try:
-            if what == "result":
-                outer.set_result(self.convert(value) if self.convert is not None else value)
-            else:
-                outer.set_exception(value)
-        except InvalidStateError:
-            pass  # cancelled (or failed by a journal error) meanwhile
-        except Exception as exc:  # convert raised: the caller gets that
-            try:
-                outer.set_exception(exc)
-            except InvalidStateError:
-                pass
-
-    def _cancel_inner(self, outer: Future[Any]) -> None:
-        if not outer.cancelled():
-            return
-        with self.lock:
-            inner = self.inner
-        if inner is not None:
-            inner.cancel()  # cancels the response on the server; finish() journals "cancelled"
 
 
 # --- bindings to a Client ----------------------------------------------------------------------------------------
@@ -785,84 +597,119 @@ def map_responses(
     return getattr(source, "responses", source).map(requests, **options)
 
 
-def _map_job(
+_ITEMS = {
+    "tokens": "prompts must be an iterable of prompts (lists of token ids, or mappings with "
+    "'prompt_tokens')",
+    "responses": "requests must be an iterable of input strings or mappings of submit arguments",
+}
+
+
+def map_job(
     kind: str,
     resource: Any,
     items: Iterable[Any],
     arguments: Mapping[str, Any],
     *,
+    journal: Optional[Journal],
+    job: Optional[str],
+    max_in_flight: int,
+    progress: Optional[Callable[[Progress], None]],
+    on_interrupt: Optional[str],
+    return_exceptions: bool,
+    retry_failed: bool,
     timeout: Optional[float],
     deadline: Optional[float],
-    **run_options: Any,
+    extra_headers: Optional[Mapping[str, str]] = None,
 ) -> Iterator[Any]:
     """``Tokens.map`` / ``Responses.map`` (``kind``): :func:`run_map` over ``resource``'s submit.
 
-    ``arguments`` (the shared submit arguments) are recorded with the job,
-    signed-URL query strings redacted, so ``sail-lite jobs resume`` can
-    finish it; ``timeout`` and ``deadline`` are per request and not part of
-    the job.
+    ``arguments`` (the shared submit arguments, checked by the caller) are
+    recorded with the job, signed-URL query strings redacted, so
+    ``sail-lite jobs resume`` can finish it; ``timeout``, ``deadline`` and
+    ``extra_headers`` are per request, checked here, and not part of the job.
     """
+    if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
+        raise InvalidRequestError(f"{_ITEMS[kind]}, got {type(items).__name__}")
+    per_request = _PerRequest(
+        timeout=None if timeout is None else seconds("timeout", timeout),
+        deadline=None if deadline is None else seconds("deadline", deadline),
+        extra_headers=string_mapping("extra_headers", extra_headers) or None,
+    )
     calls = _token_calls if kind == "tokens" else _response_calls
-    submit, attach = calls(resource, arguments, timeout, deadline)
+    submit, attach = calls(resource, arguments, per_request)
     return run_map(
         items,
         submit=submit,
         attach=attach,
         kind=kind,
         params=redact_secrets(arguments),
-        **run_options,
+        journal=journal,
+        job=job,
+        max_in_flight=max_in_flight,
+        progress=progress,
+        on_interrupt=on_interrupt,
+        return_exceptions=return_exceptions,
+        retry_failed=retry_failed,
     )
 
 
+@dataclass(frozen=True)
+class _PerRequest:
+    """A map's per-request call options: given to every request, never recorded with the job."""
+
+    timeout: Optional[float] = None
+    deadline: Optional[float] = None
+    extra_headers: Optional[Mapping[str, str]] = None
+
+
 def _token_calls(
-    tokens: Any, sampling: Mapping[str, Any], timeout: Optional[float], deadline: Optional[float]
+    tokens: Any, sampling: Mapping[str, Any], per_request: _PerRequest
 ) -> Tuple[Submit, Attach]:
     """The ``submit``/``attach`` pair of a tokens job: one definition for a run and its resume."""
+    timeout, deadline, headers = (
+        per_request.timeout,
+        per_request.deadline,
+        per_request.extra_headers,
+    )
 
     def submit(item: Any, key: Optional[str]) -> Future[Any]:
         prompt, overrides = _split_prompt(item)
-        merged = dict(sampling)
+        merged = dict(sampling, timeout=timeout, deadline=deadline, extra_headers=headers)
         merged.update(overrides)
-        return tokens.submit(
-            prompt, idempotency_key=key, timeout=timeout, deadline=deadline, **merged
-        )
+        return tokens.submit(prompt, idempotency_key=key, **merged)
 
     def attach(response_id: str) -> Future[Any]:
-        return tokens.attach(response_id, timeout=timeout, deadline=deadline)
+        return tokens.attach(response_id, timeout=timeout, deadline=deadline, extra_headers=headers)
 
     return submit, attach
 
 
 def _response_calls(
-    responses: Any,
-    create_args: Mapping[str, Any],
-    timeout: Optional[float],
-    deadline: Optional[float],
+    responses: Any, create_args: Mapping[str, Any], per_request: _PerRequest
 ) -> Tuple[Submit, Attach]:
     """The ``submit``/``attach`` pair of a responses job: one definition for a run and its resume."""
+    timeout, deadline, headers = (
+        per_request.timeout,
+        per_request.deadline,
+        per_request.extra_headers,
+    )
 
     def submit(item: Any, key: Optional[str]) -> Future[Any]:
-        merged = dict(create_args)
+        merged = dict(create_args, timeout=timeout, deadline=deadline, extra_headers=headers)
         merged.update({"input": item} if isinstance(item, str) else dict(item))
-        return responses.submit(idempotency_key=key, timeout=timeout, deadline=deadline, **merged)
+        return responses.submit(idempotency_key=key, **merged)
 
     def attach(response_id: str) -> Future[Any]:
-        return responses.attach(response_id, timeout=timeout, deadline=deadline)
+        return responses.attach(
+            response_id, timeout=timeout, deadline=deadline, extra_headers=headers
+        )
 
     return submit, attach
 
 
-#: The kinds of jobs recorded by ``tokens.submit`` / ``responses.submit`` (and the completer's submit):
-#: each row's item is its wire body, signed-URL queries redacted.
-SUBMIT_KINDS = ("tokens.submit", "responses.submit")
-
-
-def _body_calls(responses: Any, kind: str, job: str) -> Tuple[Submit, Attach]:
+def _body_calls(submission: Submitter, kind: str, job: str) -> Tuple[Submit, Attach]:
     """The ``submit``/``attach`` pair that re-sends a submitted job's recorded wire bodies."""
-    from .resources.responses import check_result
-    from .resources.tokens import to_sampled_tokens
-
-    transform = to_sampled_tokens if kind == "tokens.submit" else check_result
+    transform = SUBMIT_KINDS[kind]
 
     def submit(item: Any, key: Optional[str]) -> Future[Any]:
         if "?<redacted>" in json.dumps(item):
@@ -871,12 +718,10 @@ def _body_calls(responses: Any, kind: str, job: str) -> Tuple[Submit, Attach]:
                 "(it expires, and it is a credential): resume it by submitting it again with a fresh "
                 "URL"
             )
-        return responses._submit(
-            dict(item), transform, responses._requester.call(idempotency_key=key)
-        )
+        return submission.submit(dict(item), transform, submission.call(idempotency_key=key))
 
     def attach(response_id: str) -> Future[Any]:
-        return responses._attach(response_id, transform, responses._requester.call())
+        return submission.attach(response_id, transform, submission.call())
 
     return submit, attach
 
@@ -902,7 +747,38 @@ def resume_rows(
     progress: Optional[Callable[[Progress], None]] = None,
     on_interrupt: str = "leave",
 ) -> Dict[str, int]:
-    """Run ``job``'s unfinished journaled requests (see :func:`sail_lite.journal.resume`)."""
+    """Run ``job``'s unfinished journaled requests again; ``{"ran", "completed", "failed"}`` counts.
+
+    Finished rows come from the journal, accepted ones are re-attached, the
+    rest re-sent with their keys (the server replays what it already ran).
+    Raises :class:`~sail_lite.journal.JournalError` for a job the journal
+    cannot finish alone (unknown, a custom ``run_map``, a signed URL).
+    """
+    submit, attach = _resume_calls(journal, job, client)
+    statuses = ("pending", "accepted", "cancelled") + (("failed",) if retry_failed else ())
+    # A snapshot of the keys first: claiming re-arms rows while we read.
+    keys = [row.key for row in journal.rows(job, statuses=statuses)]
+    settings = _Settings(
+        submit=submit,
+        attach=attach,
+        journal=journal,
+        job=job,
+        max_in_flight=_positive("max_in_flight", max_in_flight),
+        cap=5 * max_in_flight,
+        on_interrupt=on_interrupt,
+        return_exceptions=True,
+        retry_failed=retry_failed,
+    )
+    reporter = _Reporter(progress, 0.5, len(keys), time.monotonic)
+    stats = {"ran": 0, "completed": 0, "failed": 0}
+    for outcome in _MapRun(_journaled_items(journal, keys), settings, reporter).results():
+        stats["ran"] += 1
+        stats["failed" if isinstance(outcome, BaseException) else "completed"] += 1
+    return stats
+
+
+def _resume_calls(journal: Journal, job: str, client: Any) -> Tuple[Submit, Attach]:
+    """The calls that finish ``job`` from what the journal recorded of it."""
     info = journal.job(job)
     if info is None:
         raise JournalError(f"no job {job!r} in {journal.path}")
@@ -913,55 +789,23 @@ def resume_rows(
             "and it is a credential): resume it by running its script again with a fresh URL"
         )
     if kind == "tokens":
-        submit, attach = _token_calls(client.tokens, params, None, None)
-    elif kind == "responses":
-        submit, attach = _response_calls(client.responses, params, None, None)
-    elif kind in SUBMIT_KINDS:
-        submit, attach = _body_calls(client.responses, kind, job)
-    else:
-        raise JournalError(
-            f"job {job!r} was recorded by a custom run_map (kind {kind!r}): resume it by running its script "
-            "again"
-        )
-    statuses = (
-        ("pending", "accepted", "cancelled", "failed")
-        if retry_failed
-        else ("pending", "accepted", "cancelled")
+        return _token_calls(client.tokens, params, _PerRequest())
+    if kind == "responses":
+        return _response_calls(client.responses, params, _PerRequest())
+    if kind in SUBMIT_KINDS:
+        return _body_calls(client.responses.submission, kind, job)
+    raise JournalError(
+        f"job {job!r} was recorded by a custom run_map (kind {kind!r}): resume it by running its script "
+        "again"
     )
-    # A snapshot of the keys first: claiming re-arms rows while we read.
-    keys = [row.key for row in journal.rows(job, statuses=statuses)]
 
-    def prepared() -> Iterator[_Prepared]:
-        for key in keys:
-            row = journal.row(key)
-            if row is None:
-                continue
-            item = json.loads(row.item_json) if row.item_json is not None else None
-            yield _Prepared(
-                row.position,
-                item,
-                JournalEntry(row.key, row.fingerprint, row.position, row.item_json),
-                None,
-            )
 
-    stats = {"ran": 0, "completed": 0, "failed": 0}
-    results = _run(
-        prepared(),
-        submit=submit,
-        attach=attach,
-        journal=journal,
-        job=job,
-        max_in_flight=_positive("max_in_flight", max_in_flight),
-        cap=5 * max_in_flight,
-        progress=progress,
-        progress_interval=0.5,
-        on_interrupt=on_interrupt,
-        return_exceptions=True,
-        retry_failed=retry_failed,
-        total=len(keys),
-        clock=time.monotonic,
-    )
-    for outcome in results:
-        stats["ran"] += 1
-        stats["failed" if isinstance(outcome, BaseException) else "completed"] += 1
-    return stats
+def _journaled_items(journal: Journal, keys: List[str]) -> Iterator[_Prepared]:
+    """The rows under ``keys`` as input items (a row gone meanwhile is skipped)."""
+    for key in keys:
+        row = journal.row(key)
+        if row is None:
+            continue
+        item = json.loads(row.item_json) if row.item_json is not None else None
+        entry = JournalEntry(row.key, row.fingerprint, row.position, row.item_json)
+        yield _Prepared(row.position, item, entry)

@@ -281,9 +281,10 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         and the same body through ``client.tokens.submit`` share a key).
         """
         body = self.request_body(prompt, stop, max_tokens=max_tokens)
-        call = self.client._requester.call(timeout=self.timeout, deadline=self.deadline)
+        submission = self.client.responses.submission
+        call = submission.call(timeout=self.timeout, deadline=self.deadline)
         if journal is not None or job is not None:
-            return self.client.responses._submit_durably(
+            return submission.submit(
                 body,
                 self._sampled,
                 call,
@@ -295,7 +296,7 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
                 retry_failed=retry_failed,
                 convert=self._tokens_with_logprobs,
             )
-        return self.client.responses._submit(body, self._to_result, call)
+        return submission.submit(body, self._to_result, call)
 
     def request_body(
         self, prompt: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None
@@ -369,18 +370,20 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         """
         from .pipeline import run_map
 
+        submission = self.client.responses.submission
+
         def submit(prompt: List[int], key: Optional[str]) -> Future[Any]:
             # Journaled results must be plain data: SampledTokens now, TokensWithLogprobs on the way out.
-            call = self.client._requester.call(
+            call = submission.call(
                 timeout=self.timeout, deadline=self.deadline, idempotency_key=key
             )
-            return self.client.responses._submit(
+            return submission.submit(
                 self.request_body(prompt, stop, max_tokens=max_tokens), self._sampled, call
             )
 
         def attach(response_id: str) -> Future[Any]:
-            call = self.client._requester.call(timeout=self.timeout, deadline=self.deadline)
-            return self.client.responses._attach(response_id, self._sampled, call)
+            call = submission.call(timeout=self.timeout, deadline=self.deadline)
+            return submission.attach(response_id, self._sampled, call)
 
         params = {
             "options": redact_secrets(dataclasses.asdict(self.options)),

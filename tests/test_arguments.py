@@ -124,13 +124,14 @@ def test_prompt_tokens_accept_any_iterable_of_ints():
         ([1, 2], [1, 2]),
         ((3,), [3]),
         ([], None),
+        (5, [5]),  # a bare int is a one-token stop, as the completer takes it (issue 21)
     ],
 )
 def test_stop_normalization(stop, expected):
     assert normalize_stop(stop) == expected
 
 
-@pytest.mark.parametrize("stop", ["", ["a", 1], [""], [-1], [True], {"a": 1}, 5])
+@pytest.mark.parametrize("stop", ["", ["a", 1], [""], [-1], [True], {"a": 1}, -5, True, 2**31])
 def test_stop_rejects_mixtures_and_junk(stop):
     with pytest.raises(InvalidRequestError):
         normalize_stop(stop)

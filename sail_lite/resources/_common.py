@@ -178,9 +178,11 @@ def check_prompt_tokens(tokens: Any) -> List[int]:
 
 
 def normalize_stop(stop: Any) -> Optional[List[Union[str, int]]]:
-    """``stop`` as the wire list: a string, a list of strings, or a list of token ids."""
+    """``stop`` as the wire list: a string, a list of strings, a token id (one-token stop) or a list of ids."""
     if stop is None:
         return None
+    if isinstance(stop, int) and not isinstance(stop, bool):
+        stop = [stop]  # as the completer (and the official SDK) take it
     if isinstance(stop, str):
         if not stop:
             raise InvalidRequestError("a stop string must not be empty")

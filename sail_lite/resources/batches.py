@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 from .._checks import path_id, positive_int, shown
 from ..errors import InvalidRequestError, MalformedResponseError
@@ -61,38 +61,11 @@ class Batches:
             raise InvalidRequestError(
                 f"batch items run on standard or flex, not {completion_window!r}"
             )
-        seen = set()
-        wire_items = []
-        for position, item in enumerate(items):
-            custom_id = item.get("custom_id") if isinstance(item, Mapping) else None
-            params = item.get("params") if isinstance(item, Mapping) else None
-            if not isinstance(custom_id, str) or not _CUSTOM_ID.match(custom_id):
-                raise InvalidRequestError(
-                    f"requests[{position}].custom_id must be 1-64 chars of [a-z0-9_-] starting with [a-z0-9], got {shown(custom_id)}"
-                )
-            if custom_id in seen:
-                raise InvalidRequestError(
-                    f"custom_id {custom_id!r} appears twice; each must be unique"
-                )
-            seen.add(custom_id)
-            if not isinstance(params, Mapping) or not isinstance(params.get("model"), str):
-                raise InvalidRequestError(
-                    f"requests[{position}].params must be a Responses body with a model"
-                )
-            params = dict(params)
-            metadata = build_metadata(params.get("metadata"), background=True)
-            if metadata is None:
-                metadata = {}
-            window = metadata.get("completion_window") or completion_window
-            if window is not None:
-                if window not in BATCH_WINDOWS:
-                    raise InvalidRequestError(
-                        f"requests[{position}] asks for the {window!r} window; batch items run on standard or flex"
-                    )
-                metadata["completion_window"] = window
-            if metadata:
-                params["metadata"] = metadata
-            wire_items.append({"custom_id": custom_id, "params": params})
+        seen: Set[str] = set()
+        wire_items = [
+            _batch_item(position, item, completion_window, seen)
+            for position, item in enumerate(items)
+        ]
         body: Dict[str, Any] = {"endpoint": "/v1/responses", "requests": wire_items}
         if label is not None:
             if not isinstance(label, str):
@@ -183,3 +156,34 @@ class Batches:
             what=f"batch {batch_id}",
             on_poll=on_poll,
         )
+
+
+def _batch_item(
+    position: int, item: Any, completion_window: Optional[str], seen: Set[str]
+) -> Dict[str, Any]:
+    """One checked batch item on the wire (``seen``: the custom ids so far, this one added)."""
+    custom_id = item.get("custom_id") if isinstance(item, Mapping) else None
+    params = item.get("params") if isinstance(item, Mapping) else None
+    if not isinstance(custom_id, str) or not _CUSTOM_ID.match(custom_id):
+        raise InvalidRequestError(
+            f"requests[{position}].custom_id must be 1-64 chars of [a-z0-9_-] starting with [a-z0-9], got {shown(custom_id)}"
+        )
+    if custom_id in seen:
+        raise InvalidRequestError(f"custom_id {custom_id!r} appears twice; each must be unique")
+    seen.add(custom_id)
+    if not isinstance(params, Mapping) or not isinstance(params.get("model"), str):
+        raise InvalidRequestError(
+            f"requests[{position}].params must be a Responses body with a model"
+        )
+    params = dict(params)
+    metadata = build_metadata(params.get("metadata"), background=True) or {}
+    window = metadata.get("completion_window") or completion_window
+    if window is not None:
+        if window not in BATCH_WINDOWS:
+            raise InvalidRequestError(
+                f"requests[{position}] asks for the {window!r} window; batch items run on standard or flex"
+            )
+        metadata["completion_window"] = window
+    if metadata:
+        params["metadata"] = metadata
+    return {"custom_id": custom_id, "params": params}

@@ -5,7 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from functools import partial
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .._checks import model_id, path_id, shown
 from ..errors import (
@@ -15,7 +27,7 @@ from ..errors import (
     LoRAValidationError,
     NotFoundError,
 )
-from ..types import LoRA
+from ..types import FileObject, LoRA
 from ._common import list_data, string_list
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -272,8 +284,6 @@ class LoRAs:
         (see :meth:`wait_for_validation`). ``progress(bytes_sent, total)``
         covers both files; ``deadline`` covers the whole call.
         """
-        from ..adapters import check_adapter_dir
-
         check_lora_name(name)
         models = _models(supported_models)
         if progress is not None and not callable(progress):
@@ -281,49 +291,10 @@ class LoRAs:
                 f"progress must be a callable(bytes_sent, total), got {type(progress).__name__}"
             )
         _texts(display_name=display_name, description=description)
-        if not isinstance(adapter_dir, (str, os.PathLike)):
-            raise InvalidRequestError(
-                f"adapter_dir must be a folder path, got {type(adapter_dir).__name__}"
-            )
-        folder = os.fspath(adapter_dir)
-        if not os.path.exists(folder):
-            raise InvalidRequestError(f"adapter folder not found: {folder}")
-        if not os.path.isdir(folder):
-            raise InvalidRequestError(f"{folder} is not a folder: pass the PEFT adapter folder")
-        config_path = os.path.join(folder, "adapter_config.json")
-        weights_path = os.path.join(folder, "adapter_model.safetensors")
-        if preflight:
-            report = check_adapter_dir(folder, models)
-            for warning in report.warnings:
-                _logger.warning("%s", warning)
-            report.raise_for_problems()
-        else:
-            for path in (config_path, weights_path):
-                if not os.path.isfile(path):
-                    raise InvalidRequestError(
-                        f"{path} is missing: a PEFT adapter folder holds both files"
-                    )
+        config_path, weights_path = _adapter_files(adapter_dir, models, preflight)
         call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
         self._check_name_free(name, call)
-        total = os.path.getsize(config_path) + os.path.getsize(weights_path)
-
-        def tracker(offset: int) -> Optional[Callable[[int, int], None]]:
-            if progress is None:
-                return None
-            return lambda sent, _size: progress(offset + sent, total)
-
-        uploads = []
-        for path, offset in ((config_path, 0), (weights_path, os.path.getsize(config_path))):
-            uploads.append(
-                self._files.create(
-                    path,
-                    purpose="lora",
-                    progress=tracker(offset),
-                    timeout=timeout,
-                    deadline=self._remaining(call),
-                    extra_headers=extra_headers,
-                )
-            )
+        uploads = self._upload_files((config_path, weights_path), progress, timeout, call)
         lora = self.create(
             name,
             supported_models=models,
@@ -339,6 +310,33 @@ class LoRAs:
             for model in models:
                 lora = self._wait_for_validation(name, model, call, None)
         return lora
+
+    def _upload_files(
+        self,
+        paths: Sequence[str],
+        progress: Optional[Callable[[int, int], None]],
+        timeout: Optional[float],
+        call: Call,
+    ) -> List[FileObject]:
+        """Stream each file up in turn; ``progress`` sees the bytes sent of all of them."""
+        sizes = [os.path.getsize(path) for path in paths]
+        total, offset, uploads = sum(sizes), 0, []
+        for path, size in zip(paths, sizes):
+            tracker = None
+            if progress is not None:
+                tracker = partial(_progress_from, progress, offset, total)
+            uploads.append(
+                self._files.create(
+                    path,
+                    purpose="lora",
+                    progress=tracker,
+                    timeout=timeout,
+                    deadline=self._remaining(call),
+                    extra_headers=call.extra_headers,
+                )
+            )
+            offset += size
+        return uploads
 
     def _check_name_free(self, name: str, call: Call) -> None:
         # An adapter may be 100 GiB: learn that the name is taken before sending it, not from the
@@ -365,3 +363,36 @@ def _name_taken(name: str) -> str:
         f"a LoRA named {name!r} already exists in your organization: pick another name, or update it with "
         f"client.loras.update({name!r}, ...)"
     )
+
+
+def _progress_from(
+    progress: Callable[[int, int], None], offset: int, total: int, sent: int, _size: int
+) -> None:
+    progress(offset + sent, total)
+
+
+def _adapter_files(adapter_dir: Any, models: Sequence[str], preflight: bool) -> Tuple[str, str]:
+    """The adapter folder's config and weights paths, checked (with ``preflight``, the adapter too)."""
+    from ..adapters import check_adapter_dir
+
+    if not isinstance(adapter_dir, (str, os.PathLike)):
+        raise InvalidRequestError(
+            f"adapter_dir must be a folder path, got {type(adapter_dir).__name__}"
+        )
+    folder = os.fspath(adapter_dir)
+    if not os.path.exists(folder):
+        raise InvalidRequestError(f"adapter folder not found: {folder}")
+    if not os.path.isdir(folder):
+        raise InvalidRequestError(f"{folder} is not a folder: pass the PEFT adapter folder")
+    config_path = os.path.join(folder, "adapter_config.json")
+    weights_path = os.path.join(folder, "adapter_model.safetensors")
+    if preflight:
+        report = check_adapter_dir(folder, models)
+        for warning in report.warnings:
+            _logger.warning("%s", warning)
+        report.raise_for_problems()
+        return config_path, weights_path
+    for path in (config_path, weights_path):
+        if not os.path.isfile(path):
+            raise InvalidRequestError(f"{path} is missing: a PEFT adapter folder holds both files")
+    return config_path, weights_path

@@ -25,7 +25,8 @@ from .._checks import model_id, number_in, positive_int
 from .._future import ResponseFuture
 from .._redact import redact_url
 from ..errors import InvalidRequestError
-from ..types import Response, SampledTokens
+from ..submission import InFlight, Submitter, block_on, to_sampled_tokens
+from ..types import SampledTokens
 from ._common import (
     DEFAULT_WINDOW,
     RAW_PROMPT_PLACEHOLDER,
@@ -35,7 +36,7 @@ from ._common import (
     compact_json,
     normalize_stop,
 )
-from .responses import Responses, check_result
+from .responses import Responses
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._requester import Requester
@@ -46,13 +47,13 @@ __all__ = [
     "Tokens",
     "SamplingOptions",
     "validate_sampling_options",
-    "sampling_arguments",
+    "to_sampled_tokens",
     "LOGPROBS_INCLUDE",
 ]
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
-StopArg = Union[str, Sequence[str], Sequence[int], None]
+StopArg = Union[int, str, Sequence[str], Sequence[int], None]
 
 
 @dataclass(frozen=True)
@@ -150,32 +151,8 @@ def validate_sampling_options(
         raise InvalidRequestError(
             "pass either lora (an uploaded LoRA) or tinker_lora_signed_url (a Tinker checkpoint), not both"
         )
-    config_json = None
     if tinker_lora_signed_url is not None:
-        if not isinstance(tinker_lora_signed_url, str) or not tinker_lora_signed_url.startswith(
-            ("http://", "https://")
-        ):
-            raise InvalidRequestError(
-                "tinker_lora_signed_url must be an http(s) URL from get_tinker_checkpoint_signed_url"
-            )
-        if adapter_config is None:
-            raise InvalidRequestError(
-                "tinker_lora_signed_url needs adapter_config: pass the checkpoint's PEFT adapter_config.json "
-                "contents (a dict or a JSON string)"
-            )
-    if adapter_config is not None:
-        if isinstance(adapter_config, str):
-            try:
-                parsed = json.loads(adapter_config)
-            except ValueError as exc:
-                raise InvalidRequestError(f"adapter_config is not valid JSON: {exc}") from None
-        else:
-            parsed = adapter_config
-        if not isinstance(parsed, Mapping):
-            raise InvalidRequestError(
-                "adapter_config must be a JSON object (the contents of adapter_config.json)"
-            )
-        config_json = compact_json(parsed)
+        _check_signed_url(tinker_lora_signed_url, adapter_config)
     return SamplingOptions(
         model=model,
         max_tokens=max_tokens,
@@ -184,58 +161,137 @@ def validate_sampling_options(
         completion_window=window or DEFAULT_WINDOW,
         lora=lora,
         tinker_lora_signed_url=tinker_lora_signed_url,
-        adapter_config=config_json,
+        adapter_config=None if adapter_config is None else _adapter_config_json(adapter_config),
         tinker_lora_name=tinker_lora_name,
         metadata=build_metadata(metadata),
         logprobs=bool(logprobs),
     )
 
 
-SAMPLING_ARGUMENTS = (
-    "model",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "completion_window",
-    "lora",
-    "tinker_lora_signed_url",
-    "adapter_config",
-    "tinker_lora_name",
-    "metadata",
-    "logprobs",
-)
+def _check_signed_url(url: Any, adapter_config: Any) -> None:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise InvalidRequestError(
+            "tinker_lora_signed_url must be an http(s) URL from get_tinker_checkpoint_signed_url"
+        )
+    if adapter_config is None:
+        raise InvalidRequestError(
+            "tinker_lora_signed_url needs adapter_config: pass the checkpoint's PEFT adapter_config.json "
+            "contents (a dict or a JSON string)"
+        )
 
 
-def sampling_arguments(arguments: Mapping[str, Any]) -> Dict[str, Any]:
-    """The :func:`validate_sampling_options` arguments out of a caller's ``locals()``.
+def _adapter_config_json(adapter_config: Any) -> str:
+    """The adapter config (a mapping or JSON text of an object) as compact JSON, keys sorted."""
+    if isinstance(adapter_config, str):
+        try:
+            parsed = json.loads(adapter_config)
+        except ValueError as exc:
+            raise InvalidRequestError(f"adapter_config is not valid JSON: {exc}") from None
+    else:
+        parsed = adapter_config
+    if not isinstance(parsed, Mapping):
+        raise InvalidRequestError(
+            "adapter_config must be a JSON object (the contents of adapter_config.json)"
+        )
+    return compact_json(parsed)
 
-    The one place the sampling options are forwarded: a signature that
-    repeats them (for its type hints) hands them on through here.
-    """
-    return {name: arguments[name] for name in SAMPLING_ARGUMENTS}
+
+def _options_arguments(options: SamplingOptions) -> Dict[str, Any]:
+    """A :class:`SamplingOptions` as the sampling keywords that make it again (what a map records)."""
+    return {
+        "model": options.model,
+        "max_tokens": options.max_tokens,
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "completion_window": options.completion_window,
+        "lora": options.lora,
+        "tinker_lora_signed_url": options.tinker_lora_signed_url,
+        "adapter_config": options.adapter_config,
+        "tinker_lora_name": options.tinker_lora_name,
+        "metadata": dict(options.metadata) if options.metadata is not None else None,
+        "logprobs": options.logprobs,
+    }
 
 
-def to_sampled_tokens(response: Response) -> SampledTokens:
-    """The terminal response's raw-token result, or its typed error."""
-    return SampledTokens.from_response(check_result(response))
+def _given(**arguments: Any) -> Dict[str, Any]:
+    """The arguments that were given (not ``None``): what a map records with its job."""
+    return {name: value for name, value in arguments.items() if value is not None}
 
 
 class Tokens:
-    """Raw-token sampling. Thread-safe; results are :class:`~sail_lite.types.SampledTokens`."""
+    """Raw-token sampling. Thread-safe; results are :class:`~sail_lite.types.SampledTokens`.
+
+    ``sample``, ``submit`` and ``map`` take the same sampling keywords, with
+    one meaning (``submit``'s): ``model`` and ``max_tokens`` (or pre-checked
+    ``options``), ``stop`` (a string, strings, a token id or token ids),
+    ``temperature``, ``top_p``, ``completion_window``, a LoRA (``lora``, or a
+    Tinker checkpoint: ``tinker_lora_signed_url`` with ``adapter_config`` and
+    ``tinker_lora_name``), ``metadata`` and ``logprobs``.
+    """
 
     def __init__(self, requester: Requester, responses: Responses) -> None:
-        self._requester = requester
         self._responses = responses
+        self.submission: Submitter = responses.submission
 
-    def sample(self, prompt_tokens: Sequence[int], **kwargs: Any) -> SampledTokens:
-        """Sample from ``prompt_tokens`` and block until the result.
+    def sample(
+        self,
+        prompt_tokens: Sequence[int],
+        *,
+        model: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        stop: StopArg = None,
+        options: Optional[SamplingOptions] = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        completion_window: str = DEFAULT_WINDOW,
+        lora: Optional[str] = None,
+        tinker_lora_signed_url: Optional[str] = None,
+        adapter_config: Union[Mapping[str, Any], str, None] = None,
+        tinker_lora_name: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        logprobs: bool = True,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        idempotency_key: Optional[str] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
+        journal: Optional[Journal] = None,
+        job: Optional[str] = None,
+        identity: Any = None,
+        occurrence: Optional[int] = None,
+        retry_failed: bool = False,
+    ) -> SampledTokens:
+        """Sample from ``prompt_tokens`` and block until the result: :meth:`submit`, then wait.
 
-        Keyword arguments are those of :meth:`submit`. Raises the typed error
-        of a failed, cancelled or expired response, or
-        :class:`DeadlineExceededError` (carrying the response id) when
-        ``deadline`` passes.
+        Takes :meth:`submit`'s arguments. Raises the typed error of a failed,
+        cancelled or expired response, or :class:`DeadlineExceededError`
+        (carrying the response id) when ``deadline`` passes.
         """
-        return self.submit(prompt_tokens, **kwargs).result()
+        future = self.submit(
+            prompt_tokens,
+            model=model,
+            max_tokens=max_tokens,
+            stop=stop,
+            options=options,
+            temperature=temperature,
+            top_p=top_p,
+            completion_window=completion_window,
+            lora=lora,
+            tinker_lora_signed_url=tinker_lora_signed_url,
+            adapter_config=adapter_config,
+            tinker_lora_name=tinker_lora_name,
+            metadata=metadata,
+            logprobs=logprobs,
+            timeout=timeout,
+            deadline=deadline,
+            idempotency_key=idempotency_key,
+            extra_headers=extra_headers,
+            journal=journal,
+            job=job,
+            identity=identity,
+            occurrence=occurrence,
+            retry_failed=retry_failed,
+        )
+        return block_on(future, InFlight())
 
     def submit(
         self,
@@ -263,33 +319,16 @@ class Tokens:
         identity: Any = None,
         occurrence: Optional[int] = None,
         retry_failed: bool = False,
-    ) -> ResponseFuture[SampledTokens]:
-        """Start a sample and return a future of its :class:`SampledTokens`.
+    ) -> ResponseFuture:
+        """Start a sample and return a future of its :class:`SampledTokens`; returns at once.
 
-        Returns at once. Pass either the sampling arguments or pre-checked
-        ``options`` (from :func:`validate_sampling_options`), in which case
-        ``max_tokens`` caps ``options.max_tokens`` (the smaller wins).
-        ``timeout`` bounds each HTTP call, ``deadline`` the whole sample.
-        Cancelling the future cancels the response on the server. The
-        future's ``idempotency_key`` and ``response_id`` (see
-        :class:`~sail_lite.ResponseFuture`) let a pipeline resume it.
-
-        Durable, as :meth:`map` (and with the same names): with a
-        :class:`~sail_lite.Journal` (and a ``job`` name, else the journal's
-        own), the key derives from the job, the request and its
-        ``occurrence`` among equal requests (counted per journal object, or
-        given), and the request is recorded before it is sent. Submitting the
-        same request again (after a crash, in a new process) returns a future
-        that is already done from the journal, re-attaches to it by response
-        id while it runs, or re-sends it with the same key (the server
-        replays it). ``identity`` names the request instead of its content
-        (e.g. a row id: a changed prompt under it is then a
-        :class:`~sail_lite.journal.JournalMismatchError`); ``retry_failed``
-        sends a journaled failure again. ``job`` without a journal derives
-        the key only, and needs ``occurrence``. See
-        :func:`sail_lite.pipeline.submit_request`.
+        Takes the sampling keywords, or pre-checked ``options`` (then
+        ``max_tokens`` caps ``options.max_tokens``), and the durable ones
+        (see the class docstring). ``timeout`` bounds each HTTP call,
+        ``deadline`` the whole sample. Cancelling the future cancels the
+        response on the server.
         """
-        call = self._requester.call(
+        call = self.submission.call(
             timeout=timeout,
             deadline=deadline,
             extra_headers=extra_headers,
@@ -298,31 +337,49 @@ class Tokens:
         if options is None:
             if model is None or max_tokens is None:
                 raise InvalidRequestError("sampling needs model and max_tokens (or options=...)")
-            options = validate_sampling_options(**sampling_arguments(locals()))
+            options = validate_sampling_options(
+                model=model,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                completion_window=completion_window,
+                lora=lora,
+                tinker_lora_signed_url=tinker_lora_signed_url,
+                adapter_config=adapter_config,
+                tinker_lora_name=tinker_lora_name,
+                metadata=metadata,
+                logprobs=logprobs,
+            )
             max_tokens = None
-        elif not isinstance(options, SamplingOptions):
-            raise InvalidRequestError(
-                "options must be a SamplingOptions (from validate_sampling_options)"
-            )
-        body = options.body(prompt_tokens, stop, max_tokens)
-        if journal is not None or job is not None:
-            return self._responses._submit_durably(
-                body,
-                to_sampled_tokens,
-                call,
-                kind="tokens.submit",
-                journal=journal,
-                job=job,
-                identity=identity,
-                occurrence=occurrence,
-                retry_failed=retry_failed,
-            )
-        return self._responses._submit(body, to_sampled_tokens, call)
+        return self.submission.submit(
+            _checked(options).body(prompt_tokens, stop, max_tokens),
+            to_sampled_tokens,
+            call,
+            kind="tokens.submit",
+            journal=journal,
+            job=job,
+            identity=identity,
+            occurrence=occurrence,
+            retry_failed=retry_failed,
+        )
 
     def map(
         self,
         prompts: Iterable[Union[Sequence[int], Mapping[str, Any]]],
         *,
+        model: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        stop: StopArg = None,
+        options: Optional[SamplingOptions] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        completion_window: Optional[str] = None,
+        lora: Optional[str] = None,
+        tinker_lora_signed_url: Optional[str] = None,
+        adapter_config: Union[Mapping[str, Any], str, None] = None,
+        tinker_lora_name: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        logprobs: Optional[bool] = None,
         journal: Optional[Journal] = None,
         job: Optional[str] = None,
         max_in_flight: int = 64,
@@ -332,29 +389,38 @@ class Tokens:
         retry_failed: bool = False,
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
-        **sampling: Any,
+        extra_headers: Optional[Mapping[str, str]] = None,
     ) -> Iterator[SampledTokens]:
         """Sample every prompt; yield the :class:`SampledTokens` in input order, ``max_in_flight`` at once.
 
-        ``sampling`` is :meth:`submit`'s keyword arguments (``model``,
-        ``max_tokens``, ``stop``, ...); a prompt may also be a mapping with
-        ``prompt_tokens`` and its own overrides. Prompts are read lazily and
-        memory stays flat for any number of them. With a ``job`` name every
-        request's idempotency key is derived from the job, the prompt and its
-        occurrence, so a re-run after a crash is replayed by the server, not
-        billed again; with a :class:`~sail_lite.Journal` the run also
-        resumes (finished prompts from the file, in-flight ones re-attached).
-        ``progress(Progress)`` reports done / in flight / failed, rate and
-        ETA. See :func:`sail_lite.pipeline.run_map` for ``on_interrupt``,
-        ``return_exceptions`` and ``retry_failed``.
+        The sampling keywords (``None``: :meth:`submit`'s default) are shared
+        by every prompt; a prompt may be a mapping with ``prompt_tokens`` and
+        its own overrides. Lazy, memory-flat, keyed by ``job`` and resumable
+        from a ``journal``: see :func:`sail_lite.pipeline.run_map`. Arguments
+        are checked here, at the call.
         """
-        from ..pipeline import _map_job
+        shared = _shared_sampling(
+            options,
+            stop=stop,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            completion_window=completion_window,
+            lora=lora,
+            tinker_lora_signed_url=tinker_lora_signed_url,
+            adapter_config=adapter_config,
+            tinker_lora_name=tinker_lora_name,
+            metadata=metadata,
+            logprobs=logprobs,
+        )
+        from ..pipeline import map_job  # the engine loads with the first map, not the client
 
-        return _map_job(
+        return map_job(
             "tokens",
             self,
             prompts,
-            sampling,
+            shared,
             journal=journal,
             job=job,
             max_in_flight=max_in_flight,
@@ -364,6 +430,7 @@ class Tokens:
             retry_failed=retry_failed,
             timeout=timeout,
             deadline=deadline,
+            extra_headers=extra_headers,
         )
 
     def attach(
@@ -373,11 +440,37 @@ class Tokens:
         deadline: Optional[float] = None,
         timeout: Optional[float] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
-    ) -> ResponseFuture[SampledTokens]:
+    ) -> ResponseFuture:
         """A future of the :class:`SampledTokens` of a raw-token response made earlier, by its id.
 
         For resuming: a pipeline that recorded ``future.response_id`` picks
         the sample up again here (from any process) instead of re-sending it.
         """
-        call = self._requester.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
-        return self._responses._attach(response_id, to_sampled_tokens, call)
+        call = self.submission.call(timeout=timeout, deadline=deadline, extra_headers=extra_headers)
+        return self.submission.attach(response_id, to_sampled_tokens, call)
+
+
+def _checked(options: Any) -> SamplingOptions:
+    if not isinstance(options, SamplingOptions):
+        raise InvalidRequestError(
+            "options must be a SamplingOptions (from validate_sampling_options)"
+        )
+    return options
+
+
+def _shared_sampling(options: Any, *, stop: Any, **sampling: Any) -> Dict[str, Any]:
+    """A map's shared sampling keywords, checked now: the ones given, or ``options`` spelled out.
+
+    Prompts may bring ``model`` and ``max_tokens`` themselves, so stand-ins
+    fill those two for the check when they are not given here.
+    """
+    if options is not None:
+        options = _checked(options)
+        cap = sampling["max_tokens"]
+        sampling = _options_arguments(options)
+        if cap is not None:
+            sampling["max_tokens"] = min(options.max_tokens, positive_int("max_tokens", cap))
+    shared = _given(stop=stop, **sampling)
+    validate_sampling_options(**{"model": "-", "max_tokens": 1, **_given(**sampling)})
+    normalize_stop(stop)
+    return shared

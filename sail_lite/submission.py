@@ -1,0 +1,631 @@
+"""The public seam for background work: submit a body, attach to a response id, the journaled submit.
+
+Everything that starts or follows a background response goes through here:
+the resources (``client.responses``, ``client.tokens``), the map engine
+(:mod:`sail_lite.pipeline`), the completer (:mod:`sail_lite.tinker`) and
+Ray's sampler. A client has one :class:`Submitter`
+(``client.responses.submission``, shared with ``client.tokens``); it owns the
+wire calls on a response (create, retrieve, cancel) and hands accepted
+responses to the client's poller.
+
+- :meth:`Submitter.submit` returns a :class:`~sail_lite.ResponseFuture` at
+  once; the create runs on the client's pool, so a bad body raises in the
+  caller and nothing is sent.
+- :meth:`Submitter.attach` follows a response made anywhere by its id.
+- :meth:`Submitter.submit` with ``journal``/``job`` (:func:`submit_request`)
+  derives the key from a job and records the request in a
+  :class:`~sail_lite.Journal`.
+- :class:`InFlight` and :func:`block_on`: the one place a blocking call
+  (``sample``, ``create``, ``wait``, ``map``) keeps the responses it has in
+  flight, so whatever must happen to them when the wait is interrupted is
+  written once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
+
+from ._checks import encode_json, path_id
+from ._future import ResponseFuture
+from ._redact import redact_secrets
+from ._requester import Call, Requester
+from .errors import (
+    InvalidRequestError,
+    NotFoundError,
+    ResponseCancelledError,
+    ResponseExpiredError,
+    ResponseFailedError,
+    SailError,
+)
+from .journal import (
+    Journal,
+    JournalEntry,
+    JournalRow,
+    canonical_json,
+    check_job_name,
+    decode_error,
+    decode_result,
+    identity_digest,
+    is_terminal_failure,
+    key_from_digest,
+    request_fingerprint,
+)
+from .types import Response, SampledTokens
+
+__all__ = [
+    "Submitter",
+    "InFlight",
+    "block_on",
+    "check_result",
+    "to_sampled_tokens",
+    "SUBMIT_KINDS",
+    "Outcome",
+    "record_outcome",
+    "journal_job",
+    "identity_name",
+    "submit_request",
+]
+
+_logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Transform = Callable[[Response], Any]
+Attach = Callable[[str], "Future[Any]"]
+_JSON = "application/json"
+
+
+# --- what a terminal response means -----------------------------------------------------------------------------
+
+
+def check_result(response: Response) -> Response:
+    """Return a terminal ``response`` that has a result, or raise its typed error.
+
+    ``completed`` and ``incomplete`` (partial output) are results;
+    ``failed``, ``cancelled``/``canceled`` and ``expired`` raise
+    :class:`ResponseFailedError` and subclasses carrying the response.
+    """
+    if response.has_result:
+        return response
+    error = response.error or {}
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    detail = error.get("message") if isinstance(error.get("message"), str) else None
+    if response.status in ("cancelled", "canceled"):
+        cls, what = ResponseCancelledError, "was cancelled"
+    elif response.status == "expired":
+        cls, what = ResponseExpiredError, "expired before it ran"
+    else:
+        cls, what = ResponseFailedError, "failed"
+    message = f"response {response.id} {what}"
+    if detail:
+        message += ": " + redact_secrets(detail)
+    raise cls(message, response=response, response_id=response.id, code=code)
+
+
+def to_sampled_tokens(response: Response) -> SampledTokens:
+    """The terminal response's raw-token result, or its typed error."""
+    return SampledTokens.from_response(check_result(response))
+
+
+#: The kinds of jobs ``tokens.submit`` / ``responses.submit`` (and the completer's submit) record, with the
+#: transform that turns the terminal response into the recorded result. Each row's item is its wire body.
+SUBMIT_KINDS: Mapping[str, Transform] = {
+    "tokens.submit": to_sampled_tokens,
+    "responses.submit": check_result,
+}
+
+
+# --- one place for what a blocking call has in flight -----------------------------------------------------------
+
+
+class InFlight:
+    """The futures one blocking call is waiting on, each until it is done. Thread-safe.
+
+    ``sample``, ``create``, ``wait`` (through :func:`block_on`) and ``map``
+    (one for the whole run) each keep one, so the response ids a call would
+    leave running if it stopped now are known in one place.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: Dict[int, Future[Any]] = {}  # insertion order: oldest first
+
+    def track(self, future: Future[T]) -> Future[T]:
+        """Keep ``future`` until it is done; returns it."""
+        with self._lock:
+            self._futures[id(future)] = future
+        future.add_done_callback(self._forget)  # runs at once if it is done already
+        return future
+
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._futures.pop(id(future), None)
+
+    def futures(self) -> List[Future[Any]]:
+        """The futures not done yet, oldest first."""
+        with self._lock:
+            return list(self._futures.values())
+
+    def response_ids(self) -> List[str]:
+        """The response ids of those the server accepted so far (a create still on its way has none)."""
+        ids = (getattr(future, "response_id", None) for future in self.futures())
+        return [response_id for response_id in ids if response_id]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._futures)
+
+
+def block_on(future: Future[T], in_flight: Optional[InFlight] = None) -> T:
+    """Block until ``future`` settles and return its result (or raise its exception).
+
+    The one place ``sample``, ``create`` and ``wait`` wait: ``future`` is in
+    ``in_flight`` (a new one when not given) for as long as it runs.
+    """
+    (in_flight if in_flight is not None else InFlight()).track(future)
+    return future.result()
+
+
+# --- the submitter ------------------------------------------------------------------------------------------------
+
+
+class Submitter:
+    """Background responses on one client's request loop and poller. Thread-safe.
+
+    Every method takes a :class:`~sail_lite._requester.Call` (the call's
+    checked timeout, deadline, headers and key; see :meth:`call`) and a
+    ``transform`` that turns the terminal response into the future's result
+    (raising settles the future with that error).
+    """
+
+    def __init__(self, requester: Requester) -> None:
+        self._requester = requester
+        requester.bind_poller(self._poll_fetch, self._poll_cancel)
+
+    def call(
+        self,
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Call:
+        """A call's options, checked (:class:`InvalidRequestError` before anything is sent)."""
+        return self._requester.call(
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+            idempotency_key=idempotency_key,
+        )
+
+    def submit(
+        self,
+        body: Mapping[str, Any],
+        transform: Transform,
+        call: Call,
+        *,
+        kind: str = "custom",
+        journal: Optional[Journal] = None,
+        job: Optional[str] = None,
+        identity: Any = None,
+        occurrence: Optional[int] = None,
+        retry_failed: bool = False,
+        convert: Optional[Callable[[Any], Any]] = None,
+    ) -> ResponseFuture:
+        """Create ``body`` (a background ``POST /responses`` body) on the pool; return its future at once.
+
+        The future knows its idempotency key now and its response id once the
+        create is accepted; it settles with ``transform(terminal response)``
+        (then ``convert``, for a journaled one). Cancelling it cancels the
+        response on the server. ``body`` is encoded here, so bad input raises
+        in the caller and nothing is sent. With ``journal`` or ``job`` the key
+        derives from the job and the request is recorded as ``kind``: see
+        :func:`submit_request` for ``identity``, ``occurrence`` and
+        ``retry_failed``.
+        """
+        if journal is None and job is None:
+            return self._send(body, transform, call)
+        if call.idempotency_key is not None:
+            raise InvalidRequestError(
+                "pass idempotency_key, or journal=/job= (which derive the key from the "
+                "request), not both"
+            )
+        encode_json(body)  # bad input raises here, before anything is recorded
+
+        def send(key: str) -> Future[Any]:
+            return self._send(body, transform, call.replace(idempotency_key=key))
+
+        def attach(response_id: str) -> Future[Any]:
+            return self.attach(response_id, transform, call.replace(idempotency_key=None))
+
+        return submit_request(
+            body,
+            kind=kind,
+            send=send,
+            attach=attach,
+            journal=journal,
+            job=job,
+            identity=identity,
+            occurrence=occurrence,
+            retry_failed=retry_failed,
+            convert=convert,
+        )
+
+    def attach(self, response_id: str, transform: Transform, call: Call) -> ResponseFuture:
+        """A future of a response made anywhere (another thread, process or run), by its id."""
+        response = self.retrieve(path_id(response_id, "response id"), call)
+        # Made at an unknown time before this watch: its turn would teach the poller nothing true.
+        return self.watch(response, transform, call, learn=False)
+
+    def watch(
+        self,
+        response: Response,
+        transform: Transform,
+        call: Call,
+        future: Optional[ResponseFuture] = None,
+        *,
+        learn: bool = True,
+    ) -> ResponseFuture:
+        """Poll ``response`` until terminal on the client's poller; ``future`` (or a new one) settles then."""
+        if future is None:
+            future = ResponseFuture(response_id=response.id)
+        self._requester.poller.watch(
+            response,
+            future,
+            window=response.metadata.get("completion_window"),
+            deadline_at=call.deadline_at,
+            transform=transform,
+            read_timeout=call.timeout,
+            learn=learn,
+        )
+        return future
+
+    def _send(self, body: Mapping[str, Any], transform: Transform, call: Call) -> ResponseFuture:
+        payload = encode_json(body)
+        key = call.idempotency_key or self._requester.new_idempotency_key()
+        call = call.replace(idempotency_key=key)
+        future = ResponseFuture(idempotency_key=key)
+
+        def start() -> None:
+            if future.cancelled():
+                return  # nothing was created, nothing to cancel
+            try:
+                response = self.create(body, call, payload)
+            except BaseException as exc:
+                if not future.cancelled():
+                    future.set_exception(exc)
+                return
+            future.set_accepted(response.id)
+            # A cancel that raced with the create is seen by watch's done-callback.
+            self.watch(response, transform, call, future)
+
+        self._requester.poller.start(start)  # start() settles the future itself
+        return future
+
+    # --- the wire calls on one response ------------------------------------------------------
+
+    def create(
+        self, body: Mapping[str, Any], call: Call, payload: Optional[bytes] = None
+    ) -> Response:
+        """``POST /responses`` (``payload``: ``body`` already encoded). Blocks; retried under one key."""
+        kind = "read" if body.get("background") else "inference"
+        if payload is None:
+            reply = self._requester.request(
+                "POST", "/responses", call, json_body=body, kind=kind, key_header="Idempotency-Key"
+            )
+        else:
+            reply = self._requester.request(
+                "POST",
+                "/responses",
+                call,
+                body=payload,
+                content_type=_JSON,
+                kind=kind,
+                key_header="Idempotency-Key",
+            )
+        return self._response(reply)
+
+    def retrieve(self, response_id: str, call: Call) -> Response:
+        """``GET /responses/{id}`` (404 -> :class:`~sail_lite.errors.NotFoundError`)."""
+        reply = self._requester.request(
+            "GET", f"/responses/{response_id}", call, response_id=response_id
+        )
+        return self._response(reply)
+
+    def cancel(self, response_id: str, call: Call) -> Response:
+        """``POST /responses/{id}/cancel``; retried (it is idempotent)."""
+        reply = self._requester.request(
+            "POST",
+            f"/responses/{response_id}/cancel",
+            call,
+            replay_safe=True,
+            response_id=response_id,
+        )
+        return self._response(reply)
+
+    def _response(self, payload: Any) -> Response:
+        response = Response.from_dict(payload)
+        self._requester.note_status(response.status, response.id)
+        return response
+
+    def _poll_fetch(
+        self, response_id: str, deadline_at: Optional[float], timeout: Optional[float]
+    ) -> Response:
+        return self.retrieve(response_id, Call(timeout=timeout, deadline_at=deadline_at))
+
+    def _poll_cancel(self, response_id: str) -> Response:
+        return self.cancel(response_id, self._requester.call())
+
+
+# --- journaling one finished request ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one finished request means: a ``result``, an ``error``, or ``resend`` (send the create again).
+
+    With ``resend``, ``row`` is the new attempt's journal row when one was
+    claimed (its key is the one to send), else ``None`` (send the same key).
+    """
+
+    result: Any = None
+    error: Optional[BaseException] = None
+    resend: bool = False
+    row: Optional[JournalRow] = None
+
+
+def record_outcome(
+    journal: Optional[Journal],
+    job: Optional[str],
+    key: Optional[str],
+    entry: Optional[JournalEntry],
+    future: Future[Any],
+    attached: bool,
+    retry_failed: bool,
+) -> Outcome:
+    """Journal one finished request (when ``journal`` and ``key``) and say what comes next.
+
+    Shared by the map engine and :func:`submit_request`: one definition of
+    what each outcome means. A response that an attach finds gone (404) is
+    sent again with the same key; one an attach finds cancelled (left by a
+    run that cancelled it) is sent again under the next attempt's key.
+    """
+    recording = journal is not None and key is not None
+    if future.cancelled():
+        if recording:
+            journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
+        return Outcome(error=SailError("request cancelled"))
+    exc = future.exception()
+    if exc is None:
+        result = future.result()
+        if recording:
+            response_id = getattr(result, "response_id", None) or getattr(
+                future, "response_id", None
+            )
+            journal.record_result(key, result, response_id)  # type: ignore[union-attr,arg-type]
+        return Outcome(result=result)
+    if attached and isinstance(exc, NotFoundError):
+        if recording:
+            journal.forget_response(key)  # type: ignore[union-attr,arg-type]
+        return Outcome(resend=True)
+    if attached and isinstance(exc, ResponseCancelledError) and recording and entry is not None:
+        journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
+        row = journal.claim(job, [entry], retry_failed=retry_failed)[0]  # type: ignore[union-attr,arg-type]
+        return Outcome(resend=True, row=row)
+    if recording:
+        if is_terminal_failure(exc):
+            journal.record_failure(key, exc)  # type: ignore[union-attr,arg-type]
+        else:
+            journal.record_transient(key, exc)  # type: ignore[union-attr,arg-type]
+    return Outcome(error=exc)
+
+
+def journal_job(journal: Optional[Journal], job: Optional[str]) -> Optional[str]:
+    """The job a map or submit runs under: ``job`` (checked), else the journal's default; the journal checked."""
+    if journal is not None and not isinstance(journal, Journal):
+        raise InvalidRequestError(
+            f"journal must be a sail_lite.Journal (Journal(path)), got {type(journal).__name__}"
+        )
+    if job is not None:
+        return check_job_name(job)
+    return journal.default_job if journal is not None else None
+
+
+def identity_name(named: Any, what: str) -> str:
+    """What names a request in its key when the caller names it: a string as it is, anything else as JSON."""
+    return named if isinstance(named, str) else canonical_json(named, what)
+
+
+# --- one journaled request: submit(..., journal=, job=) -----------------------------------------------------------
+
+
+def submit_request(
+    body: Mapping[str, Any],
+    *,
+    kind: str,
+    send: Callable[[str], Future[Any]],
+    attach: Attach,
+    journal: Optional[Journal] = None,
+    job: Optional[str] = None,
+    identity: Any = None,
+    occurrence: Optional[int] = None,
+    retry_failed: bool = False,
+    convert: Optional[Callable[[Any], Any]] = None,
+) -> ResponseFuture:
+    """One journaled (or job-keyed) request, as ``submit(..., journal=, job=)`` makes it; returns at once.
+
+    ``body`` (signed-URL queries redacted) is the recorded item, its
+    fingerprint and, unless ``identity`` names the request, what its key
+    derives from, with ``job`` and ``occurrence`` (default with a journal:
+    how many equal requests this :class:`Journal` object submitted before;
+    without one it must be given). ``send(key)`` starts the create,
+    ``attach(response_id)`` re-attaches; ``convert`` maps the journaled
+    result to what the caller gets.
+
+    With a journal the row is committed before the create is sent, the
+    response id as soon as it is accepted, the result before the future
+    resolves. A finished request comes back as a done future with no request
+    (a failure raised again, or re-sent under a new attempt key with
+    ``retry_failed``); an accepted one is re-attached; a pending one is
+    re-sent with its key. Another fingerprint under a recorded key raises
+    :class:`~sail_lite.journal.JournalMismatchError`, recording nothing.
+    Cancelling the future cancels the response on the server and journals it
+    ``cancelled``.
+    """
+    job = journal_job(journal, job)
+    if occurrence is not None and (
+        isinstance(occurrence, bool) or not isinstance(occurrence, int) or occurrence < 0
+    ):
+        raise InvalidRequestError(
+            "occurrence must be an int >= 0 (which of several equal requests this is), got "
+            f"{occurrence!r}"
+        )
+    if job is None:
+        raise InvalidRequestError("submit needs job= or journal= to derive an idempotency key")
+    # A signed URL's query is a credential: never part of what is recorded.
+    item_json = canonical_json(redact_secrets(dict(body)), "the request")
+    name = item_json if identity is None else identity_name(identity, "identity")
+    digest = identity_digest(job, name)
+    request = _JournaledRequest(journal, job, send, attach, retry_failed, convert)
+    if journal is None:
+        if occurrence is None:
+            raise InvalidRequestError(
+                "submit(job=...) without a journal needs occurrence= (0 for the first of equal requests, "
+                "1 for the second, ...): without a journal nothing counts equal requests, and one key for "
+                "all of them would replay one sample"
+            )
+        return request.begin(None, key_from_digest(job, digest, occurrence))
+    params_json = journal.begin_job(job, kind=kind, params={})
+    if occurrence is None:
+        occurrence = journal.next_occurrence(digest)
+    request.entry = JournalEntry(
+        key_from_digest(job, digest, occurrence),
+        request_fingerprint(params_json, item_json),
+        0,
+        item_json,
+    )
+    row = journal.claim(job, [request.entry], retry_failed=retry_failed, append=True)[0]
+    return request.begin(row, request.entry.key)
+
+
+class _JournaledRequest:
+    """One submitted request behind the future its caller holds: sends, re-attaches, re-sends, journals."""
+
+    def __init__(
+        self,
+        journal: Optional[Journal],
+        job: str,
+        send: Callable[[str], Future[Any]],
+        attach: Attach,
+        retry_failed: bool,
+        convert: Optional[Callable[[Any], Any]],
+    ) -> None:
+        self.journal = journal
+        self.job = job
+        self.entry: Optional[JournalEntry] = None
+        self.send = send
+        self.attach = attach
+        self.retry_failed = retry_failed
+        self.convert = convert
+        self.lock = threading.Lock()
+        self.inner: Optional[Future[Any]] = None
+        self.attached = False
+        self.key = ""
+        self.sent_key = ""
+        self.outer = ResponseFuture()
+
+    def begin(self, row: Optional[JournalRow], key: str) -> ResponseFuture:
+        self.key = key
+        outer = self.outer
+        outer.idempotency_key = self.sent_key = row.idempotency_key if row is not None else key
+        if row is not None and row.status == "completed":
+            outer.response_id = row.response_id
+            self.settle(Outcome(result=decode_result(row.result_json or "")))
+            return outer
+        if row is not None and row.status == "failed":
+            outer.response_id = row.response_id
+            self.settle(Outcome(error=decode_error(row.error_json or "{}")))
+            return outer
+        response_id = row.response_id if row is not None and row.status == "accepted" else None
+        outer.response_id = response_id
+        outer.add_done_callback(self.cancel_inner)
+        self.start(response_id)
+        return outer
+
+    def start(self, response_id: Optional[str]) -> None:
+        self.attached = response_id is not None
+        try:
+            if response_id is not None:
+                inner = self.attach(response_id)
+            else:
+                inner = self.send(self.sent_key)
+                if hasattr(inner, "add_accepted_callback"):
+                    inner.add_accepted_callback(self.accepted)
+        except Exception as exc:  # e.g. the client is closed: the future carries it
+            inner = Future()
+            inner.set_exception(exc)
+        with self.lock:
+            self.inner = inner
+        inner.add_done_callback(self.finish)
+        if self.outer.cancelled():
+            inner.cancel()
+
+    def accepted(self, inner: Any) -> None:
+        try:
+            if self.journal is not None:
+                self.journal.record_accepted(self.key, inner.response_id or "")
+        except BaseException as exc:  # the id is not durable: fail now, leave it to a re-run's key
+            _logger.warning("could not journal response %s: %s", inner.response_id, exc)
+            self.settle(Outcome(error=exc))
+            return
+        self.outer.set_accepted(inner.response_id or "")
+
+    def finish(self, inner: Future[Any]) -> None:
+        try:
+            outcome = record_outcome(
+                self.journal,
+                self.job,
+                self.key,
+                self.entry,
+                inner,
+                self.attached,
+                self.retry_failed,
+            )
+        except BaseException as exc:  # a journal write failed: never hand out what is not recorded
+            outcome = Outcome(error=exc)
+        if outcome.resend:
+            if outcome.row is not None:
+                self.outer.idempotency_key = self.sent_key = outcome.row.idempotency_key
+            if not self.outer.done():
+                self.start(None)
+            return
+        self.settle(outcome)
+
+    def settle(self, outcome: Outcome) -> None:
+        outer = self.outer
+        if outer.done():
+            return
+        try:
+            if outcome.error is not None:
+                outer.set_exception(outcome.error)
+            else:
+                result = outcome.result
+                outer.set_result(self.convert(result) if self.convert is not None else result)
+        except InvalidStateError:
+            pass  # cancelled (or failed by a journal error) meanwhile
+        except Exception as exc:  # convert raised: the caller gets that
+            try:
+                outer.set_exception(exc)
+            except InvalidStateError:
+                pass
+
+    def cancel_inner(self, outer: Future[Any]) -> None:
+        if not outer.cancelled():
+            return
+        with self.lock:
+            inner = self.inner
+        if inner is not None:
+            inner.cancel()  # cancels the response on the server; finish() journals "cancelled"
