@@ -7,8 +7,8 @@ in a scratch directory holding ``prompts.parquet``; it must leave
 ``samples/`` behind. ``SAIL_API_KEY`` / ``SAIL_BASE_URL`` point at an
 emulator child process, which counts inference runs per idempotency key.
 Ray's deprecation warnings are errors (the ``warnings`` ones raise, the
-logged ones are collected and reported). With ``--kill``, one SailSampler
-actor process is SIGKILLed once some rows have run. A run that does not
+logged ones are collected and reported). With ``--kill``, the SailSampler
+actors that are sampling are SIGKILLed mid-batch (see :class:`ActorKiller`). A run that does not
 finish within ``--timeout`` is reported as hung, with the cluster's free
 resources, and ends the process. The last line printed is a JSON summary.
 """
@@ -26,7 +26,7 @@ import textwrap
 import threading
 import time
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = os.path.join(ROOT, "README.rst")
@@ -48,19 +48,27 @@ def readme_ray_example(path: str = README) -> str:
     return textwrap.dedent("\n".join(lines)).strip() + "\n"
 
 
-def write_prompts(path: str, rows: int) -> None:
-    """``rows`` rows: ``row``, ``prompt_tokens`` (each prompt COPIES times) and ``sample_index``."""
+def write_prompts(path: str, rows: int, files: int = 6) -> None:
+    """``rows`` rows (``row``, ``prompt_tokens``: each prompt COPIES times, ``sample_index``).
+
+    ``path`` is a directory of ``files`` parquet files (as Spark and Ray write a
+    dataset), so that Ray reads several blocks and every actor has work.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table(
-        {
-            "row": list(range(rows)),
-            "prompt_tokens": [[1 + i // COPIES, 2, 3] for i in range(rows)],
-            "sample_index": [i % COPIES for i in range(rows)],
-        }
-    )
-    pq.write_table(table, path)
+    os.mkdir(path)
+    per_file = -(-rows // files)
+    for first in range(0, rows, per_file):
+        numbers = range(first, min(rows, first + per_file))
+        table = pa.table(
+            {
+                "row": list(numbers),
+                "prompt_tokens": [[1 + i // COPIES, 2, 3] for i in numbers],
+                "sample_index": [i % COPIES for i in numbers],
+            }
+        )
+        pq.write_table(table, os.path.join(path, f"part-{first:06d}.parquet"))
 
 
 class DeprecationLog(logging.Handler):
@@ -76,43 +84,102 @@ class DeprecationLog(logging.Handler):
             self.messages.append(message)
 
 
-def sampler_pids() -> List[int]:
-    """The processes whose title names a SailSampler Ray actor (``ray::MapWorker(...SailSampler...)``)."""
-    pids = []
+def descendants(root: int) -> Set[int]:
+    """Every process under ``root`` (``/proc/PID/stat`` parent links): this run's Ray workers."""
+    parents: Dict[int, int] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
         try:
-            with open(f"/proc/{name}/cmdline", "rb") as handle:
+            with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as handle:
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+                parents[int(name)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # not a process, or gone meanwhile
+            continue
+    found: Set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def sampler_pids() -> List[int]:
+    """This run's processes whose title names a SailSampler actor (``ray::MapWorker(...SailSampler...)``)."""
+    pids = []
+    for pid in descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 title = handle.read().replace(b"\0", b" ")
-        except OSError:  # gone meanwhile, or not ours to read
+        except OSError:  # gone meanwhile
             continue
         if title.startswith(b"ray::") and b"SailSampler" in title:
-            pids.append(int(name))
+            pids.append(pid)
     return sorted(pids)
 
 
+def sockets_to(port: int) -> Set[str]:
+    """Inodes of the loopback TCP sockets connected to ``port`` (``/proc/net/tcp``, ``tcp6``)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def busy_sampler_pids(port: int) -> List[int]:
+    """The SailSampler actor processes holding a connection to the emulator: the ones sampling now."""
+    inodes = sockets_to(port)
+    busy = []
+    for pid in sampler_pids():
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        if any(
+            link[len("socket:[") : -1] in inodes for link in links if link.startswith("socket:")
+        ):
+            busy.append(pid)
+    return busy
+
+
 class ActorKiller(threading.Thread):
-    """SIGKILLs one SailSampler actor once the emulator has run ``after_runs`` inferences."""
+    """SIGKILLs the sampling SailSampler actors, once, mid-batch.
+
+    It waits until the emulator has run ``after_runs`` inferences and has
+    responses still running (so some batch is in the middle of sampling),
+    then kills every actor process connected to the emulator: whichever
+    batch those responses belong to dies with its actor and is retried.
+    """
 
     def __init__(self, emulator: Any, after_runs: int) -> None:
         super().__init__(daemon=True)
         self.emulator = emulator
+        self.port = int(emulator.url.rsplit(":", 1)[1].strip("/"))
         self.after_runs = after_runs
-        self.killed: Optional[int] = None
+        self.killed: List[int] = []
         self.runs_at_kill: Optional[int] = None
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(0.05):
             try:
-                runs = self.emulator.stats()["inference_runs"]
+                stats = self.emulator.stats()
             except OSError:  # the emulator is gone: the run is over
                 return
-            pids = sampler_pids()
-            if runs >= self.after_runs and pids:
-                os.kill(pids[0], signal.SIGKILL)
-                self.killed, self.runs_at_kill = pids[0], runs
+            running = sum(stats["responses"].get(s, 0) for s in ("queued", "in_progress"))
+            if stats["inference_runs"] < self.after_runs or not running:
+                continue
+            pids = busy_sampler_pids(self.port)
+            if pids:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                self.killed, self.runs_at_kill = pids, stats["inference_runs"]
                 return
 
 
@@ -152,6 +219,8 @@ def check_output(workdir: str, rows: int, emulator: Any) -> Dict[str, Any]:
         "rows_duplicated": len(out_rows) - len(set(out_rows)),
         "distinct_response_ids": len(set(table.column("response_id").to_pylist())),
         "inference_runs": stats["inference_runs"],
+        # more creates than runs: a retried batch re-sent keys and the server replayed them
+        "creates": stats["requests"].get("POST /v1/responses", 0),
         "idempotency_keys": len(by_key),
         "keys_run_more_than_once": sum(1 for n in by_key.values() if n > 1),
     }
@@ -170,6 +239,7 @@ def run_example(code: str, workdir: str, *, timeout: float, kill: bool, rows: in
         os.environ.update(SAIL_API_KEY=emulator.api_key, SAIL_BASE_URL=emulator.base_url)
         path = [ROOT, os.environ.get("PYTHONPATH", "")]
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, path))
+        os.chdir(workdir)  # before ray.init: Ray's workers start in the driver's directory
         ray.init(num_cpus=2, include_dashboard=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         summary: Dict[str, Any] = {"ray": ray.__version__, "started": time.monotonic()}
@@ -177,7 +247,6 @@ def run_example(code: str, workdir: str, *, timeout: float, kill: bool, rows: in
         if kill:
             killer.start()
         timer = watchdog(timeout, emulator, summary)
-        os.chdir(workdir)
         try:
             exec(compile(code, "README.rst (On Ray)", "exec"), {"__name__": "__readme__"})
         except Exception as exc:  # reported in the summary, with what the emulator ran
@@ -188,7 +257,7 @@ def run_example(code: str, workdir: str, *, timeout: float, kill: bool, rows: in
         summary.update(seconds=round(time.monotonic() - summary.pop("started"), 1), hung=False)
         if "error" not in summary:
             summary.update(check_output(workdir, rows, emulator))
-        summary.update(killed_actor=killer.killed, inference_runs_at_kill=killer.runs_at_kill)
+        summary.update(killed_actors=killer.killed, inference_runs_at_kill=killer.runs_at_kill)
         summary.update(
             deprecations=deprecations.messages, inference_runs=emulator.stats()["inference_runs"]
         )
@@ -198,9 +267,9 @@ def run_example(code: str, workdir: str, *, timeout: float, kill: bool, rows: in
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=600)
+    parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=240.0)
-    parser.add_argument("--kill", action="store_true", help="SIGKILL one sampler actor mid-run")
+    parser.add_argument("--kill", action="store_true", help="SIGKILL the sampling actors mid-run")
     parser.add_argument("--readme", default=README, help="another README.rst (e.g. an old one)")
     parser.add_argument(
         "--deprecations-warn", action="store_true", help="Ray's deprecation warnings only warn"
