@@ -190,7 +190,7 @@ def watchdog(seconds: float, emulator: Any, summary: Dict[str, Any]) -> threadin
     def fire() -> None:
         summary.update(
             hung=True,
-            seconds=round(time.monotonic() - summary["started"], 1),
+            seconds=round(time.monotonic() - summary.pop("started"), 1),
             inference_runs=emulator.stats()["inference_runs"],
             available_resources=ray.available_resources(),
             sampler_actor_processes=len(sampler_pids()),

@@ -55,7 +55,8 @@ def test_the_readme_ray_example_finishes_on_two_cpus_and_killed_actors_run_nothi
     summary = run_harness("--kill", "--rows", str(ROWS), "--timeout", str(HANG_SECONDS))
     report = json.dumps({k: v for k, v in summary.items() if k != "stderr"})
     assert summary["hung"] is False, f"the example hung: {report}\n{summary['stderr']}"
-    assert summary["deprecations"] == [], report
+    assert "error" not in summary, report  # e.g. a Ray deprecation warning, raised
+    assert summary["deprecations"] == [], report  # the ones Ray only logs
     assert summary["killed_actors"], report  # the sampling actors did die mid-batch ...
     assert summary["creates"] > summary["inference_runs"], (
         report
