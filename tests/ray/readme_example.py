@@ -196,6 +196,7 @@ def watchdog(seconds: float, emulator: Any, summary: Dict[str, Any]) -> threadin
             sampler_actor_processes=len(sampler_pids()),
         )
         print(json.dumps(summary, default=str), flush=True)
+        emulator.stop()  # os._exit skips the with-block that would
         os._exit(3)  # the example is blocked inside Ray: nothing short of this ends it
 
     timer = threading.Timer(seconds, fire)
