@@ -1,21 +1,28 @@
 """Sail on Ray Data: a callable class for ``Dataset.map_batches`` that samples without ever paying twice.
 
-Install with ``pip install 'sail_lite[ray]'``. This module imports nothing
+Install with ``pip install '.[ray]'`` from a checkout (``pip install
+'sail-lite[ray]'`` from the package index). This module imports nothing
 from Ray itself (Ray calls the class; nothing here needs ``import ray``), so
 importing it never costs Ray's start-up time::
 
     import ray
     from sail_lite.ray import SailSampler
 
-    ds = ray.data.read_parquet("prompts.parquet")      # a column of token-id lists
-    out = ds.map_batches(
+    ray.data.read_parquet("prompts.parquet").map_batches(  # a column of token-id lists
         SailSampler,
         fn_constructor_kwargs=dict(job="eval-2026-11-23", model="moonshotai/Kimi-K2.6", max_tokens=256),
-        concurrency=4,            # four actors, one Client (one connection pool, one poller) each
+        compute=ray.data.ActorPoolStrategy(size=4),  # four actors, one Client (pool, poller) each
+        num_cpus=0.25,  # I/O-bound: the four hold one CPU, the read and write keep the rest
         batch_size=256,
-        max_restarts=-1, max_task_retries=3,  # Ray < 2.50: ray_remote_args={...}
-    )
-    out.write_parquet("samples/")
+    ).write_parquet("samples/")
+
+Why a fraction of a CPU. A sampler waits on HTTP; its CPU use is a few
+percent. An actor that reserves a whole CPU (Ray's default) blocks a CPU
+that the parquet read and write need: with four such actors on two CPUs,
+two actors stay pending, the read is never scheduled and the job hangs
+without an error. Ray Data restarts a dead actor and retries its tasks by
+default; the older ``concurrency=`` and extra ``ray.remote`` keywords
+(``max_restarts=``...) are deprecated in current Ray and not needed.
 
 How a retry stays free. Each row's idempotency key is derived from the
 ``job`` name and the row's content (``key_columns``, the prompt by default)
@@ -131,9 +138,8 @@ class SailSampler:
         missing = [c for c in (self.prompt_column,) + self.key_columns if c not in columns]
         if missing:
             raise InvalidRequestError(
-                "the batch has no column(s) {} (columns: {})".format(
-                    ", ".join(missing), ", ".join(map(str, columns))
-                )
+                f"the batch has no column(s) {', '.join(missing)} "
+                f"(columns: {', '.join(map(str, columns))})"
             )
         prompts = [_as_list(p) for p in batch[self.prompt_column]]
         names = [[_as_list(v) for v in batch[c]] for c in self.key_columns]

@@ -15,6 +15,9 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
+# The current API only: a Ray deprecation warning fails the test.
+pytestmark = pytest.mark.filterwarnings("error::ray.util.annotations.RayDeprecationWarning")
+
 from sail_lite.ray import SailSampler  # noqa: E402
 
 from ..test_journal_crash import ROOT, EmulatorProcess  # noqa: E402
@@ -92,9 +95,8 @@ def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_paid_twice(
             client_options={"environ": {}},
         ),
         batch_size=50,
-        concurrency=2,
-        max_restarts=-1,
-        max_task_retries=3,
+        compute=ray.data.ActorPoolStrategy(size=2),
+        num_cpus=0.25,  # I/O-bound; Ray Data restarts a dead actor and retries by default
     ).take_all()
     assert (tmp_path / "crashed").exists()  # the crash did happen
     assert sorted(r["row"] for r in out) == list(range(ROWS))  # every row once
@@ -103,10 +105,28 @@ def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_paid_twice(
     assert emulator.stats()["inference_runs"] == ROWS
 
 
+class SampleThenFailOnce(SailSampler):
+    """Samples the whole batch (paid), then raises on the first attempt of the run."""
+
+    def __init__(self, *, marker: str, **kwargs):
+        super().__init__(**kwargs)
+        self.marker = marker
+
+    def __call__(self, batch):
+        batch = super().__call__(batch)
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return batch
+        os.close(fd)
+        raise RuntimeError("first attempt fails after sampling")
+
+
 def test_a_task_that_raises_on_its_first_attempt_is_retried_for_free(emulator, cluster, tmp_path):
     emulator.reset()
     marker = str(tmp_path / "raised")
     job = dict(
+        marker=marker,
         job="ray-task-retry",
         model="moonshotai/Kimi-K2.6",
         max_tokens=4,
@@ -115,27 +135,23 @@ def test_a_task_that_raises_on_its_first_attempt_is_retried_for_free(emulator, c
         base_url=emulator.base_url,
         client_options={"environ": {}},
     )
-
-    def sample_then_fail_once(batch):
-        batch = SailSampler(**job)(batch)  # the whole batch was sampled (and paid) ...
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return batch
-        os.close(fd)
-        raise RuntimeError("first attempt fails after sampling")  # ... then the task fails
-
+    ctx = ray.data.DataContext.get_current()
+    ctx.actor_task_retry_on_errors = [RuntimeError]  # Ray's current way to retry a raised task
     rows = [{"row": i, "prompt_tokens": [5 + i % 40, 1], "sample": i // 40} for i in range(200)]
-    out = (
-        ray.data.from_items(rows, override_num_blocks=4)
-        .map_batches(
-            sample_then_fail_once,
-            batch_size=50,
-            max_retries=2,
-            retry_exceptions=True,
+    try:
+        out = (
+            ray.data.from_items(rows, override_num_blocks=4)
+            .map_batches(
+                SampleThenFailOnce,
+                fn_constructor_kwargs=job,
+                batch_size=50,
+                compute=ray.data.ActorPoolStrategy(size=2),
+                num_cpus=0.25,
+            )
+            .take_all()
         )
-        .take_all()
-    )
+    finally:
+        ctx.actor_task_retry_on_errors = False
     assert os.path.exists(marker)
     assert sorted(r["row"] for r in out) == list(range(200))
     assert emulator.stats()["inference_runs"] == 200
