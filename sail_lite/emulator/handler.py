@@ -52,6 +52,9 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 RouteResult = Tuple[int, Any, Dict[str, str]]
 
+#: A request body larger than this is followed by handing freed memory back (release_free_memory).
+LARGE_BODY = 8 << 20
+
 
 class _Context:
     """One request, as the route functions see it."""
@@ -95,29 +98,56 @@ class _Route:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """The request handler; ``self.server.emulator`` is the :class:`EmulatorServer`."""
+    """The request handler; ``self.emulator`` is the :class:`EmulatorServer`."""
 
     protocol_version = "HTTP/1.1"
     server_version = "sail-emulator"
     sys_version = ""
-    timeout: Optional[float] = None  # set per connection from EmulatorServer.idle_timeout
 
     routes: List[_Route] = []  # filled in below, once
     _reader: Optional[BodyReader] = None
+    large_body = False  # set when a body over LARGE_BODY was read: free memory is handed back after
+    emulator: EmulatorServer
 
     # -- connection lifecycle ------------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        # Every read and write waits at most idle_timeout: a silent or half-sent request cannot hold
-        # its thread for ever (StreamRequestHandler.setup applies self.timeout to the socket).
-        self.timeout = self.emulator.idle_timeout
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.emulator.connection_opened(self.connection)
+    @classmethod
+    def serve_one(
+        cls,
+        emulator: EmulatorServer,
+        sock: socket.socket,
+        rfile: Any,
+        wfile: Any,
+        client_address: Any,
+    ) -> bool:
+        """Serve one request whose head is in ``rfile``; True when the connection may be kept.
 
-    @property
-    def emulator(self) -> EmulatorServer:
-        return self.server.emulator  # type: ignore[attr-defined]
+        The connection loop owns the socket (reads heads, keeps it alive): this
+        handler only reads this request's head and body and writes its reply.
+        """
+        handler = cls.__new__(cls)
+        handler.emulator = emulator
+        handler.request = handler.connection = sock
+        handler.client_address = client_address
+        handler.server = None
+        handler.rfile, handler.wfile = rfile, wfile
+        handler.close_connection = True
+        handler.handle_one_request()
+        if handler.large_body:
+            release_free_memory()
+        return not handler.close_connection
+
+    def parse_request(self) -> bool:
+        """The stdlib's parse, then the framing rules that keep one request from hiding another."""
+        if not super().parse_request():
+            return False
+        problem = framing_problem(self.headers)
+        if problem is None:
+            return True
+        self.close_connection = True
+        error = ApiError(400, problem, code="invalid_framing")
+        self._reply(400, error.body(), {}, drain=False)
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         _logger.debug("%s - %s", self.address_string(), format % args)
@@ -193,33 +223,44 @@ class Handler(BaseHTTPRequestHandler):
                 f"the request body is {reader.remaining} bytes; the limit is {limit}",
                 code="request_too_large",
             )
-        buffer = bytearray()
-        while True:
-            data = reader.read(min(1 << 20, limit + 1 - len(buffer)))
-            if not data:
-                break
-            buffer += data
-            if len(buffer) > limit:
-                self.close_connection = True
-                raise ApiError(
-                    413, f"the request body exceeds {limit} bytes", code="request_too_large"
-                )
-        if not buffer.strip():
+        buffer = self._read_body(reader, limit)
+        if not buffer or buffer.isspace():
             return {}
         try:
-            return json.loads(buffer)
+            # Decoded here, so the bytes can go before the parse: a large body is held twice at most.
+            text = buffer.decode(json.detect_encoding(buffer), "surrogatepass")
+        except (UnicodeDecodeError, LookupError):
+            raise ApiError(
+                400, "the request body is not valid JSON (not UTF-8)", code="invalid_json"
+            ) from None
+        del buffer
+        try:
+            return json.loads(text)
         except RecursionError:
             raise ApiError(
                 400, "the request body nests JSON too deeply", code="invalid_json"
             ) from None
-        except (UnicodeDecodeError, ValueError) as exc:
+        except ValueError as exc:
             raise ApiError(
                 400,
                 "the request body is not valid JSON ({})".format(getattr(exc, "msg", "not UTF-8")),
                 code="invalid_json",
             ) from None
-        finally:
-            del buffer  # the parsed object is all that is kept
+
+    def _read_body(self, reader: BodyReader, limit: int) -> bytearray:
+        """The whole body in one growing buffer (a large one grows in place: realloc remaps pages)."""
+        buffer = bytearray()
+        while True:
+            data = reader.read(min(1 << 20, limit + 1 - len(buffer)))
+            if not data:
+                return buffer
+            buffer += data
+            self.large_body = self.large_body or len(buffer) > LARGE_BODY
+            if len(buffer) > limit:
+                self.close_connection = True
+                raise ApiError(
+                    413, f"the request body exceeds {limit} bytes", code="request_too_large"
+                )
 
     # -- dispatch ------------------------------------------------------------------------------------------
 
@@ -363,6 +404,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         if getattr(self, "command", None):
             self.log_request(status)
+        self.emulator.link_delay()
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
         except OSError:
@@ -654,6 +696,7 @@ class Handler(BaseHTTPRequestHandler):
                 "Connection: close\r\n" if self.close_connection else "",
             )
             self.log_request(200)
+            self.emulator.link_delay()
             try:
                 self.wfile.write(head.encode("latin-1"))
                 self.connection.sendfile(handle)
@@ -681,8 +724,45 @@ class Handler(BaseHTTPRequestHandler):
         return 200, {"object": "list", "data": [f.to_dict() for f in faults.list()]}, {}
 
 
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the system after a large request (glibc only; else nothing).
+
+    glibc raises its mmap threshold after a large free, so the next large
+    buffers come from the heap and stay resident once freed: without this a
+    30 MiB body would leave about twice its size resident for the process's life.
+    """
+    try:
+        import ctypes  # here: only large requests on glibc need it
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def framing_problem(headers: Any) -> Optional[str]:
+    """Why a request head's framing is ambiguous (RFC 9112 section 6.3), or None when it is not.
+
+    Content-Length with Transfer-Encoding, two different Content-Lengths, more
+    than one Transfer-Encoding, or a header folded onto a second line: each
+    lets a proxy and this server disagree on where the request ends.
+    """
+    if any("\n" in value or "\r" in value for value in headers.values()):
+        return (
+            "a header is folded onto a second line (obsolete line folding): send each on one line"
+        )
+    lengths = {value.strip() for value in headers.get_all("Content-Length") or ()}
+    encodings = headers.get_all("Transfer-Encoding") or ()
+    if len(encodings) > 1:
+        return "Transfer-Encoding is sent more than once: send it once"
+    if encodings and lengths:
+        return "Content-Length and Transfer-Encoding are both sent: send one of them"
+    if len(lengths) > 1:
+        return "two different Content-Length values are sent: send one"
+    return None
+
+
 def refuse_connection(sock: socket.socket) -> None:
-    """Answer a connection over ``max_connections`` with a 503 (best effort) before it is closed."""
+    """Answer a connection over ``max_connections`` with a 503 (best effort, never blocking) before it is closed."""
     error = ApiError(
         503,
         "the emulator is serving its maximum number of connections: retry shortly",
@@ -695,8 +775,7 @@ def refuse_connection(sock: socket.socket) -> None:
         "Retry-After: 1\r\nConnection: close\r\n\r\n"
     ).encode("latin-1")
     try:
-        sock.settimeout(0.5)
-        sock.sendall(head + payload)
+        sock.send(head + payload)  # a fresh socket's send buffer takes it whole
     except OSError:
         pass
 

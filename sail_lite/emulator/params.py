@@ -10,9 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
-
-from .model import encode_text
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "ApiError",
@@ -181,7 +179,7 @@ class InferenceParams:
     """One inference request, checked; what the model and the state need."""
 
     model: str
-    prompt: Tuple[int, ...] = field(repr=False)
+    prompt: Sequence[int] = field(repr=False)
     raw: bool
     max_tokens: int
     temperature: float
@@ -197,10 +195,45 @@ class InferenceParams:
     fingerprint: bytes = field(default=b"", repr=False)
 
 
+_ESCAPE = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_HASH_SLICE = 1 << 16
+
+
 def fingerprint(route: str, body: Any) -> bytes:
-    """Canonical digest of a request: equal bodies fingerprint alike whatever their formatting."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(route.encode("utf-8") + b"\0" + canonical.encode("ascii")).digest()
+    """Canonical digest of a request: equal bodies fingerprint alike whatever their formatting.
+
+    The digest is that of ``json.dumps(body, sort_keys=True, separators=(",", ":"))``,
+    but a long string is escaped and hashed a slice at a time, so a 30 MiB
+    input is never copied whole here.
+    """
+    digest = hashlib.sha256(route.encode("utf-8") + b"\0")
+    for piece in _canonical(body):
+        digest.update(piece.encode("ascii"))
+    return digest.digest()
+
+
+def _canonical(value: Any) -> Iterator[str]:
+    """The pieces of ``value``'s canonical JSON text, in order."""
+    if isinstance(value, str) and len(value) > _HASH_SLICE:
+        yield '"'
+        for start in range(0, len(value), _HASH_SLICE):
+            yield _ESCAPE(value[start : start + _HASH_SLICE])[1:-1]
+        yield '"'
+    elif isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        yield "{"
+        for index, key in enumerate(sorted(value)):
+            yield ("," if index else "") + _ESCAPE(key) + ":"
+            yield from _canonical(value[key])
+        yield "}"
+    elif isinstance(value, list) and any(isinstance(item, (str, dict, list)) for item in value):
+        yield "["
+        for index, item in enumerate(value):
+            if index:
+                yield ","
+            yield from _canonical(item)
+        yield "]"
+    else:  # numbers, short strings, lists of numbers: the C encoder, in one piece
+        yield json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _object(body: Any, what: str = "the request body") -> Mapping[str, Any]:
@@ -482,9 +515,9 @@ def parse_response_body(
     else:
         source = body.get("input")
         if isinstance(source, str) and source:
-            prompt = tuple(encode_text(source))
+            prompt = source.encode("utf-8")  # byte-level tokens, one byte each
         elif isinstance(source, list):
-            prompt = tuple(encode_text(_transcript(source, "input")))
+            prompt = _transcript(source, "input").encode("utf-8")
         else:
             raise _bad("input is required: a non-empty string or a list of messages", "input")
     max_tokens = _int(body, "max_output_tokens", DEFAULT_OUTPUT_TOKENS, 1, MAX_OUTPUT_TOKENS)
@@ -532,7 +565,7 @@ def parse_chat_body(
         raise _bad("stream: true is not supported by the emulator; send stream: false", "stream")
     if body.get("n") not in (None, 1):
         raise _bad("n must be 1", "n")
-    prompt = tuple(encode_text(_transcript(body.get("messages"), "messages")))
+    prompt = _transcript(body.get("messages"), "messages").encode("utf-8")
     max_tokens = _int(body, "max_completion_tokens", None, 1, MAX_OUTPUT_TOKENS)
     if max_tokens is None:
         max_tokens = _int(body, "max_tokens", DEFAULT_OUTPUT_TOKENS, 1, MAX_OUTPUT_TOKENS)
@@ -562,7 +595,7 @@ def _synchronous_params(
     body: Mapping[str, Any],
     spec: ModelSpec,
     catalogue: Catalogue,
-    prompt: Tuple[int, ...],
+    prompt: Sequence[int],
     max_tokens: int,
     stop_field: str,
 ) -> InferenceParams:
@@ -588,17 +621,15 @@ def _synchronous_params(
     )
 
 
-def _messages_prompt(body: Mapping[str, Any]) -> Tuple[int, ...]:
+def _messages_prompt(body: Mapping[str, Any]) -> bytes:
     """The prompt tokens of an Anthropic-shaped body (``system`` + ``messages``)."""
     system = body.get("system") or ""
     if not isinstance(system, str):
         system = _content_text(system, "system")
-    return tuple(encode_text(_transcript(body.get("messages"), "messages", system)))
+    return _transcript(body.get("messages"), "messages", system).encode("utf-8")
 
 
-def parse_count_tokens_body(
-    body: Any, models: Mapping[str, ModelSpec]
-) -> Tuple[str, Tuple[int, ...]]:
+def parse_count_tokens_body(body: Any, models: Mapping[str, ModelSpec]) -> Tuple[str, bytes]:
     """``POST /messages/count_tokens``: (model, prompt tokens), counted as ``/messages`` would count them."""
     body = _object(body)
     spec = _model(body, models)
