@@ -8,6 +8,7 @@ connection after the reply, so a keep-alive stream never desynchronises.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -731,6 +732,7 @@ def release_free_memory() -> None:
     buffers come from the heap and stay resident once freed: without this a
     30 MiB body would leave about twice its size resident for the process's life.
     """
+    gc.collect()  # a reference cycle may still hold the parsed body
     try:
         import ctypes  # here: only large requests on glibc need it
 

@@ -296,3 +296,27 @@ def test_the_prompt_of_a_large_input_is_counted_but_not_stored(emulator):
         assert again["output"] == body["output"]
     finally:
         client.close()
+
+
+# -- link latency -------------------------------------------------------------------------------------------
+
+
+def test_latency_is_added_each_way_to_every_request():
+    with EmulatorServer(latency=0.1) as server:
+        client = Api(server)
+        try:
+            started = time.monotonic()
+            client.ok("GET", "/models")
+            assert (
+                time.monotonic() - started >= 0.2
+            )  # a lower bound: 0.1 s before handling, 0.1 s before the reply
+        finally:
+            client.close()
+
+
+def test_python_m_takes_latency_and_refuses_a_negative_one(capsys):
+    from sail_lite.emulator.__main__ import _parser, serve
+
+    with pytest.raises(ValueError, match="--latency"):
+        serve(_parser().parse_args(["--port", "0", "--latency", "-1"]))
+    assert _parser().parse_args(["--latency", "0.02"]).latency == 0.02
