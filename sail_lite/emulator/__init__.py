@@ -99,6 +99,11 @@ class EmulatorServer:
       trickle in, else the connection is closed; a request body is read with
       the same bound on each silence (408 after); ``stop_timeout``: the bound
       on :meth:`stop`;
+    - ``stream_ping_interval``: in a streamed reply (``stream: true``), the
+      seconds of silence (while the turn runs) after which a keep-alive ping
+      is sent (a ``:`` comment; an Anthropic ``ping`` event on ``/messages``);
+      ``stream_token_interval``: seconds between two token events (0: as fast
+      as the socket takes them), so a client can be tested against slow streams;
     - ``latency``: seconds added each way to every request, as a network link
       would (before the request is handled and before its reply is sent;
       ``python -m sail_lite.emulator --latency 0.02``);
@@ -146,6 +151,8 @@ class EmulatorServer:
         idle_timeout: float = 60.0,
         max_workers: int = 128,
         latency: float = 0.0,
+        stream_ping_interval: float = 15.0,
+        stream_token_interval: float = 0.0,
         stop_timeout: float = 10.0,
         idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION,
     ) -> None:
@@ -183,6 +190,8 @@ class EmulatorServer:
         self.stop_timeout = float(stop_timeout)
         self.max_workers = max_workers
         self.latency = float(latency)
+        self.stream_ping_interval = _positive(stream_ping_interval, "stream_ping_interval")
+        self.stream_token_interval = float(stream_token_interval)
         self._loop: Optional[ConnectionLoop] = None
         self._pool: Optional[WorkerPool] = None
 
@@ -424,6 +433,12 @@ def _check_server_options(
         raise ValueError("max_workers must be at least 1")
     if not (math.isfinite(latency) and latency >= 0):
         raise ValueError("latency must be a number of seconds >= 0")
+
+
+def _positive(value: float, name: str) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number of seconds")
+    return float(value)
 
 
 def _shutdown(sockets: Iterable[socket.socket], how: int) -> None:

@@ -36,6 +36,7 @@ from .params import (
     parse_response_body,
 )
 from .state import Organization, ResponseRecord
+from .streaming import EventStream, Frame, encode_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import EmulatorServer
@@ -80,6 +81,10 @@ class _Sent(Exception):
     """A route that wrote its own reply (a streamed file): nothing more to send."""
 
 
+class _Cut(Exception):
+    """A stream cut on purpose (a ``truncate`` fault)."""
+
+
 class _Route:
     __slots__ = ("method", "pattern", "template", "func", "auth")
 
@@ -107,6 +112,7 @@ class Handler(BaseHTTPRequestHandler):
 
     routes: List[_Route] = []  # filled in below, once
     _reader: Optional[BodyReader] = None
+    _fault_kind: Optional[str] = None
     large_body = False  # set when a body over LARGE_BODY was read: free memory is handed back after
     emulator: EmulatorServer
 
@@ -287,6 +293,7 @@ class Handler(BaseHTTPRequestHandler):
             "{} {}".format(method, route.template if route else "(unmatched)")
         )
         fault = self.emulator.faults.strike(method, path)
+        self._fault_kind = fault.kind if fault is not None else None
         if fault is not None and fault.kind not in AFTER:
             if self._before(fault):
                 return
@@ -458,9 +465,71 @@ class Handler(BaseHTTPRequestHandler):
             key=self.headers.get(key_header),
             key_header=key_header,
             own_url=self.emulator.url,
-            wait=self._wait_for,
+            wait=(lambda record: None) if params.stream else self._wait_for,
         )
+        if params.stream:
+            self._stream(EventStream(route, self.emulator.state, record))
         return status, render(record), {}
+
+    def _stream(self, events: EventStream) -> None:
+        """Answer with server-sent events (chunked, so the connection stays usable), then say it was sent.
+
+        The opening events go at once; while the turn runs a ping goes every
+        ``stream_ping_interval`` seconds of silence; then the output, token by
+        token (``stream_token_interval`` apart). A server stopping meanwhile
+        sends an ``error`` event. A ``truncate`` fault cuts the stream halfway
+        and closes the connection with no closing events.
+        """
+        emulator = self.emulator
+        self._finish_body()
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            f"Transfer-Encoding: chunked\r\nx-request-id: req_{random.getrandbits(64):016x}\r\n"
+            + ("Connection: close\r\n" if self.close_connection else "")
+            + "\r\n"
+        )
+        self.log_request(200)
+        emulator.link_delay()
+        try:
+            self.wfile.write(head.encode("latin-1"))
+            for frame in events.opening():
+                self._send_frame(frame)
+            if not self._stream_wait(events):
+                self._send_frame(events.error("server_stopping", "the emulator is stopping"))
+            else:
+                self._send_frames(events)
+            self.wfile.write(b"0\r\n\r\n")
+        except (OSError, _Cut):
+            self.close_connection = True  # the client left, or the stream was cut on purpose
+        raise _Sent()
+
+    def _send_frames(self, events: EventStream) -> None:
+        interval = self.emulator.stream_token_interval
+        frames = list(events.rest())
+        cut = len(frames) // 2 if self._fault_kind == "truncate" else None
+        for index, frame in enumerate(frames):
+            if index == cut:
+                raise _Cut()
+            if interval and index and self.emulator.stopping.wait(interval):
+                self._send_frame(events.error("server_stopping", "the emulator is stopping"))
+                return
+            self._send_frame(frame)
+
+    def _send_frame(self, frame: Frame) -> None:
+        data = encode_frame(frame)
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def _stream_wait(self, events: EventStream) -> bool:
+        """Wait for the turn to end, pinging on long silences; False if the server is stopping."""
+        emulator = self.emulator
+        while True:
+            remaining = events.record.end_at - emulator.state.clock()
+            if remaining <= 0:
+                return True
+            if emulator.stopping.wait(min(remaining, emulator.stream_ping_interval)):
+                return False
+            if events.record.end_at - emulator.state.clock() > 0:
+                self._send_frame(events.ping())
 
     def _wait_for(self, record: ResponseRecord) -> None:
         """Hold a synchronous request until its turn ends (bounded by the sync timeout)."""

@@ -193,6 +193,8 @@ class InferenceParams:
     lora: Optional[str] = None
     tinker_url: Optional[str] = field(default=None, repr=False)
     fingerprint: bytes = field(default=b"", repr=False)
+    stream: bool = False  # answer with server-sent events (foreground requests only)
+    include_usage: bool = False  # chat streams: stream_options.include_usage
 
 
 _ESCAPE = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
@@ -551,6 +553,7 @@ def parse_response_body(
         lora=lora,
         tinker_url=tinker_url,
         fingerprint=fingerprint("responses", body),
+        **(_stream_options(body, background) if not batch_item else {}),
     )
 
 
@@ -561,8 +564,6 @@ def parse_chat_body(
     catalogue = catalogue or CATALOGUES["current"]
     body = _object(body)
     spec = _model(body, models)
-    if body.get("stream"):
-        raise _bad("stream: true is not supported by the emulator; send stream: false", "stream")
     if body.get("n") not in (None, 1):
         raise _bad("n must be 1", "n")
     prompt = _transcript(body.get("messages"), "messages").encode("utf-8")
@@ -588,6 +589,22 @@ def parse_messages_body(
     return _synchronous_params(
         "messages", body, spec, catalogue, prompt, max_tokens, "stop_sequences"
     )
+
+
+def _stream_options(body: Mapping[str, Any], background: bool) -> Dict[str, bool]:
+    """``stream`` and ``stream_options.include_usage``; a streamed background request is a 400."""
+    stream = _bool(body, "stream")
+    if stream and background:
+        raise _bad(
+            "stream: true cannot be used with background: true: stream a foreground request, or poll "
+            "a background one",
+            "stream",
+        )
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("stream_options must be an object", "stream_options")
+    include_usage = bool(options and options.get("include_usage") is True)
+    return {"stream": stream, "include_usage": include_usage}
 
 
 def _synchronous_params(
@@ -618,6 +635,7 @@ def _synchronous_params(
         window=_window(metadata, spec, catalogue, background=False, has_lora=bool(lora)),
         lora=lora,
         fingerprint=fingerprint(route, body),
+        **_stream_options(body, background=False),
     )
 
 
