@@ -8,6 +8,7 @@ connection after the reply, so a keep-alive stream never desynchronises.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -262,7 +263,9 @@ class Handler(BaseHTTPRequestHandler):
             if not data:
                 return buffer
             buffer += data
-            self.large_body = self.large_body or len(buffer) > LARGE_BODY
+            if not self.large_body and len(buffer) > LARGE_BODY:
+                self.large_body = True
+                unmap_large_blocks()
             if len(buffer) > limit:
                 self.close_connection = True
                 raise ApiError(
@@ -792,6 +795,21 @@ class Handler(BaseHTTPRequestHandler):
         elif self.command == "DELETE":
             faults.clear()
         return 200, {"object": "list", "data": [f.to_dict() for f in faults.list()]}, {}
+
+
+@functools.lru_cache(maxsize=None)  # once per process
+def unmap_large_blocks() -> None:
+    """Have glibc serve blocks of 1 MiB and more from mmap, so freeing one returns it at once.
+
+    glibc otherwise raises its mmap threshold after the first large free, and
+    the next large buffers (a 30 MiB body, its text, its prompt) stay resident.
+    """
+    try:
+        import ctypes  # here: only large requests on glibc need it
+
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def release_free_memory() -> None:
