@@ -65,8 +65,10 @@ class EventStream:
     def opening(self) -> Iterator[Frame]:
         """What is sent at once, before the turn ends."""
         if self.kind == "responses":
-            body = self.state.response_json(self.record)
-            yield self._event("response.created", response=body)
+            # As the turn starts, whatever the clock says: the output arrives in the events after.
+            body = {**self.state.response_json(self.record), "output": [], "usage": None}
+            body.pop("completed_at", None)
+            yield self._event("response.created", response={**body, "status": "queued"})
             yield self._event("response.in_progress", response={**body, "status": "in_progress"})
         elif self.kind == "chat":
             yield None, self._chunk({"role": "assistant", "content": ""}, None)
