@@ -42,7 +42,14 @@ from .handler import Handler, refuse_connection
 from .model import EOS, VOCAB
 from .params import ModelSpec, canonical_window
 from .process import EmulatorProcess
-from .state import DEFAULT_IDEMPOTENCY_RETENTION, DEFAULT_MODELS, TURN_PRESETS, State
+from .state import (
+    DEFAULT_IDEMPOTENCY_RETENTION,
+    DEFAULT_MODELS,
+    TURN_PRESETS,
+    ResponseRecord,
+    State,
+)
+from .webhooks import WebhookDispatcher, WebhookFault, loopback_url
 
 _logger = logging.getLogger(__name__)
 
@@ -51,6 +58,7 @@ __all__ = [
     "EmulatorProcess",
     "Fault",
     "FaultSet",
+    "WebhookFault",
     "ModelSpec",
     "DEFAULT_MODELS",
     "TURN_PRESETS",
@@ -104,6 +112,16 @@ class EmulatorServer:
       is sent (a ``:`` comment; an Anthropic ``ping`` event on ``/messages``);
       ``stream_token_interval``: seconds between two token events (0: as fast
       as the socket takes them), so a client can be tested against slow streams;
+    - completion webhooks (wire.md): a create whose ``metadata.completion_webhook``
+      is an http(s) URL to a loopback host (127.0.0.0/8, ::1, localhost; any
+      other host: no delivery) gets, when its turn ends, a POST of the JSON
+      of ``GET /v1/responses/{id}`` with ``Authorization: Bearer
+      <metadata.webhook_token>`` when one was given; ``webhook_retries`` more
+      attempts (3) after a non-2xx or a network error, ``webhook_retry_delay``
+      (30 s) apart, each bounded by ``webhook_timeout`` (30 s). One scheduler
+      thread and a pool of 4 send them. :meth:`add_webhook_fault` injects
+      ``drop`` / ``delay`` / ``duplicate``; :meth:`webhook_deliveries` counts
+      attempts per response; ``stats()["webhooks"]`` sums them;
     - ``latency``: seconds added each way to every request, as a network link
       would (before the request is handled and before its reply is sent;
       ``python -m sail_lite.emulator --latency 0.02``);
@@ -153,6 +171,9 @@ class EmulatorServer:
         latency: float = 0.0,
         stream_ping_interval: float = 15.0,
         stream_token_interval: float = 0.0,
+        webhook_retries: int = 3,
+        webhook_retry_delay: float = 30.0,
+        webhook_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION,
     ) -> None:
@@ -181,7 +202,14 @@ class EmulatorServer:
             unverified_models=unverified_models,
             windows=windows,
             idempotency_retention=idempotency_retention,
+            on_create=self._schedule_webhook,
         )
+        self.webhook_options = {
+            "retries": int(webhook_retries),
+            "retry_delay": float(webhook_retry_delay),
+            "timeout": _positive(webhook_timeout, "webhook_timeout"),
+        }
+        self.webhooks: Optional[WebhookDispatcher] = None
         self.faults = FaultSet()
         self.stopping = threading.Event()
         _check_server_options(max_connections, idle_timeout, max_workers, latency)
@@ -213,6 +241,7 @@ class EmulatorServer:
             refuse=self._refuse,
         )
         self._pool = pool
+        self.webhooks = WebhookDispatcher(**self.webhook_options)
         self._loop.start()
         return self
 
@@ -242,6 +271,8 @@ class EmulatorServer:
             return
         self.stopping.set()
         deadline = time.monotonic() + self.stop_timeout
+        if self.webhooks is not None:
+            self.webhooks.close(time.monotonic() + self.stop_timeout / 2)
         busy = loop.busy_sockets()
         loop.stop()  # no more accepts; idle connections closed
         _shutdown(busy, socket.SHUT_RD)
@@ -272,6 +303,35 @@ class EmulatorServer:
                 loop.resume(connection)
             else:
                 loop.close(connection)
+
+    def _schedule_webhook(self, record: ResponseRecord) -> None:
+        """A committed response with a loopback ``completion_webhook``: deliver when its turn ends."""
+        dispatcher = self.webhooks
+        metadata = record.params.metadata
+        url = loopback_url(metadata.get("completion_webhook"))
+        if dispatcher is None or url is None:
+            return  # wire.md: a missing or invalid URL means no webhook, silently
+        state = self.state
+        dispatcher.schedule(
+            record.id,
+            url,
+            metadata.get("webhook_token"),
+            record.end_at - state.clock(),
+            lambda: state.response_json(record),
+        )
+
+    def webhook_deliveries(self, response_id: Optional[str] = None) -> Dict[str, Any]:
+        """Webhook counters: for one response id ``{"attempted", "succeeded", "failed", "dropped",
+        "duplicated", "gave_up"}`` (zeros if none); without one, that dict per response id."""
+        if self.webhooks is None:
+            return {} if response_id is None else WebhookDispatcher.empty_counts()
+        return self.webhooks.counts(response_id)
+
+    def add_webhook_fault(self, fault: WebhookFault) -> None:
+        """Inject a delivery fault (``drop``, ``delay``, ``duplicate``) into the next attempts."""
+        if self.webhooks is None:
+            raise RuntimeError("start the emulator before injecting webhook faults")
+        self.webhooks.add_fault(fault)
 
     def link_delay(self) -> None:
         """Wait ``latency`` seconds: the reply's trip over the simulated link."""
@@ -325,11 +385,14 @@ class EmulatorServer:
         cancellations, faults fired, and responses by current status."""
         stats = self.state.stats()
         stats["faults_fired"] = self.faults.fired
+        stats["webhooks"] = self.webhooks.totals() if self.webhooks is not None else {}
         return stats
 
     def reset(self) -> None:
         """Forget every object, counter and fault; keep keys and organizations from the constructor."""
         self.state.reset()
+        if self.webhooks is not None:
+            self.webhooks.clear()
         self.faults.clear()
         self.faults.reset_counter()
 

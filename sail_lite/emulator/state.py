@@ -295,7 +295,10 @@ class State:
         unverified_models: Iterable[str] = (),
         windows: str = "current",
         idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION,
+        on_create: Optional[Callable[[ResponseRecord], None]] = None,
     ) -> None:
+        #: Called with every committed response (outside the lock): the server schedules webhooks.
+        self.on_create = on_create
         if (
             isinstance(idempotency_retention, bool)
             or not isinstance(idempotency_retention, (int, float))
@@ -687,6 +690,8 @@ class State:
             self.counters["inference_runs"] += 1
             if idempotency_key is not None:
                 self.runs_by_key[idempotency_key] += 1
+        if self.on_create is not None:
+            self.on_create(record)
         return record
 
     def get_response(self, org: Organization, response_id: str) -> ResponseRecord:
