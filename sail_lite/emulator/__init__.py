@@ -177,11 +177,7 @@ class EmulatorServer:
         stop_timeout: float = 10.0,
         idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION,
     ) -> None:
-        if preset not in TURN_PRESETS:
-            raise ValueError("preset must be one of {}".format(", ".join(TURN_PRESETS)))
-        turns = dict(TURN_PRESETS[preset])
-        for name, seconds in (turn_times or {}).items():
-            turns[canonical_window(name)] = seconds  # ValueError for a name no catalogue knows
+        turns = _turns(preset, turn_times)
         self._address = (host, port)
         self.api_key = api_key or "sk_emulator_" + secrets.token_hex(16)
         self.admin_token = admin_token or "admin_" + secrets.token_hex(16)
@@ -204,19 +200,16 @@ class EmulatorServer:
             idempotency_retention=idempotency_retention,
             on_create=self._schedule_webhook,
         )
-        self.webhook_options = {
-            "retries": int(webhook_retries),
-            "retry_delay": float(webhook_retry_delay),
-            "timeout": _positive(webhook_timeout, "webhook_timeout"),
-        }
+        self.webhook_options = dict(
+            retries=webhook_retries, retry_delay=webhook_retry_delay, timeout=webhook_timeout
+        )
         self.webhooks: Optional[WebhookDispatcher] = None
         self.faults = FaultSet()
         self.stopping = threading.Event()
         _check_server_options(max_connections, idle_timeout, max_workers, latency)
-        self.max_connections = max_connections
-        self.idle_timeout = float(idle_timeout)
-        self.stop_timeout = float(stop_timeout)
-        self.max_workers = max_workers
+        _positive(webhook_timeout, "webhook_timeout")
+        self.max_connections, self.max_workers = max_connections, max_workers
+        self.idle_timeout, self.stop_timeout = float(idle_timeout), float(stop_timeout)
         self.latency = float(latency)
         self.stream_ping_interval = _positive(stream_ping_interval, "stream_ping_interval")
         self.stream_token_interval = float(stream_token_interval)
@@ -483,6 +476,15 @@ class EmulatorServer:
         if not ttl_seconds > 0:
             raise ValueError("ttl_seconds must be a positive number of seconds")
         return int(math.floor(self.state.clock() + ttl_seconds))
+
+
+def _turns(preset: str, turn_times: Optional[Mapping[str, float]]) -> Dict[str, float]:
+    if preset not in TURN_PRESETS:
+        raise ValueError("preset must be one of {}".format(", ".join(TURN_PRESETS)))
+    turns = dict(TURN_PRESETS[preset])
+    for name, seconds in (turn_times or {}).items():
+        turns[canonical_window(name)] = seconds  # ValueError for a name no catalogue knows
+    return turns
 
 
 def _check_server_options(

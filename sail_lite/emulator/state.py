@@ -499,24 +499,7 @@ class State:
             else:
                 fresh = False
         if not fresh:
-            with self._lock:
-                done = held.done
-            if held.fingerprint != fingerprint:
-                raise ApiError(
-                    400,
-                    f"this {key_header} was already used with a different request body: use a new key for "
-                    "a new request",
-                    code="idempotency_error",
-                    param=key_header,
-                )
-            if not done:
-                raise ApiError(
-                    409,
-                    f"a request with this {key_header} is still in progress: retry after a few seconds",
-                    code="request_in_progress",
-                    headers={"Retry-After": IN_PROGRESS_RETRY_AFTER},
-                )
-            return held.ref, held.status
+            return self._replay(held, fingerprint, key_header)
         try:
             result = commit()
         except BaseException:
@@ -530,6 +513,27 @@ class State:
             with self._lock:
                 held.ref, held.status, held.done = result, status, True
         return result, status
+
+    def _replay(self, held: Reservation, fingerprint: bytes, key_header: str) -> Tuple[Any, int]:
+        """A request under a key already held: the stored result, or why not (400, 409)."""
+        with self._lock:
+            done = held.done
+        if held.fingerprint != fingerprint:
+            raise ApiError(
+                400,
+                f"this {key_header} was already used with a different request body: use a new key for "
+                "a new request",
+                code="idempotency_error",
+                param=key_header,
+            )
+        if not done:
+            raise ApiError(
+                409,
+                f"a request with this {key_header} is still in progress: retry after a few seconds",
+                code="request_in_progress",
+                headers={"Retry-After": IN_PROGRESS_RETRY_AFTER},
+            )
+        return held.ref, held.status
 
     # -- inference, shared by responses, chat, messages ----------------------------------------------------
 
