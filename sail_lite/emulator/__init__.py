@@ -33,16 +33,23 @@ import secrets
 import socket
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 from .archives import EXTERNAL_FILES, expires_iso, pack_adapter, sign, sign_external
+from .connections import Connection, ConnectionLoop, SocketReader, SocketWriter, WorkerPool
 from .faults import Fault, FaultSet
 from .handler import Handler, refuse_connection
 from .model import EOS, VOCAB
 from .params import ModelSpec, canonical_window
 from .process import EmulatorProcess
-from .state import DEFAULT_IDEMPOTENCY_RETENTION, DEFAULT_MODELS, TURN_PRESETS, State
+from .state import (
+    DEFAULT_IDEMPOTENCY_RETENTION,
+    DEFAULT_MODELS,
+    TURN_PRESETS,
+    ResponseRecord,
+    State,
+)
+from .webhooks import WebhookDispatcher, WebhookFault, loopback_url
 
 _logger = logging.getLogger(__name__)
 
@@ -51,59 +58,13 @@ __all__ = [
     "EmulatorProcess",
     "Fault",
     "FaultSet",
+    "WebhookFault",
     "ModelSpec",
     "DEFAULT_MODELS",
     "TURN_PRESETS",
     "EOS",
     "VOCAB",
 ]
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    """One thread per connection, each tracked by the :class:`EmulatorServer` so ``stop()`` can join it.
-
-    The stdlib does not track daemon threads (``socketserver._Threads`` skips
-    them), so ``server_close()`` alone would return while handlers still run.
-    Threads stay daemonic so a wedged client can never keep the interpreter alive.
-    """
-
-    daemon_threads = True
-    block_on_close = False  # we join our own threads, with a bound
-    request_queue_size = 1024  # many clients connect at once in benchmarks and soaks
-    allow_reuse_address = True
-
-    def __init__(self, address: Any, emulator: EmulatorServer) -> None:
-        self.emulator = emulator
-        super().__init__(address, Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.emulator._admit(request):
-            refuse_connection(request)
-            self.shutdown_request(request)
-            return
-        thread = threading.Thread(
-            target=self._serve_connection,
-            args=(request, client_address),
-            name="sail-emulator-connection",
-            daemon=True,
-        )
-        self.emulator._track(thread, request)
-        try:
-            thread.start()
-        except BaseException:
-            self.emulator._untrack(thread)
-            self.shutdown_request(request)
-            raise
-
-    def _serve_connection(self, request: Any, client_address: Any) -> None:
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            self.emulator._untrack(threading.current_thread())
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that vanished mid-reply is routine; never a traceback on stderr.
-        _logger.debug("connection error", exc_info=True)
 
 
 class EmulatorServer:
@@ -137,10 +98,33 @@ class EmulatorServer:
     - ``unverified_models``: LoRA validations on these models end
       ``unverified`` (the service could not check them; wire.md says such a
       LoRA stays usable), so clients can be tested against that status;
-    - ``max_connections``: connections served at once (each holds a thread);
-      one more is answered ``503`` and closed; ``idle_timeout``: seconds a
-      connection may stay silent (between requests, or in the middle of one)
-      before it is closed; ``stop_timeout``: the bound on :meth:`stop`;
+    - ``max_connections``: connections open at once (an idle or half-sent one
+      costs a socket, not a thread: one thread reads every request head); one
+      more is answered ``503`` and closed; ``max_workers``: threads serving
+      complete requests (started as needed); ``idle_timeout``: a request head
+      must be complete within this many seconds of the connection's start (or
+      of the previous reply, on a keep-alive connection), however its bytes
+      trickle in, else the connection is closed; a request body is read with
+      the same bound on each silence (408 after); ``stop_timeout``: the bound
+      on :meth:`stop`;
+    - ``stream_ping_interval``: in a streamed reply (``stream: true``), the
+      seconds of silence (while the turn runs) after which a keep-alive ping
+      is sent (a ``:`` comment; an Anthropic ``ping`` event on ``/messages``);
+      ``stream_token_interval``: seconds between two token events (0: as fast
+      as the socket takes them), so a client can be tested against slow streams;
+    - completion webhooks (wire.md): a create whose ``metadata.completion_webhook``
+      is an http(s) URL to a loopback host (127.0.0.0/8, ::1, localhost; any
+      other host: no delivery) gets, when its turn ends, a POST of the JSON
+      of ``GET /v1/responses/{id}`` with ``Authorization: Bearer
+      <metadata.webhook_token>`` when one was given; ``webhook_retries`` more
+      attempts (3) after a non-2xx or a network error, ``webhook_retry_delay``
+      (30 s) apart, each bounded by ``webhook_timeout`` (30 s). One scheduler
+      thread and a pool of 4 send them. :meth:`add_webhook_fault` injects
+      ``drop`` / ``delay`` / ``duplicate``; :meth:`webhook_deliveries` counts
+      attempts per response; ``stats()["webhooks"]`` sums them;
+    - ``latency``: seconds added each way to every request, as a network link
+      would (before the request is handled and before its reply is sent;
+      ``python -m sail_lite.emulator --latency 0.02``);
     - ``idempotency_retention``: seconds an idempotency key is remembered
       from its first use, by ``clock`` (default 24 h; wire.md names no
       window). Within it a retry with the key is replayed; after it the key
@@ -181,16 +165,19 @@ class EmulatorServer:
         models: Optional[Iterable[ModelSpec]] = None,
         clock: Callable[[], float] = time.time,
         unverified_models: Iterable[str] = (),
-        max_connections: int = 512,
+        max_connections: int = 10_000,
         idle_timeout: float = 60.0,
+        max_workers: int = 128,
+        latency: float = 0.0,
+        stream_ping_interval: float = 15.0,
+        stream_token_interval: float = 0.0,
+        webhook_retries: int = 3,
+        webhook_retry_delay: float = 30.0,
+        webhook_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION,
     ) -> None:
-        if preset not in TURN_PRESETS:
-            raise ValueError("preset must be one of {}".format(", ".join(TURN_PRESETS)))
-        turns = dict(TURN_PRESETS[preset])
-        for name, seconds in (turn_times or {}).items():
-            turns[canonical_window(name)] = seconds  # ValueError for a name no catalogue knows
+        turns = _turns(preset, turn_times)
         self._address = (host, port)
         self.api_key = api_key or "sk_emulator_" + secrets.token_hex(16)
         self.admin_token = admin_token or "admin_" + secrets.token_hex(16)
@@ -211,117 +198,148 @@ class EmulatorServer:
             unverified_models=unverified_models,
             windows=windows,
             idempotency_retention=idempotency_retention,
+            on_create=self._schedule_webhook,
         )
+        self.webhook_options = dict(
+            retries=webhook_retries, retry_delay=webhook_retry_delay, timeout=webhook_timeout
+        )
+        self.webhooks: Optional[WebhookDispatcher] = None
         self.faults = FaultSet()
         self.stopping = threading.Event()
-        self._server: Optional[_HTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
-        if not idle_timeout > 0:
-            raise ValueError("idle_timeout must be a positive number of seconds")
-        self.max_connections = max_connections
-        self.idle_timeout = float(idle_timeout)
-        self.stop_timeout = float(stop_timeout)
-        self._connections: Dict[threading.Thread, socket.socket] = {}
-        self._connections_lock = threading.Lock()
+        _check_server_options(max_connections, idle_timeout, max_workers, latency)
+        _positive(webhook_timeout, "webhook_timeout")
+        self.max_connections, self.max_workers = max_connections, max_workers
+        self.idle_timeout, self.stop_timeout = float(idle_timeout), float(stop_timeout)
+        self.latency = float(latency)
+        self.stream_ping_interval = _positive(stream_ping_interval, "stream_ping_interval")
+        self.stream_token_interval = float(stream_token_interval)
+        self._loop: Optional[ConnectionLoop] = None
+        self._pool: Optional[WorkerPool] = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> EmulatorServer:
         """Bind and serve in a background thread; returns self."""
-        if self._server is not None:
+        if self._loop is not None:
             return self
         self.stopping.clear()
-        self._server = _HTTPServer(self._address, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            name="sail-emulator",
-            daemon=True,
+        pool = WorkerPool(self.max_workers, "sail-emulator-worker")
+        self._loop = ConnectionLoop(
+            self._address,
+            serve=self._serve,
+            pool=pool,
+            max_connections=self.max_connections,
+            head_timeout=self.idle_timeout,
+            on_accept=self.connection_opened,
+            refuse=self._refuse,
         )
-        self._thread.start()
+        self._pool = pool
+        self.webhooks = WebhookDispatcher(**self.webhook_options)
+        self._loop.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (``python -m sail_lite.emulator``)."""
         self.start()
         try:
-            while self._thread is not None and self._thread.is_alive():
-                self._thread.join(0.5)
+            while not self.stopping.wait(0.5):
+                pass
         finally:
             self.stop()
 
     def stop(self) -> None:
-        """Stop serving, close every connection, join every connection thread, delete stored files.
+        """Stop serving, close every connection, join every worker thread, delete stored files.
 
         In-flight requests are told the server is stopping (a synchronous
-        request waiting for its turn gets a 503) and may still write their
-        reply: the read side of every connection is shut first, so idle
-        keep-alive connections end at once. Threads still running after
-        ``stop_timeout / 2`` seconds have their sockets closed outright; a
-        thread still alive after ``stop_timeout`` is logged and left (it is a
-        daemon, so it cannot keep the process alive).
+        request waiting for its turn gets a 503, a stream an ``error`` event)
+        and may still write their reply: the read side of every busy connection
+        is shut first, and idle keep-alive connections are closed at once.
+        Workers still running after ``stop_timeout / 2`` seconds have their
+        sockets closed outright; a worker still alive after ``stop_timeout`` is
+        logged and left (it is a daemon, so it cannot keep the process alive).
         """
-        server, self._server = self._server, None
-        if server is None:
+        loop, self._loop = self._loop, None
+        pool, self._pool = self._pool, None
+        if loop is None or pool is None:
             return
         self.stopping.set()
-        server.shutdown()  # no more accepts: the set of connection threads can only shrink from here
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join()
         deadline = time.monotonic() + self.stop_timeout
-        self._shutdown_connections(socket.SHUT_RD)
-        if not self._join_connections(time.monotonic() + self.stop_timeout / 2):
-            self._shutdown_connections(socket.SHUT_RDWR)
-            if not self._join_connections(deadline):
+        if self.webhooks is not None:
+            self.webhooks.close(time.monotonic() + self.stop_timeout / 2)
+        busy = loop.busy_sockets()
+        loop.stop()  # no more accepts; idle connections closed
+        _shutdown(busy, socket.SHUT_RD)
+        if not pool.close(time.monotonic() + self.stop_timeout / 2):
+            _shutdown(loop.busy_sockets(), socket.SHUT_RDWR)
+            if not pool.close(deadline):
                 _logger.warning(
-                    "%d emulator connection threads did not stop within %g s",
-                    len(self._connections),
-                    self.stop_timeout,
+                    "emulator worker threads did not stop within %g s", self.stop_timeout
                 )
         self.state.close()
 
-    def _shutdown_connections(self, how: int) -> None:
-        with self._connections_lock:
-            sockets = list(self._connections.values())
-        for sock in sockets:
-            try:
-                sock.shutdown(how)
-            except OSError:
-                pass  # already closed by its thread
+    def _serve(self, connection: Connection) -> None:
+        """One request on a worker thread, then the connection goes back to the loop (or is closed)."""
+        loop = self._loop
+        keep = False
+        try:
+            sock = connection.sock
+            sock.settimeout(self.idle_timeout)
+            if self.latency:
+                self.stopping.wait(self.latency)  # the request's trip over the simulated link
+            reader = SocketReader(sock, connection.buffer)
+            keep = Handler.serve_one(self, sock, reader, SocketWriter(sock), connection.address)
+            connection.buffer = reader.buffer
+        finally:
+            if loop is None:
+                sock.close()
+            elif keep and not self.stopping.is_set():
+                loop.resume(connection)
+            else:
+                loop.close(connection)
 
-    def _join_connections(self, deadline: float) -> bool:
-        """Join every connection thread until ``deadline``; True when all have ended."""
-        with self._connections_lock:
-            threads = list(self._connections)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        with self._connections_lock:
-            return not any(t.is_alive() for t in self._connections)
+    def _schedule_webhook(self, record: ResponseRecord) -> None:
+        """A committed response with a loopback ``completion_webhook``: deliver when its turn ends."""
+        dispatcher = self.webhooks
+        metadata = record.params.metadata
+        url = loopback_url(metadata.get("completion_webhook"))
+        if dispatcher is None or url is None:
+            return  # wire.md: a missing or invalid URL means no webhook, silently
+        state = self.state
+        dispatcher.schedule(
+            record.id,
+            url,
+            metadata.get("webhook_token"),
+            record.end_at - state.clock(),
+            lambda: state.response_json(record),
+        )
 
-    def _admit(self, sock: socket.socket) -> bool:
-        """False when ``max_connections`` connections are already open (the caller refuses this one)."""
-        with self._connections_lock:
-            admitted = len(self._connections) < self.max_connections and not self.stopping.is_set()
-        if not admitted:
-            self.state.count("refused_connections")
-        return admitted
+    def webhook_deliveries(self, response_id: Optional[str] = None) -> Dict[str, Any]:
+        """Webhook counters: for one response id ``{"attempted", "succeeded", "failed", "dropped",
+        "duplicated", "gave_up"}`` (zeros if none); without one, that dict per response id."""
+        if self.webhooks is None:
+            return {} if response_id is None else WebhookDispatcher.empty_counts()
+        return self.webhooks.counts(response_id)
 
-    def _track(self, thread: threading.Thread, sock: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections[thread] = sock
+    def add_webhook_fault(self, fault: WebhookFault) -> None:
+        """Inject a delivery fault (``drop``, ``delay``, ``duplicate``) into the next attempts."""
+        if self.webhooks is None:
+            raise RuntimeError("start the emulator before injecting webhook faults")
+        self.webhooks.add_fault(fault)
 
-    def _untrack(self, thread: threading.Thread) -> None:
-        with self._connections_lock:
-            self._connections.pop(thread, None)
+    def link_delay(self) -> None:
+        """Wait ``latency`` seconds: the reply's trip over the simulated link."""
+        if self.latency:
+            self.stopping.wait(self.latency)
+
+    def _refuse(self, sock: socket.socket) -> None:
+        self.state.count("refused_connections")
+        refuse_connection(sock)
 
     @property
     def open_connections(self) -> int:
-        """Connections being served right now (each holds one thread)."""
-        with self._connections_lock:
-            return len(self._connections)
+        """Connections open right now: waiting for a request head, or being served."""
+        loop = self._loop
+        return loop.open_connections if loop is not None else 0
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
@@ -330,7 +348,7 @@ class EmulatorServer:
         self.stop()
 
     def __repr__(self) -> str:
-        where = self.url if self._server is not None else "stopped"
+        where = self.url if self._loop is not None else "stopped"
         return f"EmulatorServer({where})"
 
     def connection_opened(self, sock: socket.socket) -> None:
@@ -341,11 +359,11 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         """``http://host:port`` (the server root)."""
-        if self._server is None:
+        if self._loop is None:
             raise RuntimeError(
                 "the emulator is not running: call start() or use it as a context manager"
             )
-        host, port = self._server.server_address[:2]
+        host, port = self._loop.server_address[:2]
         return f"http://{host}:{port}"
 
     @property
@@ -360,11 +378,14 @@ class EmulatorServer:
         cancellations, faults fired, and responses by current status."""
         stats = self.state.stats()
         stats["faults_fired"] = self.faults.fired
+        stats["webhooks"] = self.webhooks.totals() if self.webhooks is not None else {}
         return stats
 
     def reset(self) -> None:
         """Forget every object, counter and fault; keep keys and organizations from the constructor."""
         self.state.reset()
+        if self.webhooks is not None:
+            self.webhooks.clear()
         self.faults.clear()
         self.faults.reset_counter()
 
@@ -455,6 +476,42 @@ class EmulatorServer:
         if not ttl_seconds > 0:
             raise ValueError("ttl_seconds must be a positive number of seconds")
         return int(math.floor(self.state.clock() + ttl_seconds))
+
+
+def _turns(preset: str, turn_times: Optional[Mapping[str, float]]) -> Dict[str, float]:
+    if preset not in TURN_PRESETS:
+        raise ValueError("preset must be one of {}".format(", ".join(TURN_PRESETS)))
+    turns = dict(TURN_PRESETS[preset])
+    for name, seconds in (turn_times or {}).items():
+        turns[canonical_window(name)] = seconds  # ValueError for a name no catalogue knows
+    return turns
+
+
+def _check_server_options(
+    max_connections: int, idle_timeout: float, max_workers: int, latency: float
+) -> None:
+    if max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
+    if not idle_timeout > 0:
+        raise ValueError("idle_timeout must be a positive number of seconds")
+    if max_workers < 1:
+        raise ValueError("max_workers must be at least 1")
+    if not (math.isfinite(latency) and latency >= 0):
+        raise ValueError("latency must be a number of seconds >= 0")
+
+
+def _positive(value: float, name: str) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number of seconds")
+    return float(value)
+
+
+def _shutdown(sockets: Iterable[socket.socket], how: int) -> None:
+    for sock in sockets:
+        try:
+            sock.shutdown(how)
+        except OSError:
+            pass  # already closed by its worker
 
 
 def _check_tinker_path(tinker_path: str) -> None:

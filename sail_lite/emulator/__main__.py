@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         help="how long an idempotency key is remembered after its first use; "
         "after that the same key is a new, billed request (default 86400: 24 h)",
     )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds added each way to every request, as a network link would (e.g. 0.02)",
+    )
     return parser
 
 
@@ -88,7 +95,10 @@ def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         raise ValueError(
             f"--idempotency-retention must be a positive number of seconds, got {retention}"
         )
+    if not (math.isfinite(args.latency) and args.latency >= 0):
+        raise ValueError(f"--latency must be a number of seconds >= 0, got {args.latency}")
     server = EmulatorServer(
+        latency=args.latency,
         host=args.host,
         port=args.port,
         seed=args.seed,

@@ -8,6 +8,8 @@ connection after the reply, so a keep-alive stream never desynchronises.
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import logging
 import os
@@ -35,6 +37,7 @@ from .params import (
     parse_response_body,
 )
 from .state import Organization, ResponseRecord
+from .streaming import EventStream, Frame, encode_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import EmulatorServer
@@ -51,6 +54,9 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}\Z")
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 RouteResult = Tuple[int, Any, Dict[str, str]]
+
+#: A request body larger than this is followed by handing freed memory back (release_free_memory).
+LARGE_BODY = 8 << 20
 
 
 class _Context:
@@ -76,6 +82,10 @@ class _Sent(Exception):
     """A route that wrote its own reply (a streamed file): nothing more to send."""
 
 
+class _Cut(Exception):
+    """A stream cut on purpose (a ``truncate`` fault)."""
+
+
 class _Route:
     __slots__ = ("method", "pattern", "template", "func", "auth")
 
@@ -95,29 +105,57 @@ class _Route:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """The request handler; ``self.server.emulator`` is the :class:`EmulatorServer`."""
+    """The request handler; ``self.emulator`` is the :class:`EmulatorServer`."""
 
     protocol_version = "HTTP/1.1"
     server_version = "sail-emulator"
     sys_version = ""
-    timeout: Optional[float] = None  # set per connection from EmulatorServer.idle_timeout
 
     routes: List[_Route] = []  # filled in below, once
     _reader: Optional[BodyReader] = None
+    _fault_kind: Optional[str] = None
+    large_body = False  # set when a body over LARGE_BODY was read: free memory is handed back after
+    emulator: EmulatorServer
 
     # -- connection lifecycle ------------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        # Every read and write waits at most idle_timeout: a silent or half-sent request cannot hold
-        # its thread for ever (StreamRequestHandler.setup applies self.timeout to the socket).
-        self.timeout = self.emulator.idle_timeout
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.emulator.connection_opened(self.connection)
+    @classmethod
+    def serve_one(
+        cls,
+        emulator: EmulatorServer,
+        sock: socket.socket,
+        rfile: Any,
+        wfile: Any,
+        client_address: Any,
+    ) -> bool:
+        """Serve one request whose head is in ``rfile``; True when the connection may be kept.
 
-    @property
-    def emulator(self) -> EmulatorServer:
-        return self.server.emulator  # type: ignore[attr-defined]
+        The connection loop owns the socket (reads heads, keeps it alive): this
+        handler only reads this request's head and body and writes its reply.
+        """
+        handler = cls.__new__(cls)
+        handler.emulator = emulator
+        handler.request = handler.connection = sock
+        handler.client_address = client_address
+        handler.server = None
+        handler.rfile, handler.wfile = rfile, wfile
+        handler.close_connection = True
+        handler.handle_one_request()
+        if handler.large_body:
+            release_free_memory()
+        return not handler.close_connection
+
+    def parse_request(self) -> bool:
+        """The stdlib's parse, then the framing rules that keep one request from hiding another."""
+        if not super().parse_request():
+            return False
+        problem = framing_problem(self.headers)
+        if problem is None:
+            return True
+        self.close_connection = True
+        error = ApiError(400, problem, code="invalid_framing")
+        self._reply(400, error.body(), {}, drain=False)
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         _logger.debug("%s - %s", self.address_string(), format % args)
@@ -193,33 +231,46 @@ class Handler(BaseHTTPRequestHandler):
                 f"the request body is {reader.remaining} bytes; the limit is {limit}",
                 code="request_too_large",
             )
-        buffer = bytearray()
-        while True:
-            data = reader.read(min(1 << 20, limit + 1 - len(buffer)))
-            if not data:
-                break
-            buffer += data
-            if len(buffer) > limit:
-                self.close_connection = True
-                raise ApiError(
-                    413, f"the request body exceeds {limit} bytes", code="request_too_large"
-                )
-        if not buffer.strip():
+        buffer = self._read_body(reader, limit)
+        if not buffer or buffer.isspace():
             return {}
         try:
-            return json.loads(buffer)
+            # Decoded here, so the bytes can go before the parse: a large body is held twice at most.
+            text = buffer.decode(json.detect_encoding(buffer), "surrogatepass")
+        except (UnicodeDecodeError, LookupError):
+            raise ApiError(
+                400, "the request body is not valid JSON (not UTF-8)", code="invalid_json"
+            ) from None
+        del buffer
+        try:
+            return json.loads(text)
         except RecursionError:
             raise ApiError(
                 400, "the request body nests JSON too deeply", code="invalid_json"
             ) from None
-        except (UnicodeDecodeError, ValueError) as exc:
+        except ValueError as exc:
             raise ApiError(
                 400,
                 "the request body is not valid JSON ({})".format(getattr(exc, "msg", "not UTF-8")),
                 code="invalid_json",
             ) from None
-        finally:
-            del buffer  # the parsed object is all that is kept
+
+    def _read_body(self, reader: BodyReader, limit: int) -> bytearray:
+        """The whole body in one growing buffer (a large one grows in place: realloc remaps pages)."""
+        buffer = bytearray()
+        while True:
+            data = reader.read(min(1 << 20, limit + 1 - len(buffer)))
+            if not data:
+                return buffer
+            buffer += data
+            if not self.large_body and len(buffer) > LARGE_BODY:
+                self.large_body = True
+                unmap_large_blocks()
+            if len(buffer) > limit:
+                self.close_connection = True
+                raise ApiError(
+                    413, f"the request body exceeds {limit} bytes", code="request_too_large"
+                )
 
     # -- dispatch ------------------------------------------------------------------------------------------
 
@@ -245,6 +296,7 @@ class Handler(BaseHTTPRequestHandler):
             "{} {}".format(method, route.template if route else "(unmatched)")
         )
         fault = self.emulator.faults.strike(method, path)
+        self._fault_kind = fault.kind if fault is not None else None
         if fault is not None and fault.kind not in AFTER:
             if self._before(fault):
                 return
@@ -363,6 +415,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         if getattr(self, "command", None):
             self.log_request(status)
+        self.emulator.link_delay()
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
         except OSError:
@@ -415,9 +468,71 @@ class Handler(BaseHTTPRequestHandler):
             key=self.headers.get(key_header),
             key_header=key_header,
             own_url=self.emulator.url,
-            wait=self._wait_for,
+            wait=(lambda record: None) if params.stream else self._wait_for,
         )
+        if params.stream:
+            self._stream(EventStream(route, self.emulator.state, record))
         return status, render(record), {}
+
+    def _stream(self, events: EventStream) -> None:
+        """Answer with server-sent events (chunked, so the connection stays usable), then say it was sent.
+
+        The opening events go at once; while the turn runs a ping goes every
+        ``stream_ping_interval`` seconds of silence; then the output, token by
+        token (``stream_token_interval`` apart). A server stopping meanwhile
+        sends an ``error`` event. A ``truncate`` fault cuts the stream halfway
+        and closes the connection with no closing events.
+        """
+        emulator = self.emulator
+        self._finish_body()
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            f"Transfer-Encoding: chunked\r\nx-request-id: req_{random.getrandbits(64):016x}\r\n"
+            + ("Connection: close\r\n" if self.close_connection else "")
+            + "\r\n"
+        )
+        self.log_request(200)
+        emulator.link_delay()
+        try:
+            self.wfile.write(head.encode("latin-1"))
+            for frame in events.opening():
+                self._send_frame(frame)
+            if not self._stream_wait(events):
+                self._send_frame(events.error("server_stopping", "the emulator is stopping"))
+            else:
+                self._send_frames(events)
+            self.wfile.write(b"0\r\n\r\n")
+        except (OSError, _Cut):
+            self.close_connection = True  # the client left, or the stream was cut on purpose
+        raise _Sent()
+
+    def _send_frames(self, events: EventStream) -> None:
+        interval = self.emulator.stream_token_interval
+        frames = list(events.rest())
+        cut = len(frames) // 2 if self._fault_kind == "truncate" else None
+        for index, frame in enumerate(frames):
+            if index == cut:
+                raise _Cut()
+            if interval and index and self.emulator.stopping.wait(interval):
+                self._send_frame(events.error("server_stopping", "the emulator is stopping"))
+                return
+            self._send_frame(frame)
+
+    def _send_frame(self, frame: Frame) -> None:
+        data = encode_frame(frame)
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def _stream_wait(self, events: EventStream) -> bool:
+        """Wait for the turn to end, pinging on long silences; False if the server is stopping."""
+        emulator = self.emulator
+        while True:
+            remaining = events.record.end_at - emulator.state.clock()
+            if remaining <= 0:
+                return True
+            if emulator.stopping.wait(min(remaining, emulator.stream_ping_interval)):
+                return False
+            if events.record.end_at - emulator.state.clock() > 0:
+                self._send_frame(events.ping())
 
     def _wait_for(self, record: ResponseRecord) -> None:
         """Hold a synchronous request until its turn ends (bounded by the sync timeout)."""
@@ -654,6 +769,7 @@ class Handler(BaseHTTPRequestHandler):
                 "Connection: close\r\n" if self.close_connection else "",
             )
             self.log_request(200)
+            self.emulator.link_delay()
             try:
                 self.wfile.write(head.encode("latin-1"))
                 self.connection.sendfile(handle)
@@ -681,8 +797,61 @@ class Handler(BaseHTTPRequestHandler):
         return 200, {"object": "list", "data": [f.to_dict() for f in faults.list()]}, {}
 
 
+@functools.lru_cache(maxsize=None)  # once per process
+def unmap_large_blocks() -> None:
+    """Have glibc serve blocks of 1 MiB and more from mmap, so freeing one returns it at once.
+
+    glibc otherwise raises its mmap threshold after the first large free, and
+    the next large buffers (a 30 MiB body, its text, its prompt) stay resident.
+    """
+    try:
+        import ctypes  # here: only large requests on glibc need it
+
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the system after a large request (glibc only; else nothing).
+
+    glibc raises its mmap threshold after a large free, so the next large
+    buffers come from the heap and stay resident once freed: without this a
+    30 MiB body would leave about twice its size resident for the process's life.
+    """
+    gc.collect()  # a reference cycle may still hold the parsed body
+    try:
+        import ctypes  # here: only large requests on glibc need it
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def framing_problem(headers: Any) -> Optional[str]:
+    """Why a request head's framing is ambiguous (RFC 9112 section 6.3), or None when it is not.
+
+    Content-Length with Transfer-Encoding, two different Content-Lengths, more
+    than one Transfer-Encoding, or a header folded onto a second line: each
+    lets a proxy and this server disagree on where the request ends.
+    """
+    if any("\n" in value or "\r" in value for value in headers.values()):
+        return (
+            "a header is folded onto a second line (obsolete line folding): send each on one line"
+        )
+    lengths = {value.strip() for value in headers.get_all("Content-Length") or ()}
+    encodings = headers.get_all("Transfer-Encoding") or ()
+    if len(encodings) > 1:
+        return "Transfer-Encoding is sent more than once: send it once"
+    if encodings and lengths:
+        return "Content-Length and Transfer-Encoding are both sent: send one of them"
+    if len(lengths) > 1:
+        return "two different Content-Length values are sent: send one"
+    return None
+
+
 def refuse_connection(sock: socket.socket) -> None:
-    """Answer a connection over ``max_connections`` with a 503 (best effort) before it is closed."""
+    """Answer a connection over ``max_connections`` with a 503 (best effort, never blocking) before it is closed."""
     error = ApiError(
         503,
         "the emulator is serving its maximum number of connections: retry shortly",
@@ -695,8 +864,7 @@ def refuse_connection(sock: socket.socket) -> None:
         "Retry-After: 1\r\nConnection: close\r\n\r\n"
     ).encode("latin-1")
     try:
-        sock.settimeout(0.5)
-        sock.sendall(head + payload)
+        sock.send(head + payload)  # a fresh socket's send buffer takes it whole
     except OSError:
         pass
 

@@ -25,7 +25,15 @@ from array import array
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-__all__ = ["EOS", "VOCAB", "Generation", "generate", "encode_text", "decode_tokens"]
+__all__ = [
+    "EOS",
+    "VOCAB",
+    "Generation",
+    "generate",
+    "prompt_state",
+    "encode_text",
+    "decode_tokens",
+]
 
 EOS = 256
 VOCAB: Tuple[int, ...] = tuple(range(32, 127)) + (10, EOS)
@@ -98,6 +106,24 @@ def _distribution(logits: List[float], temperature: float, top_p: float) -> List
     return [(i, p / mass) for i, p in kept]
 
 
+_PROMPT_SLICE = 1 << 16
+
+
+def prompt_state(prompt: Sequence[int], *, seed: int, model: str) -> bytes:
+    """The model's state after reading ``prompt`` (16 bytes): all that generation needs of a prompt.
+
+    Hashed a slice at a time, so a prompt of millions of tokens never exists
+    as one array of 8-byte ids.
+    """
+    head = hashlib.blake2b(digest_size=16)
+    head.update(f"{seed}\0{model}\0".encode())
+    for start in range(0, len(prompt), _PROMPT_SLICE):
+        ids = array("q")
+        ids.extend(prompt[start : start + _PROMPT_SLICE])  # ints, also from a bytes prompt
+        head.update(ids.tobytes())
+    return head.digest()
+
+
 def generate(
     prompt: Sequence[int],
     *,
@@ -110,12 +136,14 @@ def generate(
     stop_tokens: Sequence[int] = (),
     adapter: Optional[bytes] = None,
     sample_salt: bytes = b"",
+    start: Optional[bytes] = None,
 ) -> Generation:
-    """Run the reference model; deterministic in all of its arguments."""
-    head = hashlib.blake2b(digest_size=16)
-    head.update(f"{seed}\0{model}\0".encode())
-    head.update(array("q", prompt).tobytes())
-    state = head.digest()
+    """Run the reference model; deterministic in all of its arguments.
+
+    ``start`` is :func:`prompt_state` of (prompt, seed, model) when the caller
+    kept only that (then ``prompt`` is not read).
+    """
+    state = start if start is not None else prompt_state(prompt, seed=seed, model=model)
     salt = b"sample" + sample_salt
     stops = set(stop_tokens)
     tokens: List[int] = []

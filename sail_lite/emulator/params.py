@@ -10,9 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
-
-from .model import encode_text
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "ApiError",
@@ -181,7 +179,7 @@ class InferenceParams:
     """One inference request, checked; what the model and the state need."""
 
     model: str
-    prompt: Tuple[int, ...] = field(repr=False)
+    prompt: Sequence[int] = field(repr=False)
     raw: bool
     max_tokens: int
     temperature: float
@@ -195,12 +193,49 @@ class InferenceParams:
     lora: Optional[str] = None
     tinker_url: Optional[str] = field(default=None, repr=False)
     fingerprint: bytes = field(default=b"", repr=False)
+    stream: bool = False  # answer with server-sent events (foreground requests only)
+    include_usage: bool = False  # chat streams: stream_options.include_usage
+
+
+_ESCAPE = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_HASH_SLICE = 1 << 16
 
 
 def fingerprint(route: str, body: Any) -> bytes:
-    """Canonical digest of a request: equal bodies fingerprint alike whatever their formatting."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(route.encode("utf-8") + b"\0" + canonical.encode("ascii")).digest()
+    """Canonical digest of a request: equal bodies fingerprint alike whatever their formatting.
+
+    The digest is that of ``json.dumps(body, sort_keys=True, separators=(",", ":"))``,
+    but a long string is escaped and hashed a slice at a time, so a 30 MiB
+    input is never copied whole here.
+    """
+    digest = hashlib.sha256(route.encode("utf-8") + b"\0")
+    for piece in _canonical(body):
+        digest.update(piece.encode("ascii"))
+    return digest.digest()
+
+
+def _canonical(value: Any) -> Iterator[str]:
+    """The pieces of ``value``'s canonical JSON text, in order."""
+    if isinstance(value, str) and len(value) > _HASH_SLICE:
+        yield '"'
+        for start in range(0, len(value), _HASH_SLICE):
+            yield _ESCAPE(value[start : start + _HASH_SLICE])[1:-1]
+        yield '"'
+    elif isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        yield "{"
+        for index, key in enumerate(sorted(value)):
+            yield ("," if index else "") + _ESCAPE(key) + ":"
+            yield from _canonical(value[key])
+        yield "}"
+    elif isinstance(value, list) and any(isinstance(item, (str, dict, list)) for item in value):
+        yield "["
+        for index, item in enumerate(value):
+            if index:
+                yield ","
+            yield from _canonical(item)
+        yield "]"
+    else:  # numbers, short strings, lists of numbers: the C encoder, in one piece
+        yield json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _object(body: Any, what: str = "the request body") -> Mapping[str, Any]:
@@ -482,9 +517,9 @@ def parse_response_body(
     else:
         source = body.get("input")
         if isinstance(source, str) and source:
-            prompt = tuple(encode_text(source))
+            prompt = source.encode("utf-8")  # byte-level tokens, one byte each
         elif isinstance(source, list):
-            prompt = tuple(encode_text(_transcript(source, "input")))
+            prompt = _transcript(source, "input").encode("utf-8")
         else:
             raise _bad("input is required: a non-empty string or a list of messages", "input")
     max_tokens = _int(body, "max_output_tokens", DEFAULT_OUTPUT_TOKENS, 1, MAX_OUTPUT_TOKENS)
@@ -518,6 +553,7 @@ def parse_response_body(
         lora=lora,
         tinker_url=tinker_url,
         fingerprint=fingerprint("responses", body),
+        **(_stream_options(body, background) if not batch_item else {}),
     )
 
 
@@ -528,11 +564,9 @@ def parse_chat_body(
     catalogue = catalogue or CATALOGUES["current"]
     body = _object(body)
     spec = _model(body, models)
-    if body.get("stream"):
-        raise _bad("stream: true is not supported by the emulator; send stream: false", "stream")
     if body.get("n") not in (None, 1):
         raise _bad("n must be 1", "n")
-    prompt = tuple(encode_text(_transcript(body.get("messages"), "messages")))
+    prompt = _transcript(body.get("messages"), "messages").encode("utf-8")
     max_tokens = _int(body, "max_completion_tokens", None, 1, MAX_OUTPUT_TOKENS)
     if max_tokens is None:
         max_tokens = _int(body, "max_tokens", DEFAULT_OUTPUT_TOKENS, 1, MAX_OUTPUT_TOKENS)
@@ -557,12 +591,28 @@ def parse_messages_body(
     )
 
 
+def _stream_options(body: Mapping[str, Any], background: bool) -> Dict[str, bool]:
+    """``stream`` and ``stream_options.include_usage``; a streamed background request is a 400."""
+    stream = _bool(body, "stream")
+    if stream and background:
+        raise _bad(
+            "stream: true cannot be used with background: true: stream a foreground request, or poll "
+            "a background one",
+            "stream",
+        )
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("stream_options must be an object", "stream_options")
+    include_usage = bool(options and options.get("include_usage") is True)
+    return {"stream": stream, "include_usage": include_usage}
+
+
 def _synchronous_params(
     route: str,
     body: Mapping[str, Any],
     spec: ModelSpec,
     catalogue: Catalogue,
-    prompt: Tuple[int, ...],
+    prompt: Sequence[int],
     max_tokens: int,
     stop_field: str,
 ) -> InferenceParams:
@@ -585,20 +635,19 @@ def _synchronous_params(
         window=_window(metadata, spec, catalogue, background=False, has_lora=bool(lora)),
         lora=lora,
         fingerprint=fingerprint(route, body),
+        **_stream_options(body, background=False),
     )
 
 
-def _messages_prompt(body: Mapping[str, Any]) -> Tuple[int, ...]:
+def _messages_prompt(body: Mapping[str, Any]) -> bytes:
     """The prompt tokens of an Anthropic-shaped body (``system`` + ``messages``)."""
     system = body.get("system") or ""
     if not isinstance(system, str):
         system = _content_text(system, "system")
-    return tuple(encode_text(_transcript(body.get("messages"), "messages", system)))
+    return _transcript(body.get("messages"), "messages", system).encode("utf-8")
 
 
-def parse_count_tokens_body(
-    body: Any, models: Mapping[str, ModelSpec]
-) -> Tuple[str, Tuple[int, ...]]:
+def parse_count_tokens_body(body: Any, models: Mapping[str, ModelSpec]) -> Tuple[str, bytes]:
     """``POST /messages/count_tokens``: (model, prompt tokens), counted as ``/messages`` would count them."""
     body = _object(body)
     spec = _model(body, models)

@@ -12,6 +12,7 @@ completes. No thread or timer runs per response.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import math
@@ -28,7 +29,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from .._checks import DEFAULT_IDEMPOTENCY_RETENTION
 from ..adapters import AdapterReport, check_adapter_files
 from .archives import ArchiveError, download, extract_adapter, redact
-from .model import Generation, generate
+from .model import Generation, generate, prompt_state
 from .params import CATALOGUES, ApiError, Catalogue, InferenceParams, ModelSpec, canonical_window
 
 __all__ = [
@@ -69,7 +70,11 @@ class Organization:
 
 
 class ResponseRecord:
-    """One response; terminal state and output are derived lazily."""
+    """One response; terminal state and output are derived lazily.
+
+    The prompt itself is not kept (a 30 MiB input would stay in memory for the
+    server's life): only its length and the model's state after reading it.
+    """
 
     __slots__ = (
         "id",
@@ -82,6 +87,8 @@ class ResponseRecord:
         "failure",
         "cancelled_at",
         "generation",
+        "prompt_tokens",
+        "prompt_state",
     )
 
     def __init__(
@@ -94,13 +101,16 @@ class ResponseRecord:
         params: InferenceParams,
         adapter: Optional[bytes],
         failure: Optional[Tuple[str, str]],
+        prompt_state: bytes = b"",
     ) -> None:
         self.id = response_id
         self.org = org
         self.created_at = created_at
         self.start_at = start_at
         self.end_at = end_at
-        self.params = params
+        self.prompt_tokens = len(params.prompt)
+        self.prompt_state = prompt_state
+        self.params = dataclasses.replace(params, prompt=b"")
         self.adapter = adapter
         self.failure = failure
         self.cancelled_at: Optional[float] = None
@@ -285,7 +295,10 @@ class State:
         unverified_models: Iterable[str] = (),
         windows: str = "current",
         idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION,
+        on_create: Optional[Callable[[ResponseRecord], None]] = None,
     ) -> None:
+        #: Called with every committed response (outside the lock): the server schedules webhooks.
+        self.on_create = on_create
         if (
             isinstance(idempotency_retention, bool)
             or not isinstance(idempotency_retention, (int, float))
@@ -486,24 +499,7 @@ class State:
             else:
                 fresh = False
         if not fresh:
-            with self._lock:
-                done = held.done
-            if held.fingerprint != fingerprint:
-                raise ApiError(
-                    400,
-                    f"this {key_header} was already used with a different request body: use a new key for "
-                    "a new request",
-                    code="idempotency_error",
-                    param=key_header,
-                )
-            if not done:
-                raise ApiError(
-                    409,
-                    f"a request with this {key_header} is still in progress: retry after a few seconds",
-                    code="request_in_progress",
-                    headers={"Retry-After": IN_PROGRESS_RETRY_AFTER},
-                )
-            return held.ref, held.status
+            return self._replay(held, fingerprint, key_header)
         try:
             result = commit()
         except BaseException:
@@ -517,6 +513,27 @@ class State:
             with self._lock:
                 held.ref, held.status, held.done = result, status, True
         return result, status
+
+    def _replay(self, held: Reservation, fingerprint: bytes, key_header: str) -> Tuple[Any, int]:
+        """A request under a key already held: the stored result, or why not (400, 409)."""
+        with self._lock:
+            done = held.done
+        if held.fingerprint != fingerprint:
+            raise ApiError(
+                400,
+                f"this {key_header} was already used with a different request body: use a new key for "
+                "a new request",
+                code="idempotency_error",
+                param=key_header,
+            )
+        if not done:
+            raise ApiError(
+                409,
+                f"a request with this {key_header} is still in progress: retry after a few seconds",
+                code="request_in_progress",
+                headers={"Retry-After": IN_PROGRESS_RETRY_AFTER},
+            )
+        return held.ref, held.status
 
     # -- inference, shared by responses, chat, messages ----------------------------------------------------
 
@@ -670,12 +687,15 @@ class State:
             params,
             adapter,
             failure,
+            prompt_state(params.prompt, seed=self.seed, model=params.model),
         )
         with self._lock:
             self.responses[record.id] = record
             self.counters["inference_runs"] += 1
             if idempotency_key is not None:
                 self.runs_by_key[idempotency_key] += 1
+        if self.on_create is not None:
+            self.on_create(record)
         return record
 
     def get_response(self, org: Organization, response_id: str) -> ResponseRecord:
@@ -710,6 +730,7 @@ class State:
                 stop_tokens=params.stop_tokens,
                 adapter=record.adapter,
                 sample_salt=params.fingerprint,
+                start=record.prompt_state,
             )
         return record.generation
 
@@ -770,7 +791,7 @@ class State:
                 "content": [block],
             }
         ]
-        body["usage"] = _usage(len(params.prompt), len(generation.tokens))
+        body["usage"] = _usage(record.prompt_tokens, len(generation.tokens))
         body["completed_at"] = int(record.end_at)
         return body
 
@@ -792,9 +813,9 @@ class State:
                 }
             ],
             "usage": {
-                "prompt_tokens": len(record.params.prompt),
+                "prompt_tokens": record.prompt_tokens,
                 "completion_tokens": len(generation.tokens),
-                "total_tokens": len(record.params.prompt) + len(generation.tokens),
+                "total_tokens": record.prompt_tokens + len(generation.tokens),
             },
             "metadata": dict(record.params.metadata),
         }
@@ -814,7 +835,7 @@ class State:
             "stop_reason": reason,
             "stop_sequence": generation.stopped_by,
             "usage": {
-                "input_tokens": len(record.params.prompt),
+                "input_tokens": record.prompt_tokens,
                 "output_tokens": len(generation.tokens),
             },
         }

@@ -122,7 +122,7 @@ def test_wrong_or_missing_fields_are_400_with_what_to_fix(api, emulator, body, w
         ("/chat/completions", {"model": MODEL, "messages": []}),
         (
             "/chat/completions",
-            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True},
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
         ),
         (
             "/chat/completions",

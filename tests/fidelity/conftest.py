@@ -1,4 +1,4 @@
-"""The fidelity tier: SDKs no one here wrote (openai, sail) drive the emulator unmodified.
+"""The fidelity tier: SDKs no one here wrote (openai, anthropic, sail) drive the emulator unmodified.
 
 Skipped when an SDK is not installed, unless ``SAIL_REQUIRE_FIDELITY=1``
 (CI sets it), which turns a missing SDK into a failure instead of a skip.
