@@ -447,7 +447,7 @@ class ChatCompletion:
         return self.choices[0].content if self.choices else ""
 
 
-class ContentBlock(Dict[str, Any]):
+class ContentBlock(dict):  # type: ignore[type-arg]
     """One block of a :class:`Message`'s ``content``: a dict that also reads as attributes.
 
     ``block.type`` and ``block.text`` (``None`` when the block has no text,
