@@ -26,7 +26,9 @@ __all__ = [
     "SampledTokens",
     "ChatCompletion",
     "ChatChoice",
+    "ChatMessage",
     "Message",
+    "ContentBlock",
     "Model",
     "FileObject",
     "LoRA",
@@ -104,6 +106,23 @@ class Usage:
         return cls(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total)
 
 
+def _status(data: Mapping[str, Any]) -> str:
+    """A response's status: ``""`` when absent; anything but a string is malformed.
+
+    A status we cannot read must not pass for "still running" (the poller
+    would wait on it until its deadline), so it is an error naming the response.
+    """
+    if "status" not in data:
+        return ""
+    value = data["status"]
+    if not isinstance(value, str):
+        raise MalformedResponseError(
+            f"response has a status that is not a string: {type(value).__name__}",
+            response_id=_str(data, "id"),
+        )
+    return value
+
+
 def _rebuild(cls: type, values: Dict[str, Any]) -> Any:
     return cls(**values)
 
@@ -136,7 +155,7 @@ class Response:
         data = _object(payload, "a response")
         return cls(
             id=_required_str(data, "id", "response"),
-            status=_str(data, "status", "") or "",
+            status=_status(data),
             model=_str(data, "model"),
             created_at=_int(data, "created_at"),
             metadata=_dict(data, "metadata"),
@@ -359,13 +378,31 @@ class SampledTokens:
 
 
 @dataclass(frozen=True)
+class ChatMessage:
+    """The ``message`` of a chat choice: openai-python's ``choice.message.role/.content``."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
 class ChatChoice:
-    """One choice of a :class:`ChatCompletion`."""
+    """One choice of a :class:`ChatCompletion`.
+
+    Both paths work: ``choice.content``/``choice.role`` (sail_lite's flat
+    names) and ``choice.message.content``/``choice.message.role`` (the
+    openai-python path), so code written for either runs unchanged.
+    """
 
     index: int
     role: str
     content: str
     finish_reason: Optional[str]
+
+    @property
+    def message(self) -> ChatMessage:
+        """The openai-python shape of this choice's message."""
+        return ChatMessage(role=self.role, content=self.content)
 
 
 @dataclass(frozen=True)
@@ -410,14 +447,50 @@ class ChatCompletion:
         return self.choices[0].content if self.choices else ""
 
 
+class ContentBlock(dict):  # type: ignore[type-arg]
+    """One block of a :class:`Message`'s ``content``: a dict that also reads as attributes.
+
+    ``block.type`` and ``block.text`` (``None`` when the block has no text,
+    e.g. a ``tool_use`` block) follow the anthropic SDK; any other key reads as
+    an attribute too (``block.name``), and a missing one is an
+    ``AttributeError``. It stays a ``dict`` (``block["text"]``,
+    ``block.get("type")``, equality with a plain dict) for code written
+    against earlier sail_lite.
+    """
+
+    __slots__ = ()
+
+    @property
+    def type(self) -> Optional[str]:
+        value = self.get("type")
+        return value if isinstance(value, str) else None
+
+    @property
+    def text(self) -> Optional[str]:
+        value = self.get("text")
+        return value if isinstance(value, str) else None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"content block has no {name!r}") from None
+
+
 @dataclass(frozen=True)
 class Message:
-    """An Anthropic-shaped ``message``."""
+    """An Anthropic-shaped ``message``.
+
+    The anthropic SDK's paths work: ``message.content[0].text`` and
+    ``.type`` (each block is a :class:`ContentBlock`), ``message.role``,
+    ``message.type``, ``message.stop_reason``,
+    ``message.usage.input_tokens`` / ``.output_tokens``.
+    """
 
     id: str
     model: Optional[str]
     role: str
-    content: Tuple[Dict[str, Any], ...]
+    content: Tuple[ContentBlock, ...]
     stop_reason: Optional[str]
     usage: Usage = Usage()
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
@@ -430,12 +503,19 @@ class Message:
             model=_str(data, "model"),
             role=_str(data, "role", "assistant") or "assistant",
             content=tuple(
-                dict(block) for block in _list(data, "content") if isinstance(block, Mapping)
+                ContentBlock(block)
+                for block in _list(data, "content")
+                if isinstance(block, Mapping)
             ),
             stop_reason=_str(data, "stop_reason"),
             usage=Usage.from_dict(data.get("usage")),
             raw=dict(data),
         )
+
+    @property
+    def type(self) -> str:
+        """Always ``"message"``, as in the anthropic SDK."""
+        return "message"
 
     @property
     def text(self) -> str:

@@ -112,7 +112,6 @@ def test_wrong_field_types_fall_back_to_defaults():
     response = Response.from_dict(
         {
             "id": "resp_2",
-            "status": 7,
             "usage": "lots",
             "output": "nope",
             "metadata": [],
