@@ -66,6 +66,7 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -172,6 +173,29 @@ class JournalMismatchError(JournalError, ValueError):
 def canonical_json(value: Any, what: str = "value") -> str:
     """Deterministic JSON (sorted keys, no spaces, tuples as lists); non-JSON input is an InvalidRequestError."""
     return encode_json(value, what).decode("utf-8")
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _redact_token(token: str) -> str:
+    if "://" not in token and "\\" not in token:
+        return token
+    value = json.loads(token)
+    redacted = redact_secrets(value)
+    return token if redacted == value else json.dumps(redacted, ensure_ascii=False)
+
+
+def at_rest(text: Optional[str]) -> Optional[str]:
+    """``text`` (JSON, or a plain string) as it may be stored: every signed-URL query string redacted.
+
+    JSON strings are redacted token by token (no recursion: any depth), so valid JSON stays valid.
+    """
+    if text is None or ("://" not in text and "\\" not in text):
+        return text
+    if not text.startswith(("{", "[", '"')):
+        return redact_secrets(text)
+    return _JSON_STRING.sub(lambda match: _redact_token(match.group(0)), text)
 
 
 def _digest(*parts: str) -> str:
@@ -427,6 +451,36 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+PRIVATE_MODE = 0o600
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _make_private(path: str) -> None:
+    """Create ``path`` 0600 when missing; make an existing journal and its side files 0600.
+
+    SQLite creates ``-wal``, ``-shm`` and ``-journal`` with the database file's own mode, so the
+    database's mode is the one that matters; the umask is not consulted.
+    """
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), PRIVATE_MODE
+        )
+    except FileExistsError:
+        fd = None
+    if fd is not None:
+        try:
+            os.fchmod(fd, PRIVATE_MODE)
+        finally:
+            os.close(fd)
+        return
+    for suffix in _SIDE_FILES:
+        try:
+            if stat.S_IMODE(os.stat(path + suffix).st_mode) != PRIVATE_MODE:
+                os.chmod(path + suffix, PRIVATE_MODE)
+        except FileNotFoundError:
+            pass
+
+
 # --- the journal ------------------------------------------------------------------------------------------------
 
 
@@ -469,6 +523,7 @@ class Journal:
         self._lock = threading.RLock()
         self._closed = False
         try:
+            _make_private(self.path)
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
@@ -594,11 +649,11 @@ class Journal:
                     db.execute(
                         "INSERT INTO jobs (job, kind, params, total, created_at, updated_at) "
                         "VALUES (?, ?, ?, ?, ?, ?)",
-                        (job, kind, params_json, total, now, now),
+                        (job, kind, at_rest(params_json), total, now, now),
                     )
                     self._begun[job] = (kind, params_json)
                     return params_json
-                if found[0] != kind or found[1] != params_json:
+                if found[0] != kind or found[1] != at_rest(params_json):
                     # Name what differs, never the values: a parameter may hold a signed URL.
                     recorded = json.loads(found[1])
                     given = json.loads(params_json)
@@ -694,7 +749,7 @@ class Journal:
                                 job,
                                 position,
                                 entry.fingerprint,
-                                entry.item_json,
+                                at_rest(entry.item_json),
                                 now,
                                 now,
                                 now,
@@ -731,7 +786,7 @@ class Journal:
                             "UPDATE requests SET attempt = ?, status = 'pending', response_id = NULL, result = NULL,"
                             " error = NULL, error_type = NULL, error_code = NULL, item = COALESCE(?, item), "
                             "updated_at = ?, key_at = ? WHERE key = ?",
-                            (attempt, entry.item_json, now, now, entry.key),
+                            (attempt, at_rest(entry.item_json), now, now, entry.key),
                         )
                         rows.append(
                             JournalRow(
@@ -820,7 +875,7 @@ class Journal:
             "the result of " + key,
             "UPDATE requests SET status = 'completed', result = ?, response_id = COALESCE(?, response_id),"
             " item = NULL, error = NULL, error_type = NULL, error_code = NULL, updated_at = ? WHERE key = ?",
-            (encode_result(result), response_id, self._clock(), key),
+            (at_rest(encode_result(result)), response_id, self._clock(), key),
         )
 
     def record_failure(self, key: str, exc: BaseException) -> None:
@@ -831,9 +886,9 @@ class Journal:
             "UPDATE requests SET status = 'failed', error = ?, error_type = ?, error_code = ?, "
             "response_id = COALESCE(?, response_id), updated_at = ? WHERE key = ?",
             (
-                encode_error(exc),
+                at_rest(encode_error(exc)),
                 type(exc).__name__,
-                code if isinstance(code, str) else None,
+                at_rest(code) if isinstance(code, str) else None,
                 getattr(exc, "response_id", None),
                 self._clock(),
                 key,
@@ -851,9 +906,9 @@ class Journal:
             "response_id = COALESCE(?, response_id), updated_at = ? "
             "WHERE key = ? AND status IN ('pending', 'accepted')",
             (
-                encode_error(exc),
+                at_rest(encode_error(exc)),
                 type(exc).__name__,
-                code if isinstance(code, str) else None,
+                at_rest(code) if isinstance(code, str) else None,
                 response_id,
                 response_id,
                 self._clock(),
