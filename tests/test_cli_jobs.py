@@ -36,7 +36,8 @@ def test_status_counts_and_failures(client, emulator, tmp_path):
     path = str(tmp_path / "eval.db")
     interrupted_job(client, path)
     code, out, err = run(["jobs", "status", path])
-    assert code == 0 and err == ""
+    # Not done (two left running, one failed): exit 1, saying what.
+    assert code == 1 and err.startswith("sail-lite: error: not done:") and "1 failed" in err
     assert (
         "eval  (tokens, 4 requests)" in out and "failed 1" in out and "the prompt is empty" in out
     )
