@@ -699,6 +699,8 @@ def _print_job(job: Mapping[str, Any], retention: str, out: IO[str]) -> None:
             "retention window, have no recorded response id: a resume re-sends them, and any "
             "the server got will run and be billed again\n"
         )
+    for kind, n in sorted(job.get("errors", {}).items(), key=lambda item: -item[1]):
+        out.write(f"  unfinished after {_printable(kind)}: {n}\n")
     for code, n in sorted(job["failure_codes"].items(), key=lambda item: -item[1]):
         out.write(f"  failed with {_printable(code)}: {n}\n")
     for failure in job["failures"]:
