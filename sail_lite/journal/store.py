@@ -41,6 +41,7 @@ resume (and a server past its window runs and bills it again): the journal warns
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -513,20 +514,9 @@ def _params_mismatch(path: str, job: str, found: Sequence[Any], kind: str, param
 # --- the journal ---------------------------------------------------------------------------------
 
 
-class Journal:
-    """A durable, thread-safe record of a pipeline's requests in one SQLite file (see the module docstring).
-
-    ``Journal(path)`` creates the journal when ``path`` is missing (its folder must exist) or
-    opens an existing one after checking it is a journal (else :class:`JournalError`, the file
-    untouched). ``read_only`` opens an existing journal without ever writing it; ``create=False``
-    refuses a missing one.
-    ``synchronous`` is ``"NORMAL"`` (default: survives SIGKILL) or ``"FULL"`` (fsync per
-    commit). ``timeout`` (seconds, 0 to 86400) is how long a write waits for another process
-    holding the file. ``idempotency_retention`` is how long (seconds) the server is taken to
-    remember a key. ``clock`` (wall seconds) stamps the records. Bad arguments raise
-    :class:`~sail_lite.errors.InvalidRequestError` at the call. Use it as a context manager or
-    call :meth:`close`. Not picklable: open one per process.
-    """
+class _JournalFile:
+    """The open journal file: opening and checking it, transactions, reads, occurrence counters
+    (the base of :class:`Journal`, which documents the arguments)."""
 
     def __init__(
         self,
@@ -613,7 +603,7 @@ class Journal:
             if self._watch is not None:
                 self._watch.close()
 
-    def __enter__(self) -> Journal:
+    def __enter__(self) -> _JournalFile:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -626,35 +616,27 @@ class Journal:
 
     # -- transactions ---------------------------------------------------------------------------
 
-    class _Tx:
-        def __init__(self, journal: Journal) -> None:
-            self.journal = journal
-
-        def __enter__(self) -> sqlite3.Connection:
-            journal = self.journal
-            journal._lock.acquire()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, under the lock: committed on success, rolled back on error."""
+        with self._lock:
+            if self._closed:
+                raise JournalError(f"the journal {self.path!r} is closed")
+            if self.read_only:
+                raise JournalError(f"the journal {self.path!r} is open read-only")
+            if self._watch is not None:
+                self._watch.check()
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                if journal._closed:
-                    raise JournalError(f"the journal {journal.path!r} is closed")
-                if journal.read_only:
-                    raise JournalError(f"the journal {journal.path!r} is open read-only")
-                if journal._watch is not None:
-                    journal._watch.check()
-                journal._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                journal._lock.release()
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:  # the file went bad under us: the error above says so
+                        pass
                 raise
-            return journal._db
-
-        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-            db = self.journal._db
-            try:
-                db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            finally:
-                self.journal._lock.release()
-
-    def _transaction(self) -> Journal._Tx:
-        return Journal._Tx(self)
 
     def _write(self, what: str, sql: str, args: Sequence[Any]) -> int:
         try:
@@ -671,6 +653,103 @@ class Journal:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise JournalError(f"could not read the journal {self.path!r}: {exc}") from None
+
+    def past_retention(self, row: JournalRow, now: Optional[float] = None) -> bool:
+        """True for a ``pending`` row whose key was claimed longer ago than :attr:`idempotency_retention`.
+
+        Its create may have reached the server, which has forgotten the key
+        since: re-sending it runs (and bills) the request again.
+        """
+        if row.status != "pending" or row.key_at is None:
+            return False
+        return (self._clock() if now is None else now) - row.key_at >= self.idempotency_retention
+
+    def count_past_retention(self, job: Optional[str] = None) -> int:
+        """How many ``pending`` rows (of ``job``, or of every job) are past the retention window."""
+        since = "key_at" if self._columns == _ROW_COLUMNS else "NULL"
+        sql = f"SELECT COUNT(*) FROM requests WHERE status = 'pending' AND COALESCE({since}, created_at) <= ?"
+        args: List[Any] = [self._clock() - self.idempotency_retention]
+        if job is not None:
+            sql += " AND job = ?"
+            args.append(job)
+        return int(self._read(sql, args)[0][0])
+
+    def _warn_late(self, job: str, n: int) -> None:
+        first = job not in self._warned_late
+        self._warned_late.add(job)
+        (_logger.warning if first else _logger.info)(
+            "%d request(s) of job %r re-sent with keys claimed more than %s ago, past the server's idempotency "
+            "retention window: if their first create reached the server, it runs and is billed again (a new "
+            "sample, nothing lost or mixed)%s",
+            n,
+            job,
+            format_duration(self.idempotency_retention),
+            "" if first else " (more of them)",
+        )
+
+    def next_occurrence(self, digest: str) -> int:
+        """The next occurrence number of ``digest`` (a job's item identity) among this journal's submits.
+
+        One counter per :class:`Journal` object, in a temporary table (memory
+        stays flat): the k-th equal request submitted through it gets ``k``.
+        """
+        with self._lock:
+            if self._closed:
+                raise JournalError(f"the journal {self.path!r} is closed")
+            if self._submit_occurrences is None:
+                self._submit_occurrences = self.occurrence_counter()
+            counter = self._submit_occurrences
+        return counter.next(digest)
+
+    # -- per-run occurrence counting ------------------------------------------------------------
+
+    def occurrence_counter(self) -> _OccurrenceTable:
+        """A per-run counter of equal items, kept in a temporary table (memory stays flat on huge inputs)."""
+        with self._lock:
+            self._temp_tables += 1
+            name = f"run_occurrences_{self._temp_tables}"
+            self._db.execute(
+                f"CREATE TEMP TABLE {name} (identity TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+            )
+        return _OccurrenceTable(self, name)
+
+    def count_occurrence(self, table: str, identity_digest: str) -> int:
+        """Bump and return the count of ``identity_digest`` in ``table`` (an :meth:`occurrence_counter`'s)."""
+        with self._lock:
+            if self._closed:
+                raise JournalError(f"the journal {self.path!r} is closed")
+            # RETURNING needs SQLite 3.35; an upsert then a read works on every SQLite Python ships with.
+            self._db.execute(
+                f"INSERT INTO {table} (identity, n) VALUES (?, 0) "
+                "ON CONFLICT(identity) DO UPDATE SET n = n + 1",
+                (identity_digest,),
+            )
+            found = self._db.execute(
+                f"SELECT n FROM {table} WHERE identity = ?", (identity_digest,)
+            )
+            return int(found.fetchone()[0])
+
+    def drop_counter(self, table: str) -> None:
+        """Drop an :meth:`occurrence_counter`'s table (nothing to do once closed)."""
+        with self._lock:
+            if not self._closed:
+                self._db.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+class Journal(_JournalFile):
+    """A durable, thread-safe record of a pipeline's requests in one SQLite file (see the module docstring).
+
+    ``Journal(path)`` creates the journal when ``path`` is missing (its folder must exist) or
+    opens an existing one after checking it is a journal (else :class:`JournalError`, the file
+    untouched). ``read_only`` opens an existing journal without ever writing it; ``create=False``
+    refuses a missing one.
+    ``synchronous`` is ``"NORMAL"`` (default: survives SIGKILL) or ``"FULL"`` (fsync per
+    commit). ``timeout`` (seconds, 0 to 86400) is how long a write waits for another process
+    holding the file. ``idempotency_retention`` is how long (seconds) the server is taken to
+    remember a key. ``clock`` (wall seconds) stamps the records. Bad arguments raise
+    :class:`~sail_lite.errors.InvalidRequestError` at the call. Use it as a context manager or
+    call :meth:`close`. Not picklable: open one per process.
+    """
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -782,53 +861,6 @@ class Journal:
         if late:
             self._warn_late(job, late)
         return rows
-
-    def past_retention(self, row: JournalRow, now: Optional[float] = None) -> bool:
-        """True for a ``pending`` row whose key was claimed longer ago than :attr:`idempotency_retention`.
-
-        Its create may have reached the server, which has forgotten the key
-        since: re-sending it runs (and bills) the request again.
-        """
-        if row.status != "pending" or row.key_at is None:
-            return False
-        return (self._clock() if now is None else now) - row.key_at >= self.idempotency_retention
-
-    def count_past_retention(self, job: Optional[str] = None) -> int:
-        """How many ``pending`` rows (of ``job``, or of every job) are past the retention window."""
-        since = "key_at" if self._columns == _ROW_COLUMNS else "NULL"
-        sql = f"SELECT COUNT(*) FROM requests WHERE status = 'pending' AND COALESCE({since}, created_at) <= ?"
-        args: List[Any] = [self._clock() - self.idempotency_retention]
-        if job is not None:
-            sql += " AND job = ?"
-            args.append(job)
-        return int(self._read(sql, args)[0][0])
-
-    def _warn_late(self, job: str, n: int) -> None:
-        first = job not in self._warned_late
-        self._warned_late.add(job)
-        (_logger.warning if first else _logger.info)(
-            "%d request(s) of job %r re-sent with keys claimed more than %s ago, past the server's idempotency "
-            "retention window: if their first create reached the server, it runs and is billed again (a new "
-            "sample, nothing lost or mixed)%s",
-            n,
-            job,
-            format_duration(self.idempotency_retention),
-            "" if first else " (more of them)",
-        )
-
-    def next_occurrence(self, digest: str) -> int:
-        """The next occurrence number of ``digest`` (a job's item identity) among this journal's submits.
-
-        One counter per :class:`Journal` object, in a temporary table (memory
-        stays flat): the k-th equal request submitted through it gets ``k``.
-        """
-        with self._lock:
-            if self._closed:
-                raise JournalError(f"the journal {self.path!r} is closed")
-            if self._submit_occurrences is None:
-                self._submit_occurrences = self.occurrence_counter()
-            counter = self._submit_occurrences
-        return counter.next(digest)
 
     # -- recording progress ---------------------------------------------------------------------
 
@@ -973,43 +1005,9 @@ class Journal:
         )
         return [_row(values) for values in found]
 
-    # -- per-run occurrence counting ------------------------------------------------------------
-
-    def occurrence_counter(self) -> _OccurrenceTable:
-        """A per-run counter of equal items, kept in a temporary table (memory stays flat on huge inputs)."""
-        with self._lock:
-            self._temp_tables += 1
-            name = f"run_occurrences_{self._temp_tables}"
-            self._db.execute(
-                f"CREATE TEMP TABLE {name} (identity TEXT PRIMARY KEY, n INTEGER NOT NULL)"
-            )
-        return _OccurrenceTable(self, name)
-
-    def count_occurrence(self, table: str, identity_digest: str) -> int:
-        """Bump and return the count of ``identity_digest`` in ``table`` (an :meth:`occurrence_counter`'s)."""
-        with self._lock:
-            if self._closed:
-                raise JournalError(f"the journal {self.path!r} is closed")
-            # RETURNING needs SQLite 3.35; an upsert then a read works on every SQLite Python ships with.
-            self._db.execute(
-                f"INSERT INTO {table} (identity, n) VALUES (?, 0) "
-                "ON CONFLICT(identity) DO UPDATE SET n = n + 1",
-                (identity_digest,),
-            )
-            found = self._db.execute(
-                f"SELECT n FROM {table} WHERE identity = ?", (identity_digest,)
-            )
-            return int(found.fetchone()[0])
-
-    def drop_counter(self, table: str) -> None:
-        """Drop an :meth:`occurrence_counter`'s table (nothing to do once closed)."""
-        with self._lock:
-            if not self._closed:
-                self._db.execute(f"DROP TABLE IF EXISTS temp.{table}")
-
 
 class _OccurrenceTable:
-    def __init__(self, journal: Journal, name: str) -> None:
+    def __init__(self, journal: _JournalFile, name: str) -> None:
         self._journal = journal
         self._name = name
 
