@@ -166,9 +166,6 @@ def _parser_class(out: IO[str], err: IO[str]) -> Any:
 def _parser(
     out: Optional[IO[str]] = None, err: Optional[IO[str]] = None
 ) -> argparse.ArgumentParser:
-    from . import _demo
-    from .emulator.__main__ import _parser as emulator_parser
-
     parser = _parser_class(out or sys.stdout, err or sys.stderr)(
         prog="sail-lite",
         description="The Sail API from the command line, and an offline emulator of it.",
@@ -188,6 +185,24 @@ def _parser(
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     connection = [_connection_options()]
+    _add_demo(commands, connection)
+    _add_emulator(commands)
+    _add_sample(commands, connection)
+    _add_loras(commands, connection)
+    _add_responses(commands, connection)
+    _add_jobs(commands, connection)
+    models = _sub(commands, "models", "the model catalogue").add_subparsers(
+        dest="action", metavar="ACTION"
+    )
+    models.required = True
+    _sub(models, "list", "list models", parents=connection).add_argument(
+        "--json", action="store_true", help="print JSON"
+    )
+    return parser
+
+
+def _add_demo(commands: Any, connection: List[argparse.ArgumentParser]) -> None:
+    from . import _demo
 
     demo = _sub(
         commands,
@@ -205,6 +220,10 @@ def _parser(
         note="; raw-token sampling runs in the background, so asap is not offered",
     )
 
+
+def _add_emulator(commands: Any) -> None:
+    from .emulator.__main__ import _parser as emulator_parser
+
     # One definition of the emulator's options: python -m sail_lite.emulator's own parser, as a parent.
     # Its -h is resolved against ours; the values are handed back to it as typed (see _emulator).
     _sub(
@@ -219,6 +238,8 @@ def _parser(
         + EXIT_CODES,
     )
 
+
+def _add_sample(commands: Any, connection: List[argparse.ArgumentParser]) -> None:
     sample = _sub(
         commands,
         "sample",
@@ -252,6 +273,8 @@ def _parser(
     _add_window_option(sample)
     sample.add_argument("--json", action="store_true", help="print the result as JSON")
 
+
+def _add_loras(commands: Any, connection: List[argparse.ArgumentParser]) -> None:
     loras = _sub(commands, "loras", "upload, list and inspect LoRAs").add_subparsers(
         dest="action", metavar="ACTION"
     )
@@ -291,6 +314,8 @@ def _parser(
     get.add_argument("name", metavar="NAME", help="LoRA name or id")
     get.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _add_responses(commands: Any, connection: List[argparse.ArgumentParser]) -> None:
     responses = _sub(
         commands, "responses", "inspect, wait for and cancel background responses"
     ).add_subparsers(dest="action", metavar="ACTION")
@@ -308,6 +333,15 @@ def _parser(
             )
         sub.add_argument("--json", action="store_true", help="print JSON")
 
+
+JOBS_EXIT = """\
+exit status: 0 when every request of the journal completed; 1 when any is not finished,
+never submitted (the run stopped before reading it) or failed (the reason on stderr), or the
+file is not a journal or holds an unreadable record; 2 for a usage error.
+"""
+
+
+def _add_jobs(commands: Any, connection: List[argparse.ArgumentParser]) -> None:
     jobs = _sub(
         commands, "jobs", "inspect and finish journaled jobs (sail_lite.Journal files)"
     ).add_subparsers(dest="action", metavar="ACTION")
@@ -316,7 +350,8 @@ def _parser(
         jobs,
         "status",
         "counts by status and the failures (with their error codes) of a journal",
-        epilog="example:\n  sail-lite jobs status eval.db\n\n" + EXIT_CODES,
+        epilog="Reads the file only: it never writes it.\n\nexample:\n  sail-lite jobs status eval.db\n\n"
+        + JOBS_EXIT,
     )
     status.add_argument("file", metavar="FILE", help="the journal file")
     status.add_argument(
@@ -335,7 +370,7 @@ def _parser(
         parents=connection,
         epilog="Finished requests cost nothing; accepted ones are re-attached by response id; the rest "
         "are re-sent\nwith their recorded idempotency keys, so the server replays what it "
-        "already ran.\n\nexample:\n  sail-lite jobs resume eval.db\n\n" + EXIT_CODES,
+        "already ran.\n\nexample:\n  sail-lite jobs resume eval.db\n\n" + JOBS_EXIT,
     )
     resume.add_argument("file", metavar="FILE", help="the journal file")
     resume.add_argument("--job", help="resume only this job (default: every job in the file)")
@@ -346,15 +381,6 @@ def _parser(
         "--retry-failed", action="store_true", help="send failed requests again too"
     )
     resume.add_argument("--json", action="store_true", help="print the outcome as JSON")
-
-    models = _sub(commands, "models", "the model catalogue").add_subparsers(
-        dest="action", metavar="ACTION"
-    )
-    models.required = True
-    _sub(models, "list", "list models", parents=connection).add_argument(
-        "--json", action="store_true", help="print JSON"
-    )
-    return parser
 
 
 def _credentials(
@@ -458,9 +484,8 @@ def _run(
     if args.command == "demo":
         from . import _demo
 
-        key, base_url = _credentials(
-            args, {}
-        )  # the flags only: the demo reads the environment itself
+        # The flags only: the demo reads the environment itself.
+        key, base_url = _credentials(args, {})
         window = _resolve_window(args.window, err)
         return _demo.run_from_args(
             args,
@@ -478,68 +503,19 @@ def _run(
 
     if args.command == "jobs":
         return _jobs(args, out, err, environ, emit)
-
     if args.command == "sample":
         if args.stop and args.stop_token:
             raise _Usage("pass --stop or --stop-token, not both")
         args.window = _resolve_window(args.window, err)
     if args.command == "loras" and args.action == "upload":
         _check_folder(args.directory)
-
     with _client(args, environ) as client:
         if args.command == "sample":
-            stop: Optional[Sequence[Any]] = args.stop_token if args.stop_token else args.stop
-            result = client.tokens.sample(
-                args.tokens,
-                model=args.model,
-                max_tokens=args.max_tokens,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                stop=stop,
-                lora=args.lora,
-                completion_window=args.window,
-            )
-            if args.json:
-                emit(result)
-            else:
-                out.write(
-                    "tokens: {}\nlogprobs: {}\nstop_reason: {}\nresponse: {}\n".format(
-                        " ".join(map(str, result.tokens)),
-                        " ".join(f"{lp:.4f}" for lp in result.logprobs or ()),
-                        result.stop_reason,
-                        result.response_id,
-                    )
-                )
-        elif args.command == "loras" and args.action == "upload":
-            lora = client.loras.upload(
-                args.directory,
-                name=args.name,
-                supported_models=args.model,
-                display_name=args.display_name,
-                description=args.description,
-                wait=not args.no_wait,
-                preflight=not args.skip_preflight,
-                progress=ProgressBar("uploading " + args.name, err, tty=interactive(err, environ)),
-            )
-            _show_loras([lora], args.json, emit, out, single=True)
-        elif args.command == "loras" and args.action == "list":
-            _show_loras(client.loras.list(), args.json, emit, out)
-        elif args.command == "loras" and args.action == "get":
-            lora = client.loras.retrieve(args.name)
-            _show_loras([lora], args.json, emit, out, single=True)
+            _sample(args, client, out, emit)
+        elif args.command == "loras":
+            _loras(args, client, out, err, environ, emit)
         elif args.command == "responses":
-            if args.action == "wait":
-                response = client.responses.wait(args.id, deadline=args.deadline)
-            else:
-                response = {"get": client.responses.retrieve, "cancel": client.responses.cancel}[
-                    args.action
-                ](args.id)
-            if args.json:
-                emit(response)
-            else:
-                out.write("{}  {}  {}\n".format(response.id, response.status, response.model or ""))
-                if response.output_text:
-                    out.write(response.output_text + "\n")
+            _responses(args, client, out, emit)
         elif args.command == "models":
             items = client.models.list()
             if args.json:
@@ -547,6 +523,79 @@ def _run(
             else:
                 out.write("".join(model.id + "\n" for model in items))
     return 0
+
+
+def _sample(
+    args: argparse.Namespace, client: Any, out: IO[str], emit: Callable[[Any], None]
+) -> None:
+    stop: Optional[Sequence[Any]] = args.stop_token if args.stop_token else args.stop
+    result = client.tokens.sample(
+        args.tokens,
+        model=args.model,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        stop=stop,
+        lora=args.lora,
+        completion_window=args.window,
+    )
+    if args.json:
+        emit(result)
+        return
+    out.write(
+        "tokens: {}\nlogprobs: {}\nstop_reason: {}\nresponse: {}\n".format(
+            " ".join(map(str, result.tokens)),
+            " ".join(f"{lp:.4f}" for lp in result.logprobs or ()),
+            result.stop_reason,
+            result.response_id,
+        )
+    )
+
+
+def _loras(
+    args: argparse.Namespace,
+    client: Any,
+    out: IO[str],
+    err: IO[str],
+    environ: Mapping[str, str],
+    emit: Callable[[Any], None],
+) -> None:
+    if args.action == "upload":
+        lora = client.loras.upload(
+            args.directory,
+            name=args.name,
+            supported_models=args.model,
+            display_name=args.display_name,
+            description=args.description,
+            wait=not args.no_wait,
+            preflight=not args.skip_preflight,
+            progress=ProgressBar("uploading " + args.name, err, tty=interactive(err, environ)),
+        )
+        _show_loras([lora], args.json, emit, out, single=True)
+    elif args.action == "list":
+        _show_loras(client.loras.list(), args.json, emit, out)
+    else:
+        _show_loras([client.loras.retrieve(args.name)], args.json, emit, out, single=True)
+
+
+def _responses(
+    args: argparse.Namespace, client: Any, out: IO[str], emit: Callable[[Any], None]
+) -> None:
+    if args.action == "wait":
+        response = client.responses.wait(args.id, deadline=args.deadline)
+    elif args.action == "get":
+        response = client.responses.retrieve(args.id)
+    else:
+        response = client.responses.cancel(args.id)
+    if args.json:
+        emit(response)
+        return
+    out.write("{}  {}  {}\n".format(response.id, response.status, response.model or ""))
+    if response.output_text:
+        out.write(response.output_text + "\n")
+
+
+# -- sail-lite jobs -------------------------------------------------------------------------------
 
 
 def _jobs(
@@ -557,20 +606,39 @@ def _jobs(
     emit: Callable[[Any], None],
 ) -> int:
     from .errors import InvalidRequestError
-    from .journal import resume, summarize
+    from .jobs import incomplete, summarize
 
-    if not os.path.isfile(args.file):
+    if not os.path.lexists(args.file):
         raise _Usage(f"journal file not found: {args.file}")
-    if args.action == "status":
-        try:
-            summary = summarize(args.file, idempotency_retention=args.idempotency_retention)
-        except InvalidRequestError as exc:
-            raise _Usage("--idempotency-retention: " + exc.message) from None
-        if args.json:
-            emit(summary)
-        else:
-            _print_summary(summary, out)
+    if args.action == "resume":
+        return _resume(args, out, err, environ, emit)
+    try:
+        summary = summarize(args.file, idempotency_retention=args.idempotency_retention)
+    except InvalidRequestError as exc:
+        raise _Usage("--idempotency-retention: " + exc.message) from None
+    if args.json:
+        emit(summary)
+    else:
+        _print_summary(summary, out)
+    return _verdict(incomplete(summary), err)
+
+
+def _verdict(problem: Optional[str], err: IO[str]) -> int:
+    if problem is None:
         return 0
+    err.write(f"sail-lite: error: not done: {_one_line(problem)}\n")
+    return 1
+
+
+def _resume(
+    args: argparse.Namespace,
+    out: IO[str],
+    err: IO[str],
+    environ: Mapping[str, str],
+    emit: Callable[[Any], None],
+) -> int:
+    from .jobs import incomplete, resume
+
     bar = ProgressBar(
         "resuming " + os.path.basename(args.file),
         err,
@@ -595,51 +663,67 @@ def _jobs(
         emit(outcome)
     else:
         for job, ran in sorted(outcome["jobs"].items()):
-            out.write("{}: ran {ran}, completed {completed}, failed {failed}\n".format(job, **ran))
+            out.write(
+                "{}: ran {ran}, completed {completed}, failed {failed}\n".format(
+                    _printable(job), **ran
+                )
+            )
         _print_summary(outcome["summary"], out)
-    failed = sum(
-        counts.get("failed", 0) for counts in (job["counts"] for job in outcome["summary"]["jobs"])
-    )
-    return 1 if failed else 0
+    return _verdict(incomplete(outcome["summary"]), err)
 
 
 def _print_summary(summary: Mapping[str, Any], out: IO[str]) -> None:
     from .journal import format_duration
 
+    retention = format_duration(
+        summary.get("idempotency_retention") or DEFAULT_IDEMPOTENCY_RETENTION
+    )
     for job in summary["jobs"]:
-        counts = ", ".join(f"{status} {n}" for status, n in sorted(job["counts"].items()) if n)
+        _print_job(job, retention, out)
+
+
+def _print_job(job: Mapping[str, Any], retention: str, out: IO[str]) -> None:
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(job["counts"].items()) if n)
+    out.write(
+        "{}  ({}, {} requests): {}\n".format(
+            _printable(job["job"]), _printable(job["kind"]), job["total"] or "?", counts or "empty"
+        )
+    )
+    never = job.get("never_submitted") or 0
+    if never:
+        out.write(f"  {never} never submitted: run the job's script again\n")
+    late = job.get("past_retention") or 0
+    if late:
         out.write(
-            "{}  ({}, {} requests): {}\n".format(
-                job["job"], job["kind"], job["total"] or "?", counts or "empty"
+            f"  {late} request(s) claimed more than {retention} ago, past the idempotency "
+            "retention window, have no recorded response id: a resume re-sends them, and any "
+            "the server got will run and be billed again\n"
+        )
+    for kind, n in sorted(job.get("errors", {}).items(), key=lambda item: -item[1]):
+        out.write(f"  unfinished after {_printable(kind)}: {n}\n")
+    for code, n in sorted(job["failure_codes"].items(), key=lambda item: -item[1]):
+        out.write(f"  failed with {_printable(code)}: {n}\n")
+    for failure in job["failures"]:
+        out.write(
+            "  #{} {} {}: {}\n".format(
+                failure["position"],
+                _printable(failure["type"]),
+                _printable(failure["code"] or ""),
+                _one_line(failure["message"] or ""),
             )
         )
-        late = job.get("past_retention") or 0
-        if late:
-            out.write(
-                "  {} request(s) claimed more than {} ago, past the idempotency retention window, have no "
-                "recorded response id: a resume re-sends them, and any the server got will run and be billed "
-                "again\n".format(
-                    late,
-                    format_duration(
-                        summary.get("idempotency_retention") or DEFAULT_IDEMPOTENCY_RETENTION
-                    ),
-                )
-            )
-        for code, n in sorted(job["failure_codes"].items(), key=lambda item: -item[1]):
-            out.write(f"  failed with {code}: {n}\n")
-        for failure in job["failures"]:
-            out.write(
-                "  #{} {} {}: {}\n".format(
-                    failure["position"],
-                    failure["type"],
-                    failure["code"] or "",
-                    _one_line(failure["message"] or ""),
-                )
-            )
+
+
+def _printable(text: Any) -> str:
+    """``text`` safe for a terminal: control characters (ESC, BEL, ...) shown escaped."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _one_line(text: str) -> str:
-    return " ".join(redact_url(text).split())
+    return _printable(" ".join(redact_url(text).split()))
 
 
 def main(

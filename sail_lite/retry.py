@@ -18,16 +18,41 @@ from ._checks import MAX_SECONDS, shown
 from .errors import (
     APIConnectionError,
     APIStatusError,
+    BadRequestError,
     ConfigurationError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    ResponseFailedError,
     SailError,
     TLSError,
+    UnprocessableEntityError,
     UploadNotRewindableError,
 )
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+__all__ = ["RetryPolicy", "parse_retry_after", "is_final"]
 
 _RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 _REFUSED_UNRUN = frozenset({429, 503, 529})  # load shedding: the server ran nothing
+
+
+_FINAL = (
+    ResponseFailedError,  # failed, expired, cancelled by someone else: the server's final word
+    InvalidRequestError,  # refused by the client's checks, before any I/O
+    BadRequestError,  # 400, including idempotency_error
+    RequestTooLargeError,
+    UnprocessableEntityError,
+)
+
+
+def is_final(error: BaseException) -> bool:
+    """True when sending the same request again cannot succeed: the server's final word on it, or
+    a request refused as invalid (by the client's checks, or 400, 413, 422).
+
+    Everything else (connection errors, load and server errors after the retries, deadlines, a
+    closed client, an unreadable reply, 401/403/404 that a fixed setting cures) is worth trying
+    again later: a journal keeps such a request resumable.
+    """
+    return isinstance(error, _FINAL)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from sail_lite.errors import (
     ResponseFailedError,
     SailError,
 )
+from sail_lite.jobs import resume, summarize
 from sail_lite.journal import (
     Journal,
     JournalEntry,
@@ -25,8 +26,6 @@ from sail_lite.journal import (
     encode_error,
     encode_result,
     is_terminal_failure,
-    resume,
-    summarize,
 )
 from sail_lite.pipeline import map_responses, map_tokens
 from sail_lite.types import Response, SampledTokens, Usage
@@ -72,10 +71,12 @@ def test_records_survive_close_and_reopen(tmp_path):
         }
 
 
-def test_the_file_is_wal_and_synchronous_is_a_choice(tmp_path):
+def test_the_file_maps_no_memory_and_synchronous_is_a_choice(tmp_path):
     with Journal(tmp_path / "a.db") as journal:
-        assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        # A rollback journal kept in place, no WAL -shm and no mmap: nothing to SIGBUS on.
+        assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "persist"
+        assert journal._db.execute("PRAGMA mmap_size").fetchone()[0] == 0
+        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 0  # NORMAL: the OS cache
     with Journal(tmp_path / "b.db", synchronous="FULL") as journal:
         assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2
     with pytest.raises(InvalidRequestError):

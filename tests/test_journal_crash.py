@@ -16,7 +16,8 @@ import time
 import pytest
 
 from sail_lite.emulator import EmulatorProcess
-from sail_lite.journal import Journal, summarize
+from sail_lite.jobs import summarize
+from sail_lite.journal import Journal
 
 from . import _forked as forked
 
