@@ -129,10 +129,14 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     never closed by the completer); by default one is built from
     ``SAIL_API_KEY``/``SAIL_BASE_URL`` and closed by :meth:`close`.
 
-    Results are the cookbook's ``TokensWithLogprobs``; with tinker-cookbook
-    0.6+ their ``sequence_id`` is the Sail response id and
-    ``prompt_cache_hit_tokens`` the prompt tokens the server served from its
-    prefix cache.
+    Results are the cookbook's ``TokensWithLogprobs``, each with one more
+    attribute, ``sail_response_id`` (the Sail response id, ``resp_...``, for
+    logs or support; the cookbook never reads it). With tinker-cookbook 0.6+
+    ``prompt_cache_hit_tokens`` is the prompt tokens the server served from
+    its prefix cache, and ``sequence_id`` is ``None``, as with the official
+    completer: it is *Tinker's* sequence id, which the cookbook turns into
+    provenance for ``forward_backward``, and Sail samples have none (so
+    ``loss_fn="stable_reinforce"`` refuses their data, as it should).
 
     Thread-safe and picklable (configuration only: a worker process that
     unpickles it builds its own connections).
@@ -460,16 +464,18 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     def _tokens_with_logprobs(sampled: SampledTokens) -> Any:
         logprobs = list(sampled.logprobs) if sampled.logprobs is not None else None
         extra: Dict[str, Any] = {}
-        if "sequence_id" in _RESULT_FIELDS:
-            extra["sequence_id"] = sampled.response_id
         if "prompt_cache_hit_tokens" in _RESULT_FIELDS:
             extra["prompt_cache_hit_tokens"] = sampled.cached_prompt_tokens
-        return TokensWithLogprobs(
+        # sequence_id stays None, as the official completer leaves it: the cookbook (0.6+) sends it to
+        # Tinker's forward_backward as provenance, and a Sail response id is not a Tinker sequence id.
+        result = TokensWithLogprobs(
             tokens=list(sampled.tokens),
             maybe_logprobs=logprobs,
             stop_reason=sampled.stop_reason,
             **extra,
         )
+        result.sail_response_id = sampled.response_id
+        return result
 
 
 def _with_message(exc: ResponseFailedError, message: str) -> ResponseFailedError:
