@@ -270,7 +270,7 @@ def test_the_expired_url_hint_follows_the_error_code_not_the_text(client, code, 
     )
     with pytest.raises(ResponseFailedError) as info:
         sampler._to_result(response)
-    assert ("get_tinker_checkpoint_signed_url" in str(info.value)) is hinted
+    assert ("upload_external_weights" in str(info.value)) is hinted
     assert info.value.response_id == "resp_1" and info.value.code == code
 
 
