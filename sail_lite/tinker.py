@@ -103,6 +103,8 @@ _SAMPLING_ATTRIBUTES = (
     "metadata",
     "request_logprobs",
 )
+#: The official completer's time bounds: ``timeout`` per HTTP call, ``poll_timeout`` per sample.
+_SECONDS = ("timeout", "poll_timeout")
 
 
 class _Settings:
@@ -116,6 +118,8 @@ class _Settings:
 
     def __init__(self, values: Dict[str, Any]) -> None:
         values["metadata"] = dict(values["metadata"] or {})  # a copy at construction, as the SDK
+        for name in _SECONDS:
+            values[name] = _seconds_or_none(name, values[name])
         self.values = values
         self.options = _checked(values)
         self.seen_metadata = dict(values["metadata"])
@@ -124,6 +128,9 @@ class _Settings:
         return self.values[name]
 
     def set(self, name: str, value: Any) -> None:
+        if name in _SECONDS:  # not part of a request's body: checked alone
+            self.values[name] = _seconds_or_none(name, value)
+            return
         values = dict(self.values)
         values[name] = _as_metadata(value) if name == "metadata" else value
         options = _checked(values)
@@ -137,6 +144,10 @@ class _Settings:
             self.options = _checked(self.values)
             self.seen_metadata = dict(metadata)
         return self.options
+
+
+def _seconds_or_none(name: str, value: Any) -> Optional[float]:
+    return None if value is None else positive_seconds(name, value)
 
 
 def _as_metadata(value: Any) -> Dict[str, Any]:
@@ -194,13 +205,20 @@ def _sampling_attribute(name: str) -> property:
     return property(get, set, doc=f"``{name}``, as the official completer's; checked when set.")
 
 
+def _warn_no_voyages() -> None:
+    warnings.warn(
+        "sail_lite's SailTokenCompleter accepts voyage= for compatibility with the official sail SDK but "
+        "has no voyages: its requests carry no voyage attribution and open no spans",
+        UserWarning,
+        stacklevel=3,  # the line that built the completer
+    )
+
+
 def _result_type() -> Any:
     """tinker-cookbook's ``TokensWithLogprobs``, or :class:`ConfigurationError` naming the extra."""
     try:
         from tinker_cookbook.completers import TokensWithLogprobs
-    except (
-        ImportError
-    ) as exc:  # tinker-cookbook (or one of its dependencies, e.g. torch) is missing
+    except ImportError as exc:  # tinker-cookbook (or a dependency of it, e.g. torch) is missing
         raise ConfigurationError(
             f"SailTokenCompleter needs tinker-cookbook, which could not be imported "
             f"({type(exc).__name__}: {exc}): {TINKER_EXTRA_HINT}. The rest of sail_lite works without "
@@ -213,52 +231,39 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     """A tinker-cookbook ``TokenCompleter`` that samples on Sail; a drop-in for ``sail.tinker.SailTokenCompleter``.
 
     It takes every constructor argument of the official SDK's completer
-    (sail 0.17.1), with the same defaults, so code written for it runs
-    unchanged with ``from sail_lite import SailTokenCompleter``:
+    (sail 0.17.1), with the same defaults, and has each as an attribute of
+    the same name and meaning, settable between calls
+    (``completer.temperature = 0.7``); the next request uses it:
 
-    - ``completion_window`` defaults to ``"balanced"``. ``"asap"`` is refused
-      here (a background request cannot use it). The retired ``"priority"``
-      and ``"15m"`` are handled by :func:`~sail_lite.validate_sampling_options`
-      (mapped to ``"balanced"`` with a ``DeprecationWarning``).
-    - ``poll_timeout`` (default 1,200 s, as the SDK; ``None`` for no bound)
-      bounds one whole sample, create and polls, and raises
-      :class:`~sail_lite.errors.DeadlineExceededError` carrying the response
-      id (to wait on again or cancel). ``deadline`` is sail_lite's older name
-      for it and wins when given.
-    - ``voyage`` is accepted and kept on ``self.voyage``, but sail_lite has
-      no voyages: requests carry no voyage attribution and open no spans
-      (a ``UserWarning`` says so once per call site).
-    - ``timeout`` bounds each HTTP call.
+    - ``completion_window`` defaults to ``"balanced"``; ``"asap"`` is refused
+      (every sample is a background request); the retired ``"priority"`` and
+      ``"15m"`` become ``"balanced"`` with a ``DeprecationWarning``.
+    - ``poll_timeout`` (1,200 s; ``None``: unbounded) bounds one whole sample
+      and raises :class:`~sail_lite.errors.DeadlineExceededError` with the
+      response id; ``deadline`` is sail_lite's older name, and wins when given.
+      ``timeout`` bounds each HTTP call.
+    - ``voyage`` is kept, but sail_lite has no voyages (a ``UserWarning`` says so).
+    - ``metadata`` is a plain dict: changed in place, it is checked at the next
+      request, before it is sent. ``adapter_config`` reads back as given.
 
-    Every constructor argument of the SDK's is also an attribute of the same
-    name and meaning that can be set between calls (``completer.temperature =
-    0.7``, ``completer.tinker_lora_signed_url = fresh_url``); the next request
-    uses it. Values are checked at construction and on every assignment,
-    together: a LoRA source with the ``asap`` window, ``lora`` together with
-    ``tinker_lora_signed_url`` (set the other to ``None`` first), a signed URL
-    without ``adapter_config`` (set the config first), an ``adapter_config``
-    string that is not JSON, an empty ``model``, ``max_tokens`` < 1, ... raise
-    :class:`~sail_lite.errors.InvalidRequestError` saying what to change, and
-    leave the completer as it was. ``metadata`` is a plain dict, as the
-    SDK's: changed in place, it is checked at the next request (before it
-    is sent). ``adapter_config`` reads back as given.
+    Values are checked at construction and on every assignment, together
+    (``lora`` with ``tinker_lora_signed_url``: set the other to ``None``
+    first; a signed URL needs ``adapter_config``: set it first); a bad one
+    raises :class:`~sail_lite.errors.InvalidRequestError` and changes nothing.
 
-    ``client`` is the :class:`~sail_lite.Client` to sample with (shared,
-    never closed by the completer); by default one is built from
-    ``SAIL_API_KEY``/``SAIL_BASE_URL`` and closed by :meth:`close`.
+    ``client`` is the :class:`~sail_lite.Client` to sample with (never closed
+    by the completer); by default one is built from the environment and
+    closed by :meth:`close`.
 
-    Results are the cookbook's ``TokensWithLogprobs``, each with one more
-    attribute, ``sail_response_id`` (the Sail response id, ``resp_...``, for
-    logs or support; the cookbook never reads it). With tinker-cookbook 0.6+
-    ``prompt_cache_hit_tokens`` is the prompt tokens the server served from
-    its prefix cache, and ``sequence_id`` is ``None``, as with the official
-    completer: it is *Tinker's* sequence id, which the cookbook turns into
-    provenance for ``forward_backward``, and Sail samples have none (so
-    ``loss_fn="stable_reinforce"`` refuses their data, as it should).
+    Results are the cookbook's ``TokensWithLogprobs`` plus one attribute,
+    ``sail_response_id`` (``resp_...``; the cookbook never reads it). With
+    tinker-cookbook 0.6+, ``prompt_cache_hit_tokens`` is filled and
+    ``sequence_id`` is ``None``, as with the official completer: it is
+    Tinker's sequence id, which the cookbook sends to ``forward_backward`` as
+    provenance, and Sail samples have none.
 
     Thread-safe (an assignment applies from the next request on) and
-    picklable (configuration only: a worker process that unpickles it
-    builds its own connections).
+    picklable (configuration only).
     """
 
     model = _sampling_attribute("model")
@@ -272,6 +277,9 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     tinker_lora_name = _sampling_attribute("tinker_lora_name")
     metadata = _sampling_attribute("metadata")
     request_logprobs = _sampling_attribute("request_logprobs")
+    timeout = _sampling_attribute("timeout")
+    poll_timeout = _sampling_attribute("poll_timeout")
+    deadline = _sampling_attribute("poll_timeout")  # sail_lite's older name for poll_timeout
 
     def __init__(
         self,
@@ -307,20 +315,15 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
                 "tinker_lora_name": tinker_lora_name,
                 "metadata": metadata,
                 "request_logprobs": request_logprobs,
+                "timeout": timeout,
+                # sail_lite's older name wins, and is named in its own error:
+                "poll_timeout": poll_timeout
+                if deadline is None
+                else positive_seconds("deadline", deadline),
             }
         )
-        self.timeout = timeout
-        if deadline is None:
-            self.poll_timeout = poll_timeout
-        else:  # sail_lite's older name wins, and is named in its own error
-            self._deadline: Optional[float] = positive_seconds("deadline", deadline)
         if voyage is not None:
-            warnings.warn(
-                "sail_lite's SailTokenCompleter accepts voyage= for compatibility with the official sail SDK but "
-                "has no voyages: its requests carry no voyage attribution and open no spans",
-                UserWarning,
-                stacklevel=2,
-            )
+            _warn_no_voyages()
         self.voyage = voyage
         self._owns_client = client is None
         self.client = Client() if client is None else client
@@ -329,27 +332,6 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     def options(self) -> SamplingOptions:
         """The checked :class:`SamplingOptions` the next request is built from."""
         return self._settings.current()
-
-    @property
-    def timeout(self) -> Optional[float]:
-        """Seconds each HTTP call may take; ``None``: the client's timeout."""
-        return self._timeout
-
-    @timeout.setter
-    def timeout(self, value: Optional[float]) -> None:
-        self._timeout = None if value is None else positive_seconds("timeout", value)
-
-    @property
-    def poll_timeout(self) -> Optional[float]:
-        """Seconds one whole sample may take (create and polls); ``None``: unbounded."""
-        return self._deadline
-
-    @poll_timeout.setter
-    def poll_timeout(self, value: Optional[float]) -> None:
-        self._deadline = None if value is None else positive_seconds("poll_timeout", value)
-
-    #: sail_lite's older name for :attr:`poll_timeout`.
-    deadline = poll_timeout
 
     def __repr__(self) -> str:
         return f"SailTokenCompleter({self.options!r})"
@@ -407,10 +389,8 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     ) -> Dict[str, Any]:
         """The ``POST /responses`` body one sample sends, as the official completer sends it.
 
-        ``stop`` is sent in the SDK's shape: a bare int is a one-token stop
-        list, a string goes as a string, ``[]`` as ``[]``, a tuple as a list,
-        ``None`` not at all; strings and ids are checked (non-empty strings
-        or ids 0..2^31-1, not a mix).
+        ``stop`` in the SDK's shape: a bare int is a one-token list, a string a string, ``[]`` is
+        sent, a tuple is a list, ``None`` is left out; checked (non-empty strings or ids, not mixed).
         """
         body = self.options.body(_prompt_tokens(prompt), None, max_tokens)
         wire_stop = _sdk_stop(stop)
@@ -524,8 +504,6 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     def __getstate__(self) -> dict:
         return {
             "settings": self._settings,
-            "timeout": self._timeout,
-            "deadline": self._deadline,
             "voyage": self.voyage,
             "client": self.client,
             "owns_client": self._owns_client,
@@ -534,9 +512,7 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     def __setstate__(self, state: dict) -> None:
         self._result_type = _result_type()
         self._settings = state["settings"]
-        self._timeout = state["timeout"]
-        self._deadline = state["deadline"]
-        self.voyage = state.get("voyage")
+        self.voyage = state["voyage"]
         self.client = state["client"]
         self._owns_client = state["owns_client"]
 
@@ -546,41 +522,50 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         return self._tokens_with_logprobs(self._sampled(response))
 
     def _sampled(self, response: Response) -> SampledTokens:
-        """The raw-token result, or its typed error (with a re-resolve hint for an expired checkpoint URL)."""
-        try:
-            return to_sampled_tokens(response)
-        except ResponseFailedError as exc:
-            if (
-                self.options.tinker_lora_signed_url is not None
-                and not isinstance(exc, ResponseExpiredError)
-                and exc.code in _URL_EXPIRED_CODES
-            ):
-                raise _with_message(
-                    exc,
-                    f"{exc.message}; the Tinker checkpoint URL expired. Signed URLs do not last (and "
-                    "tinker 0.36+ cannot make new ones): export the step with "
-                    "training_client.save_weights_external(), publish it as a Sail LoRA with "
-                    "sail_lite.tinker_weights.upload_external_weights() and sample with lora=<its name> "
-                    "(on this completer: .tinker_lora_signed_url = None, then .lora = published.name)",
-                ) from None
-            raise
+        return _sampled_tokens(response, signed_url=self.options.tinker_lora_signed_url is not None)
 
     def _tokens_with_logprobs(self, sampled: SampledTokens) -> Any:
-        logprobs = list(sampled.logprobs) if sampled.logprobs is not None else None
-        extra: Dict[str, Any] = {}
-        # tinker-cookbook 0.6 added prefix-cache accounting (and sequence_id); 0.5 has neither.
-        if any(f.name == "prompt_cache_hit_tokens" for f in dataclasses.fields(self._result_type)):
-            extra["prompt_cache_hit_tokens"] = sampled.cached_prompt_tokens
-        # sequence_id stays None, as the official completer leaves it: the cookbook (0.6+) sends it to
-        # Tinker's forward_backward as provenance, and a Sail response id is not a Tinker sequence id.
-        result = self._result_type(
-            tokens=list(sampled.tokens),
-            maybe_logprobs=logprobs,
-            stop_reason=sampled.stop_reason,
-            **extra,
-        )
-        result.sail_response_id = sampled.response_id
-        return result
+        return _cookbook_result(self._result_type, sampled)
+
+
+def _sampled_tokens(response: Response, *, signed_url: bool) -> SampledTokens:
+    """The raw-token result, or its typed error (pointing to the bridge for an expired checkpoint URL)."""
+    try:
+        return to_sampled_tokens(response)
+    except ResponseFailedError as exc:
+        if (
+            signed_url
+            and not isinstance(exc, ResponseExpiredError)
+            and exc.code in _URL_EXPIRED_CODES
+        ):
+            raise _with_message(
+                exc,
+                f"{exc.message}; the Tinker checkpoint URL expired. Signed URLs do not last (and "
+                "tinker 0.36+ cannot make new ones): export the step with "
+                "training_client.save_weights_external(), publish it as a Sail LoRA with "
+                "sail_lite.tinker_weights.upload_external_weights() and sample with lora=<its name> "
+                "(on this completer: .tinker_lora_signed_url = None, then .lora = published.name)",
+            ) from None
+        raise
+
+
+def _cookbook_result(result_type: Any, sampled: SampledTokens) -> Any:
+    """``sampled`` as the cookbook's ``TokensWithLogprobs``, plus ``sail_response_id``."""
+    logprobs = list(sampled.logprobs) if sampled.logprobs is not None else None
+    extra: Dict[str, Any] = {}
+    # tinker-cookbook 0.6 added prefix-cache accounting (and sequence_id); 0.5 has neither.
+    if any(f.name == "prompt_cache_hit_tokens" for f in dataclasses.fields(result_type)):
+        extra["prompt_cache_hit_tokens"] = sampled.cached_prompt_tokens
+    # sequence_id stays None, as the official completer leaves it: the cookbook (0.6+) sends it to
+    # Tinker's forward_backward as provenance, and a Sail response id is not a Tinker sequence id.
+    result = result_type(
+        tokens=list(sampled.tokens),
+        maybe_logprobs=logprobs,
+        stop_reason=sampled.stop_reason,
+        **extra,
+    )
+    result.sail_response_id = sampled.response_id
+    return result
 
 
 def _with_message(exc: ResponseFailedError, message: str) -> ResponseFailedError:
