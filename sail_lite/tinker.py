@@ -26,7 +26,6 @@ from typing import (
     Any,
     Callable,
     Dict,
-    FrozenSet,
     Iterable,
     Iterator,
     List,
@@ -56,19 +55,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Progress
 
 try:  # pragma: no branch - which arm runs depends on the environment
+    # Only the base class is decided at import; the result type is looked up by each new completer, so
+    # one built after tinker-cookbook was installed (or a test's stand-in put in place) finds it.
     from tinker_cookbook.completers import TokenCompleter as _TokenCompleterBase
-    from tinker_cookbook.completers import TokensWithLogprobs
-
-    _COOKBOOK_IMPORT_ERROR: Optional[str] = None
-    # tinker-cookbook 0.6 added provenance (sequence_id) and prefix-cache accounting; 0.5 has neither.
-    _RESULT_FIELDS: FrozenSet[str] = frozenset(
-        f.name for f in dataclasses.fields(TokensWithLogprobs)
-    )
-except ImportError as exc:  # tinker-cookbook (or one of its dependencies, e.g. torch) is missing
+except ImportError:  # tinker-cookbook (or one of its dependencies, e.g. torch) is missing
     _TokenCompleterBase = object  # type: ignore[assignment,misc]
-    TokensWithLogprobs = None  # type: ignore[assignment,misc]
-    _COOKBOOK_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
-    _RESULT_FIELDS = frozenset()
 
 __all__ = [
     "SailTokenCompleter",
@@ -98,45 +89,197 @@ _BACKGROUND_WINDOWS = "balanced (the default), flex, or standard (an alias of ba
 PromptArg = Union[Sequence[int], Any]  # a tinker.ModelInput or a sequence of token ids
 
 
+#: The official completer's sampling attributes (sail 0.17.1), checked together on every change.
+_SAMPLING_ATTRIBUTES = (
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "completion_window",
+    "lora",
+    "tinker_lora_signed_url",
+    "adapter_config",
+    "tinker_lora_name",
+    "metadata",
+    "request_logprobs",
+)
+#: The official completer's time bounds: ``timeout`` per HTTP call, ``poll_timeout`` per sample.
+_SECONDS = ("timeout", "poll_timeout")
+
+
+class _Settings:
+    """The sampling attributes as the user gave them, and the :class:`SamplingOptions` they make.
+
+    Every assignment is checked with all the other values (so a signed URL
+    without ``adapter_config`` is refused at the assignment) and changes
+    nothing when it is refused. ``metadata`` is the user's own dict: changed
+    in place, it is checked again at the next request.
+    """
+
+    def __init__(self, values: Dict[str, Any]) -> None:
+        values["metadata"] = dict(values["metadata"] or {})  # a copy at construction, as the SDK
+        for name in _SECONDS:
+            values[name] = _seconds_or_none(name, values[name])
+        self.values = values
+        self.options = _checked(values)
+        self.seen_metadata = dict(values["metadata"])
+
+    def get(self, name: str) -> Any:
+        return self.values[name]
+
+    def set(self, name: str, value: Any) -> None:
+        if name in _SECONDS:  # not part of a request's body: checked alone
+            self.values[name] = _seconds_or_none(name, value)
+            return
+        values = dict(self.values)
+        values[name] = _as_metadata(value) if name == "metadata" else value
+        options = _checked(values)
+        self.values, self.options = values, options
+        self.seen_metadata = dict(values["metadata"])
+
+    def current(self) -> SamplingOptions:
+        """The options for the next request, checked again if ``metadata`` was changed in place."""
+        metadata = self.values["metadata"]
+        if metadata != self.seen_metadata:
+            self.options = _checked(self.values)
+            self.seen_metadata = dict(metadata)
+        return self.options
+
+
+def _seconds_or_none(name: str, value: Any) -> Optional[float]:
+    return None if value is None else positive_seconds(name, value)
+
+
+def _as_metadata(value: Any) -> Dict[str, Any]:
+    """A dict assigned is kept as it is (the caller's, as the SDK's plain attribute); None is {}."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise InvalidRequestError(f"metadata must be a dict of str to str, got {type(value).__name__}")
+
+
+def _checked(values: Dict[str, Any]) -> SamplingOptions:
+    """``values`` as :class:`SamplingOptions`; a retired window is written back as ``balanced``."""
+    if values["completion_window"] == "asap":
+        raise InvalidRequestError(
+            "completion_window 'asap' cannot be used by SailTokenCompleter: every sample is a background "
+            f"request, and background requests cannot use asap; use {_BACKGROUND_WINDOWS}"
+        )
+    name = values["tinker_lora_name"]
+    if name is not None and (not isinstance(name, str) or not name):
+        raise InvalidRequestError(
+            f"tinker_lora_name must be a non-empty string (a label) or None, got {name!r}"
+        )
+    if not isinstance(values["request_logprobs"], bool):
+        raise InvalidRequestError(
+            f"request_logprobs must be True or False, got {values['request_logprobs']!r}"
+        )
+    options = validate_sampling_options(
+        model=values["model"],
+        max_tokens=values["max_tokens"],
+        temperature=values["temperature"],
+        top_p=values["top_p"],
+        completion_window=values["completion_window"],
+        lora=values["lora"],
+        tinker_lora_signed_url=values["tinker_lora_signed_url"],
+        adapter_config=values["adapter_config"],
+        tinker_lora_name=name,
+        metadata=values["metadata"],
+        logprobs=values["request_logprobs"],
+    )
+    options.body([0], None)  # what only a request checks (e.g. the lora name), checked now
+    values["completion_window"] = options.completion_window
+    return options
+
+
+def _sampling_attribute(name: str) -> property:
+    def get(self: SailTokenCompleter) -> Any:
+        return self._settings.get(name)
+
+    def set(self: SailTokenCompleter, value: Any) -> None:
+        self._settings.set(name, value)
+
+    return property(get, set, doc=f"``{name}``, as the official completer's; checked when set.")
+
+
+def _warn_no_voyages() -> None:
+    warnings.warn(
+        "sail_lite's SailTokenCompleter accepts voyage= for compatibility with the official sail SDK but "
+        "has no voyages: its requests carry no voyage attribution and open no spans",
+        UserWarning,
+        stacklevel=3,  # the line that built the completer
+    )
+
+
+def _result_type() -> Any:
+    """tinker-cookbook's ``TokensWithLogprobs``, or :class:`ConfigurationError` naming the extra."""
+    try:
+        from tinker_cookbook.completers import TokensWithLogprobs
+    except ImportError as exc:  # tinker-cookbook (or a dependency of it, e.g. torch) is missing
+        raise ConfigurationError(
+            f"SailTokenCompleter needs tinker-cookbook, which could not be imported "
+            f"({type(exc).__name__}: {exc}): {TINKER_EXTRA_HINT}. The rest of sail_lite works without "
+            "it; for raw-token sampling without Tinker use client.tokens.sample()."
+        ) from None
+    return TokensWithLogprobs
+
+
 class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     """A tinker-cookbook ``TokenCompleter`` that samples on Sail; a drop-in for ``sail.tinker.SailTokenCompleter``.
 
     It takes every constructor argument of the official SDK's completer
-    (sail 0.17.1), with the same defaults, so code written for it runs
-    unchanged with ``from sail_lite import SailTokenCompleter``:
+    (sail 0.17.1), with the same defaults, and has each as an attribute of
+    the same name and meaning, settable between calls
+    (``completer.temperature = 0.7``); the next request uses it:
 
-    - ``completion_window`` defaults to ``"balanced"``. ``"asap"`` is refused
-      here (a background request cannot use it). The retired ``"priority"``
-      and ``"15m"`` are handled by :func:`~sail_lite.validate_sampling_options`
-      (mapped to ``"balanced"`` with a ``DeprecationWarning``).
-    - ``poll_timeout`` (default 1,200 s, as the SDK; ``None`` for no bound)
-      bounds one whole sample, create and polls, and raises
-      :class:`~sail_lite.errors.DeadlineExceededError` carrying the response
-      id (to wait on again or cancel). ``deadline`` is sail_lite's older name
-      for it and wins when given.
-    - ``voyage`` is accepted and kept on ``self.voyage``, but sail_lite has
-      no voyages: requests carry no voyage attribution and open no spans
-      (a ``UserWarning`` says so once per call site).
-    - ``timeout`` bounds each HTTP call.
+    - ``completion_window`` defaults to ``"balanced"``; ``"asap"`` is refused
+      (every sample is a background request); the retired ``"priority"`` and
+      ``"15m"`` become ``"balanced"`` with a ``DeprecationWarning``.
+    - ``poll_timeout`` (1,200 s; ``None``: unbounded) bounds one whole sample
+      and raises :class:`~sail_lite.errors.DeadlineExceededError` with the
+      response id; ``deadline`` is sail_lite's older name, and wins when given.
+      ``timeout`` bounds each HTTP call.
+    - ``voyage`` is kept, but sail_lite has no voyages (a ``UserWarning`` says so).
+    - ``metadata`` is a plain dict: changed in place, it is checked at the next
+      request, before it is sent. ``adapter_config`` reads back as given.
 
-    Options are checked here, once: a LoRA source with the ``asap`` window,
-    ``lora`` together with ``tinker_lora_signed_url``, a signed URL without
-    ``adapter_config``, an ``adapter_config`` string that is not JSON, an
-    empty ``model`` or ``max_tokens`` < 1 raise
-    :class:`~sail_lite.errors.InvalidRequestError` saying what to change.
+    Values are checked at construction and on every assignment, together
+    (``lora`` with ``tinker_lora_signed_url``: set the other to ``None``
+    first; a signed URL needs ``adapter_config``: set it first); a bad one
+    raises :class:`~sail_lite.errors.InvalidRequestError` and changes nothing.
 
-    ``client`` is the :class:`~sail_lite.Client` to sample with (shared,
-    never closed by the completer); by default one is built from
-    ``SAIL_API_KEY``/``SAIL_BASE_URL`` and closed by :meth:`close`.
+    ``client`` is the :class:`~sail_lite.Client` to sample with (never closed
+    by the completer); by default one is built from the environment and
+    closed by :meth:`close`.
 
-    Results are the cookbook's ``TokensWithLogprobs``; with tinker-cookbook
-    0.6+ their ``sequence_id`` is the Sail response id and
-    ``prompt_cache_hit_tokens`` the prompt tokens the server served from its
-    prefix cache.
+    Results are the cookbook's ``TokensWithLogprobs`` plus one attribute,
+    ``sail_response_id`` (``resp_...``; the cookbook never reads it). With
+    tinker-cookbook 0.6+, ``prompt_cache_hit_tokens`` is filled and
+    ``sequence_id`` is ``None``, as with the official completer: it is
+    Tinker's sequence id, which the cookbook sends to ``forward_backward`` as
+    provenance, and Sail samples have none.
 
-    Thread-safe and picklable (configuration only: a worker process that
-    unpickles it builds its own connections).
+    Thread-safe (an assignment applies from the next request on) and
+    picklable (configuration only).
     """
+
+    model = _sampling_attribute("model")
+    max_tokens = _sampling_attribute("max_tokens")
+    temperature = _sampling_attribute("temperature")
+    top_p = _sampling_attribute("top_p")
+    completion_window = _sampling_attribute("completion_window")
+    lora = _sampling_attribute("lora")
+    tinker_lora_signed_url = _sampling_attribute("tinker_lora_signed_url")
+    adapter_config = _sampling_attribute("adapter_config")
+    tinker_lora_name = _sampling_attribute("tinker_lora_name")
+    metadata = _sampling_attribute("metadata")
+    request_logprobs = _sampling_attribute("request_logprobs")
+    timeout = _sampling_attribute("timeout")
+    poll_timeout = _sampling_attribute("poll_timeout")
+    deadline = _sampling_attribute("poll_timeout")  # sail_lite's older name for poll_timeout
 
     def __init__(
         self,
@@ -158,93 +301,37 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         client: Optional[Client] = None,
         deadline: Optional[float] = None,
     ) -> None:
-        if _COOKBOOK_IMPORT_ERROR is not None:
-            raise ConfigurationError(
-                f"SailTokenCompleter needs tinker-cookbook, which could not be imported ({_COOKBOOK_IMPORT_ERROR}): {TINKER_EXTRA_HINT}. The rest of "
-                "sail_lite works without it; for raw-token sampling without Tinker use client.tokens.sample()."
-            )
-        if completion_window == "asap":
-            raise InvalidRequestError(
-                "completion_window 'asap' cannot be used by SailTokenCompleter: every sample is a background "
-                f"request, and background requests cannot use asap; use {_BACKGROUND_WINDOWS}"
-            )
-        self.options: SamplingOptions = validate_sampling_options(
-            model=model,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            completion_window=completion_window,
-            lora=lora,
-            tinker_lora_signed_url=tinker_lora_signed_url,
-            adapter_config=adapter_config,
-            tinker_lora_name=tinker_lora_name,
-            metadata=metadata,
-            logprobs=request_logprobs,
+        self._result_type = _result_type()
+        self._settings = _Settings(
+            {
+                "model": model,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+                "completion_window": completion_window,
+                "lora": lora,
+                "tinker_lora_signed_url": tinker_lora_signed_url,
+                "adapter_config": adapter_config,
+                "tinker_lora_name": tinker_lora_name,
+                "metadata": metadata,
+                "request_logprobs": request_logprobs,
+                "timeout": timeout,
+                # sail_lite's older name wins, and is named in its own error:
+                "poll_timeout": poll_timeout
+                if deadline is None
+                else positive_seconds("deadline", deadline),
+            }
         )
-        self.timeout = None if timeout is None else positive_seconds("timeout", timeout)
-        if deadline is not None:
-            self.deadline: Optional[float] = positive_seconds("deadline", deadline)
-        else:
-            self.deadline = (
-                None if poll_timeout is None else positive_seconds("poll_timeout", poll_timeout)
-            )
         if voyage is not None:
-            warnings.warn(
-                "sail_lite's SailTokenCompleter accepts voyage= for compatibility with the official sail SDK but "
-                "has no voyages: its requests carry no voyage attribution and open no spans",
-                UserWarning,
-                stacklevel=2,
-            )
+            _warn_no_voyages()
         self.voyage = voyage
         self._owns_client = client is None
         self.client = Client() if client is None else client
 
     @property
-    def max_tokens(self) -> int:
-        return self.options.max_tokens
-
-    @property
-    def model(self) -> str:
-        return self.options.model
-
-    # The official completer's attributes, read-only here (the options are checked once, at construction).
-
-    @property
-    def temperature(self) -> float:
-        return self.options.temperature
-
-    @property
-    def top_p(self) -> float:
-        return self.options.top_p
-
-    @property
-    def completion_window(self) -> str:
-        return self.options.completion_window
-
-    @property
-    def lora(self) -> Optional[str]:
-        return self.options.lora
-
-    @property
-    def tinker_lora_signed_url(self) -> Optional[str]:
-        return self.options.tinker_lora_signed_url
-
-    @property
-    def tinker_lora_name(self) -> Optional[str]:
-        return self.options.tinker_lora_name
-
-    @property
-    def metadata(self) -> Dict[str, str]:
-        return dict(self.options.metadata or {})
-
-    @property
-    def request_logprobs(self) -> bool:
-        return self.options.logprobs
-
-    @property
-    def poll_timeout(self) -> Optional[float]:
-        """Seconds one whole sample may take (create and polls); ``None``: unbounded."""
-        return self.deadline
+    def options(self) -> SamplingOptions:
+        """The checked :class:`SamplingOptions` the next request is built from."""
+        return self._settings.current()
 
     def __repr__(self) -> str:
         return f"SailTokenCompleter({self.options!r})"
@@ -303,10 +390,8 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     ) -> Dict[str, Any]:
         """The ``POST /responses`` body one sample sends, as the official completer sends it.
 
-        ``stop`` is sent in the SDK's shape: a bare int is a one-token stop
-        list, a string goes as a string, ``[]`` as ``[]``, a tuple as a list,
-        ``None`` not at all; strings and ids are checked (non-empty strings
-        or ids 0..2^31-1, not a mix).
+        ``stop`` in the SDK's shape: a bare int is a one-token list, a string a string, ``[]`` is
+        sent, a tuple is a list, ``None`` is left out; checked (non-empty strings or ids, not mixed).
         """
         body = self.options.body(_prompt_tokens(prompt), None, max_tokens)
         wire_stop = _sdk_stop(stop)
@@ -421,19 +506,16 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
 
     def __getstate__(self) -> dict:
         return {
-            "options": self.options,
-            "timeout": self.timeout,
-            "deadline": self.deadline,
+            "settings": self._settings,
             "voyage": self.voyage,
             "client": self.client,
             "owns_client": self._owns_client,
         }
 
     def __setstate__(self, state: dict) -> None:
-        self.options = state["options"]
-        self.timeout = state["timeout"]
-        self.deadline = state["deadline"]
-        self.voyage = state.get("voyage")
+        self._result_type = _result_type()
+        self._settings = state["settings"]
+        self.voyage = state["voyage"]
         self.client = state["client"]
         self._owns_client = state["owns_client"]
 
@@ -443,36 +525,50 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         return self._tokens_with_logprobs(self._sampled(response))
 
     def _sampled(self, response: Response) -> SampledTokens:
-        """The raw-token result, or its typed error (with a re-resolve hint for an expired checkpoint URL)."""
-        try:
-            return to_sampled_tokens(response)
-        except ResponseFailedError as exc:
-            if (
-                self.options.tinker_lora_signed_url is not None
-                and not isinstance(exc, ResponseExpiredError)
-                and exc.code in _URL_EXPIRED_CODES
-            ):
-                raise _with_message(
-                    exc,
-                    f"{exc.message}; the Tinker checkpoint URL expired: resolve a fresh one with "
-                    "get_tinker_checkpoint_signed_url() and build a new completer",
-                ) from None
-            raise
+        return _sampled_tokens(response, signed_url=self.options.tinker_lora_signed_url is not None)
 
-    @staticmethod
-    def _tokens_with_logprobs(sampled: SampledTokens) -> Any:
-        logprobs = list(sampled.logprobs) if sampled.logprobs is not None else None
-        extra: Dict[str, Any] = {}
-        if "sequence_id" in _RESULT_FIELDS:
-            extra["sequence_id"] = sampled.response_id
-        if "prompt_cache_hit_tokens" in _RESULT_FIELDS:
-            extra["prompt_cache_hit_tokens"] = sampled.cached_prompt_tokens
-        return TokensWithLogprobs(
-            tokens=list(sampled.tokens),
-            maybe_logprobs=logprobs,
-            stop_reason=sampled.stop_reason,
-            **extra,
-        )
+    def _tokens_with_logprobs(self, sampled: SampledTokens) -> Any:
+        return _cookbook_result(self._result_type, sampled)
+
+
+def _sampled_tokens(response: Response, *, signed_url: bool) -> SampledTokens:
+    """The raw-token result, or its typed error (pointing to the bridge for an expired checkpoint URL)."""
+    try:
+        return to_sampled_tokens(response)
+    except ResponseFailedError as exc:
+        if (
+            signed_url
+            and not isinstance(exc, ResponseExpiredError)
+            and exc.code in _URL_EXPIRED_CODES
+        ):
+            raise _with_message(
+                exc,
+                f"{exc.message}; the Tinker checkpoint URL expired. Signed URLs do not last (and "
+                "tinker 0.36+ cannot make new ones): export the step with "
+                "training_client.save_weights_external(), publish it as a Sail LoRA with "
+                "sail_lite.tinker_weights.upload_external_weights() and sample with lora=<its name> "
+                "(on this completer: .tinker_lora_signed_url = None, then .lora = published.name)",
+            ) from None
+        raise
+
+
+def _cookbook_result(result_type: Any, sampled: SampledTokens) -> Any:
+    """``sampled`` as the cookbook's ``TokensWithLogprobs``, plus ``sail_response_id``."""
+    logprobs = list(sampled.logprobs) if sampled.logprobs is not None else None
+    extra: Dict[str, Any] = {}
+    # tinker-cookbook 0.6 added prefix-cache accounting (and sequence_id); 0.5 has neither.
+    if any(f.name == "prompt_cache_hit_tokens" for f in dataclasses.fields(result_type)):
+        extra["prompt_cache_hit_tokens"] = sampled.cached_prompt_tokens
+    # sequence_id stays None, as the official completer leaves it: the cookbook (0.6+) sends it to
+    # Tinker's forward_backward as provenance, and a Sail response id is not a Tinker sequence id.
+    result = result_type(
+        tokens=list(sampled.tokens),
+        maybe_logprobs=logprobs,
+        stop_reason=sampled.stop_reason,
+        **extra,
+    )
+    result.sail_response_id = sampled.response_id
+    return result
 
 
 def _with_message(exc: ResponseFailedError, message: str) -> ResponseFailedError:

@@ -69,10 +69,22 @@ import urllib.error
 import urllib.request
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from ._checks import seconds
 from ._redact import redact_url
+from ._safetensors_stream import scan_safetensors_header
 from .adapters import (
     CONFIG_NAME,
     MAX_HEADER_BYTES,
@@ -80,8 +92,6 @@ from .adapters import (
     AdapterProblem,
     AdapterReport,
     check_adapter_config,
-    check_tensors,
-    read_safetensors_header,
 )
 from .errors import (
     AdapterError,
@@ -524,43 +534,56 @@ def _total_size(response: Any, label: str) -> int:
     return int(total)
 
 
-class _HeaderView:
-    """The head of a file as a seekable object of the file's full size (for ``read_safetensors_header``)."""
+def _read_weights_header(
+    downloads: _Downloads, url: str, config_bytes: bytes, models: List[str], *, preflight: bool
+) -> int:
+    """The weights file's size; with ``preflight``, its header streamed through the pre-flight.
 
-    def __init__(self, head: bytes, size: int) -> None:
-        self._head, self._size, self._pos = head, size, 0
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._pos = self._size + offset if whence == os.SEEK_END else offset
-        return self._pos
-
-    def read(self, count: int) -> bytes:
-        data = self._head[self._pos : self._pos + count]
-        self._pos += len(data)
-        return data
-
-
-def _read_safetensors_head(downloads: _Downloads, url: str) -> Tuple[bytes, int]:
-    """``(the header bytes, the file size)``, by ranged GETs (or the head of a plain GET)."""
+    The header is read with ranged GETs (or from the head of a plain GET when
+    the server ignores ``Range``), a chunk at a time: memory stays bounded
+    whatever the header's size (up to ``MAX_HEADER_BYTES``).
+    """
     label = WEIGHTS_NAME
     response = downloads.open(url, label, first=0, last=_HEAD_BYTES - 1)
     try:
         size = _total_size(response, label)
         head = downloads.read_exactly(response, min(_HEAD_BYTES, size))
-        if len(head) >= 8:
-            (length,) = struct.unpack("<Q", head[:8])
-            need = 8 + min(length, MAX_HEADER_BYTES + 1)
-            if len(head) < need <= size:
-                if response.status == 206:
-                    response.close()
-                    response = downloads.open(url, label, first=len(head), last=need - 1)
-                head += downloads.read_exactly(response, need - len(head))
-        return head, size
+        if preflight:
+            data = _header_bytes(downloads, url, response, head, size)
+            try:
+                _preflight(config_bytes, data, size, models)
+            finally:
+                data.close()
+        return size
     finally:
         response.close()
+
+
+def _header_bytes(
+    downloads: _Downloads, url: str, response: Any, head: bytes, size: int
+) -> Iterator[bytes]:
+    """The file's bytes from offset 0, as far as its header goes: ``head``, then the rest in chunks."""
+    yield head
+    offset = len(head)
+    if len(head) < 8:
+        return
+    (length,) = struct.unpack("<Q", head[:8])
+    need = min(8 + min(length, MAX_HEADER_BYTES + 1), size)
+    if offset >= need:
+        return
+    rest = response
+    if response.status == 206:
+        rest = downloads.open(url, WEIGHTS_NAME, first=offset, last=need - 1)
+    try:
+        while offset < need:
+            chunk = downloads.read_exactly(rest, min(_CHUNK, need - offset))
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
+    finally:
+        if rest is not response:
+            rest.close()
 
 
 class _SignedURLFile:
@@ -830,9 +853,7 @@ def _publish(
     _weights_key, weights_url = weights.url(WEIGHTS_NAME)
     downloads.expires = weights.expires
     config_bytes = _read_config(downloads, config_url)
-    head, size = _read_safetensors_head(downloads, weights_url)
-    if preflight:
-        _preflight(config_bytes, head, size, models)
+    size = _read_weights_header(downloads, weights_url, config_bytes, models, preflight=preflight)
     source = _SignedURLFile(downloads, weights_url, name=WEIGHTS_NAME, size=size)
     try:
         existing = _existing(client, name)
@@ -928,7 +949,7 @@ def _read_config(downloads: _Downloads, url: str) -> bytes:
     return data
 
 
-def _preflight(config_bytes: bytes, head: bytes, size: int, models: List[str]) -> AdapterReport:
+def _preflight(config_bytes: bytes, header: Iterator[bytes], size: int, models: List[str]) -> None:
     """wire.md's LoRA rules on the config and the safetensors header; :class:`AdapterError` lists every problem."""
     problems: List[AdapterProblem] = []
     warnings: List[str] = []
@@ -945,21 +966,16 @@ def _preflight(config_bytes: bytes, head: bytes, size: int, models: List[str]) -
         problems.append(
             AdapterProblem("invalid_config_json", "adapter_config.json is not valid JSON")
         )
-    tensors = []
-    try:
-        tensors = read_safetensors_header(_HeaderView(head, size))  # type: ignore[arg-type]
-    except AdapterError as exc:
-        problems.extend(exc.problems)
+    scan = scan_safetensors_header(header, size, config)
+    problems.extend(scan.problems)
     if config is not None:
         config_problems, warnings = check_adapter_config(config, models)
         problems.extend(config_problems)
-        if tensors or not problems:
-            problems.extend(check_tensors(tensors, config))
+        if scan.tensors or not problems:
+            problems.extend(scan.tensor_problems)
     for warning in warnings:
         _logger.warning("%s", warning)
-    report = AdapterReport(tuple(problems), tuple(warnings), config, tuple(tensors))
-    report.raise_for_problems()
-    return report
+    AdapterReport(tuple(problems), tuple(warnings), config).raise_for_problems()
 
 
 def _existing(client: Client, name: str) -> Optional[LoRA]:

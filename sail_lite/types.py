@@ -339,11 +339,17 @@ class SampledTokens:
                 f"{where} has no output_text block", response_id=response.id
             )
         tokens = _block_token_ids(block)
-        if tokens is None or not all(_is_token(t) for t in tokens):
+        if tokens is None:
             raise MalformedResponseError(
                 f"{where} has no token_ids list: was it sent with raw_prompt_tokens?",
                 response_id=response.id,
             )
+        for index, token in enumerate(tokens):
+            if not _is_token(token):
+                raise MalformedResponseError(
+                    f"{where}: token_ids[{index}] is {repr(token)[:40]}, not a token id (an integer)",
+                    response_id=response.id,
+                )
         logprobs = None
         entries = block.get("logprobs")
         if entries is not None:

@@ -240,7 +240,10 @@ def test_cached_prompt_tokens_from_the_usage(usage, cached):
             reply([text_block(logprobs=[{"logprob": -1.0}])]),
             "token_ids",
         ),  # no ids in the logprobs either
-        (reply([text_block(token_ids=[1, True])]), "token_ids"),
+        (reply([text_block(text="hi")]), "has no token_ids list"),
+        # ids that are there but wrong say what is wrong, not that there are none:
+        (reply([text_block(token_ids=[1, True])]), r"token_ids\[1\] is True, not a token id"),
+        (reply([text_block(token_ids=[1, 2, "3"])]), r"token_ids\[2\] is '3', not a token id"),
         (reply([text_block(token_ids=[1, 2], logprobs=LP[:1])]), "1 logprobs for 2 tokens"),
         (reply([text_block(token_ids=[1], logprobs=[{"token_id": 1}])]), "malformed logprob"),
     ],

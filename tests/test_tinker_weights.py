@@ -429,6 +429,79 @@ def test_memory_stays_flat_for_a_large_checkpoint(client, emulator, storage, tmp
     assert peaks and peaks[0] < 8 * 2**20, peaks
 
 
+def weights_with_header(entries, *, pad_to=0, data=64):
+    """A safetensors file whose header holds ``entries`` (name -> (shape, start)), padded with spaces."""
+    header = json.dumps(
+        {
+            name: {
+                "dtype": "F32",
+                "shape": shape,
+                "data_offsets": [start, start + 4 * shape[0] * shape[1]],
+            }
+            for name, (shape, start) in entries.items()
+        }
+    ).encode()
+    header += b" " * max(pad_to - len(header), -len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + bytes(data)
+
+
+def traced_peak(call):
+    """The peak of Python's allocations while ``call()`` runs (the storage server's buffers included)."""
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_a_100_mib_safetensors_header_is_read_in_bounded_memory(client, emulator, tmp_path, ranges):
+    config, _ = adapter_files(tmp_path, rank=64)  # rank 64 > Kimi's 32: refused after the header
+    tensor = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    weights = weights_with_header({tensor: ([64, 1], 0)}, pad_to=100 * 2**20 - 8, data=256)
+    with StorageServer(ranges=ranges) as storage:
+        published = storage.publish(config, weights)
+        del weights
+
+        def publish():
+            with pytest.raises(AdapterError) as info:
+                upload_external_weights(client, published, supported_models=[MODEL])
+            # The whole header was read (its tensor was found and matched the config's rank):
+            assert [p.code for p in info.value.problems] == ["rank_exceeds_max"]
+
+        peak = traced_peak(publish)
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB for a 100 MiB header"
+    assert emulator.stats()["files"] == 0
+
+
+def test_a_header_of_many_tensors_is_checked_whole_in_bounded_memory(client, storage, tmp_path):
+    # 60,000 tensors (a 7 MiB header), every 1,000th with the wrong rank for the config's r=8.
+    config, _ = adapter_files(tmp_path, rank=8)
+    entries = {
+        f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight": (
+            [4 if i % 1000 == 7 else 8, 1],
+            0,
+        )
+        for i in range(60000)
+    }
+    weights = weights_with_header(entries)
+    published = storage.publish(config, weights)
+    del weights, entries
+    problems = []
+
+    def publish():
+        with pytest.raises(AdapterError) as info:
+            upload_external_weights(client, published, supported_models=[MODEL])
+        problems.extend(info.value.problems)
+
+    peak = traced_peak(publish)
+    (problem,) = problems
+    assert problem.code == "tensor_shape_mismatch"
+    assert "layers.7.self_attn" in problem.message and "(and 59 more)" in problem.message
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB for a 7 MiB header"
+
+
 def test_runs_list_their_loras_and_what_newer_steps_supersede(client, emulator, storage, tmp_path):
     names = []
     for step in range(3):

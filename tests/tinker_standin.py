@@ -1,4 +1,10 @@
-"""Stand-ins for tinker 0.38's external weights, for tests that run without tinker installed.
+"""Stand-ins for tinker 0.38 and tinker-cookbook 0.6.1, for tests that run without them installed.
+
+- :func:`cookbook_completers`: tinker-cookbook's ``completers`` module (the
+  real one when it imports, else :class:`StandInTokensWithLogprobs` and
+  :class:`StandInTokenCompleter` under ``tinker_cookbook.completers``, as
+  0.6.1 defines them), and :class:`StandInModelInput` for ``tinker.ModelInput``:
+  the completer's sync, async and map paths run in the default test run.
 
 - :class:`StorageServer`: a real HTTP server (stdlib, loopback) that serves a
   checkpoint's files under signed, expiring URLs, as Tinker's bucket does:
@@ -25,13 +31,84 @@ import re
 import secrets
 import threading
 import time
+import types
 import urllib.parse
 from concurrent.futures import Future
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass
+class StandInTokensWithLogprobs:
+    """tinker_cookbook.completers.TokensWithLogprobs (0.6.1): the same fields, defaults and property."""
+
+    tokens: List[int]
+    maybe_logprobs: Optional[List[float]]
+    stop_reason: str = "stop"
+    sequence_id: Optional[str] = None
+    prompt_cache_hit_tokens: int = 0
+
+    @property
+    def logprobs(self) -> List[float]:
+        if self.maybe_logprobs is None:
+            raise ValueError("Logprobs are not available")
+        return self.maybe_logprobs
+
+
+class StandInTokenCompleter:
+    """tinker_cookbook.completers.TokenCompleter: the abstract ``async __call__``."""
+
+    async def __call__(self, model_input, stop, *, max_tokens=None):
+        raise NotImplementedError
+
+
+class StandInModelInput:
+    """tinker.ModelInput, token chunks only: ``from_ints`` and ``to_ints``."""
+
+    def __init__(self, tokens):
+        self.tokens = list(tokens)
+
+    @classmethod
+    def from_ints(cls, tokens):
+        return cls(tokens)
+
+    def to_ints(self):
+        return list(self.tokens)
+
+
+def cookbook_completers() -> Tuple[types.ModuleType, Dict[str, types.ModuleType]]:
+    """``(completers module, modules to put in sys.modules)``: the real cookbook's, or the stand-in's.
+
+    With tinker-cookbook installed the second item is empty; otherwise it
+    maps ``tinker_cookbook`` and ``tinker_cookbook.completers`` to stand-in
+    modules, for a test to install (and take out again) with monkeypatch.
+    """
+    try:
+        from tinker_cookbook import completers
+
+        return completers, {}
+    except ImportError:
+        pass
+    package = types.ModuleType("tinker_cookbook")
+    package.__path__ = []
+    completers = types.ModuleType("tinker_cookbook.completers")
+    completers.TokensWithLogprobs = StandInTokensWithLogprobs
+    completers.TokenCompleter = StandInTokenCompleter
+    package.completers = completers
+    return completers, {"tinker_cookbook": package, "tinker_cookbook.completers": completers}
+
+
+def model_input_type():
+    """``tinker.ModelInput``, or :class:`StandInModelInput` without tinker."""
+    try:
+        import tinker
+
+        return tinker.ModelInput
+    except ImportError:
+        return StandInModelInput
 
 
 class StandInFuture:

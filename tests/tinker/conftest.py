@@ -7,6 +7,7 @@ Skipped when tinker-cookbook is not importable, unless ``SAIL_REQUIRE_TINKER=1``
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import pytest
@@ -57,3 +58,18 @@ def wait_for(condition, timeout=5.0):
     while not condition():
         assert time.monotonic() < deadline, f"condition not met in {timeout} s"
         time.sleep(0.01)
+
+
+@pytest.fixture
+def cookbook(monkeypatch):
+    """tinker-cookbook's ``completers`` module: the real one, or (without it) the stand-in for this test.
+
+    The stand-in goes into ``sys.modules`` for the test only, so the completer's
+    sync, async and map paths run in the default test run, tinker absent.
+    """
+    from ..tinker_standin import cookbook_completers
+
+    completers, modules = cookbook_completers()
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return completers

@@ -110,3 +110,39 @@ def test_the_cookbooks_sampling_turn_timeout_cancels_the_response_on_sail():
             )
         wait_for(lambda: server.stats()["cancellations"] == 1)
         assert server.stats()["responses"] == {"cancelled": 1}
+
+
+def _provenance_api():
+    """cookbook 0.6's provenance pieces, or skip on 0.5 (no sequence_id, no provenance)."""
+    import dataclasses
+
+    from tinker_cookbook.completers import TokensWithLogprobs
+
+    if "sequence_id" not in {f.name for f in dataclasses.fields(TokensWithLogprobs)}:
+        pytest.skip("this tinker-cookbook has no provenance (< 0.6)")
+    # Imported, not importorskip'd: on 0.6 a missing dependency must fail the Tinker tier.
+    from tinker_cookbook.rl import data_processing, train
+
+    return data_processing, train
+
+
+def test_a_rollout_with_provenance_gets_no_spans_from_sail_and_stable_reinforce_refuses_it(
+    client, emulator
+):
+    # Sail response ids are not Tinker sequence ids: sending them to forward_backward as provenance
+    # would be wrong, so a sail_lite result has sequence_id None, as the official completer's.
+    data_processing, train = _provenance_api()
+    renderer = RoleColonRenderer(ByteTokenizer())
+    builder = ProblemGroupBuilder(env_thunk=lambda: Arithmetic(renderer, 2, 3), num_envs=2)
+    group = asyncio.run(do_group_rollout(builder, policy(client)))
+    actions = [t.ac for trajectory in group.trajectories_G for t in trajectory.transitions]
+    assert actions and all(action.sequence_id is None for action in actions)
+    # ... and the Sail response id is still there, on an attribute the cookbook never reads.
+    assert {action.sail_response_id for action in actions} == set(emulator.state.responses)
+
+    advantages = data_processing.compute_advantages([group])
+    data, _ = data_processing.assemble_training_data([group], advantages, include_provenance=True)
+    assert data and all(d.model_input_spans is None and d.loss_fn_input_spans is None for d in data)
+    with pytest.raises(ValueError, match="sequence_id"):
+        train._check_provenance(data, "stable_reinforce")
+    train._check_provenance(data, "importance_sampling")  # the other losses need none
