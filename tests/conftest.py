@@ -57,6 +57,19 @@ def make_client(server, **overrides) -> Client:
     return Client(**options)
 
 
+def response_for(emulator, prompt):
+    """The emulator's record of the response sampled from ``prompt`` (it keeps a digest, not ids)."""
+    from sail_lite.emulator.model import prompt_state
+
+    state = emulator.state
+    (record,) = [
+        r
+        for r in list(state.responses.values())
+        if r.prompt_state == prompt_state(tuple(prompt), seed=state.seed, model=r.params.model)
+    ]
+    return record
+
+
 @pytest.fixture
 def client(emulator):
     with make_client(emulator) as c:

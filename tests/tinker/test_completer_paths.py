@@ -18,7 +18,7 @@ import pytest
 from sail_lite import InvalidRequestError, MalformedResponseError, Response, SailTokenCompleter
 from sail_lite.emulator import EmulatorServer
 
-from ..conftest import make_client
+from ..conftest import make_client, response_for
 from ..tinker_standin import model_input_type
 from .conftest import wait_for
 
@@ -67,7 +67,7 @@ def test_sample_tokens_blocks_for_a_cookbook_result(cookbook, client, emulator):
         "length",
     )
     (record,) = emulator.state.responses.values()
-    assert record.params.raw and record.params.prompt == tuple(PROMPT)
+    assert record.params.raw and record is response_for(emulator, PROMPT)
     assert result.sail_response_id == record.id
     assert getattr(result, "sequence_id", None) is None  # cookbook 0.6+: Tinker's id, not Sail's
 
@@ -96,8 +96,7 @@ def test_map_yields_results_in_order_one_sample_each(cookbook, client, emulator)
     prompts = [[1 + i, 2, 3] for i in range(6)]
     results = list(completer(client).map(iter(prompts), max_in_flight=3))
     assert [type(r) for r in results] == [cookbook.TokensWithLogprobs] * 6
-    by_prompt = {r.params.prompt: r.id for r in emulator.state.responses.values()}
-    assert [r.sail_response_id for r in results] == [by_prompt[tuple(p)] for p in prompts]
+    assert [r.sail_response_id for r in results] == [response_for(emulator, p).id for p in prompts]
     assert emulator.stats()["inference_runs"] == 6
 
 
