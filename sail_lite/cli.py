@@ -222,7 +222,7 @@ def _add_demo(commands: Any, connection: List[argparse.ArgumentParser]) -> None:
 
 
 def _add_emulator(commands: Any) -> None:
-    from .emulator.__main__ import _parser as emulator_parser
+    from .emulator.__main__ import build_parser as emulator_parser
 
     # One definition of the emulator's options: python -m sail_lite.emulator's own parser, as a parent.
     # Its -h is resolved against ours; the values are handed back to it as typed (see _emulator).

@@ -687,7 +687,7 @@ def _rest_method(rest: Any, name: str, *, asynchronous: bool = False) -> Callabl
         if callable(method):
             return method  # type: ignore[no-any-return]
     raise ConfigurationError(
-        f"tinker {_tinker_version()} has no RestClient.{name}() (tinker 0.36 removed it), so the signed checkpoint archive URL cannot "
+        f"tinker {tinker_version()} has no RestClient.{name}() (tinker 0.36 removed it), so the signed checkpoint archive URL cannot "
         "be resolved. With tinker 0.38+, export the step with training_client.save_weights_external(name) and "
         "publish it as a Sail LoRA with sail_lite.tinker_weights.upload_external_weights(), then sample with "
         "lora=<its name>; or install a tinker that has the archive URL, e.g. pip install 'tinker>=0.33,<0.36', or "
@@ -695,7 +695,7 @@ def _rest_method(rest: Any, name: str, *, asynchronous: bool = False) -> Callabl
     )
 
 
-def _tinker_version() -> str:
+def tinker_version() -> str:
     try:
         from importlib.metadata import version
 

@@ -340,10 +340,10 @@ def _rest_client(service_client: Any) -> Any:
 def _urls_method(rest: Any) -> Callable[[str], Any]:
     method = getattr(rest, _URLS_METHOD, None)
     if not callable(method):
-        from .tinker import _tinker_version
+        from .tinker import tinker_version
 
         raise ConfigurationError(
-            f"tinker {_tinker_version()} has no RestClient.{_URLS_METHOD}() (added in tinker 0.38): upgrade tinker, or for a sampler checkpoint "
+            f"tinker {tinker_version()} has no RestClient.{_URLS_METHOD}() (added in tinker 0.38): upgrade tinker, or for a sampler checkpoint "
             "with tinker < 0.36 use get_tinker_checkpoint_signed_url() and the completer's tinker_lora_signed_url"
         )
     return method  # type: ignore[no-any-return]

@@ -486,7 +486,7 @@ def test_jobs_status_counts_requests_past_the_retention_window(frozen, tmp_path)
 def test_a_journal_written_before_key_ages_were_recorded_opens_and_counts_from_created_at(tmp_path):
     import sqlite3
 
-    from sail_lite.journal import _SCHEMA
+    from sail_lite.journal.store import _SCHEMA
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(str(path))

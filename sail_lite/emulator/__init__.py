@@ -461,8 +461,7 @@ class EmulatorServer:
         Same shape as :meth:`publish_external_weights`; ``KeyError`` for a path
         never published (or forgotten by :meth:`reset`).
         """
-        with self.state._lock:
-            weights_id = self.state.external_ids.get(tinker_path)
+        weights_id = self.state.external_weights_id(tinker_path)
         if weights_id is None:
             raise KeyError(f"no external weights were published at {tinker_path}")
         expires = self._expiry(ttl_seconds)

@@ -17,7 +17,7 @@ from .state import DEFAULT_IDEMPOTENCY_RETENTION
 __all__ = ["main", "serve", "announce_and_serve", "listen_error"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sail_lite.emulator", description="An offline, Sail-compatible API server."
     )
@@ -166,7 +166,7 @@ def listen_error(exc: OSError, host: str, port: int) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return serve(args, out)

@@ -401,6 +401,11 @@ class State:
             self.external_ids[tinker_path] = weights_id
         return weights_id
 
+    def external_weights_id(self, tinker_path: str) -> Optional[str]:
+        """The weights id published at ``tinker_path``, or None."""
+        with self._lock:
+            return self.external_ids.get(tinker_path)
+
     def external_file(self, weights_id: str, filename: str) -> str:
         """The stored path of one published file, or a 404."""
         with self._lock:

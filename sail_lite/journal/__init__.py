@@ -29,7 +29,6 @@ from .codec import (
     sent_key,
 )
 from .store import (
-    _SCHEMA,
     APPLICATION_ID,
     PRIVATE_MODE,
     SCHEMA_VERSION,
@@ -39,7 +38,6 @@ from .store import (
     JournalEntry,
     JournalRow,
     MemoryOccurrences,
-    _MemoryOccurrences,
     check_retention,
 )
 
@@ -74,7 +72,3 @@ __all__ = [
     "is_terminal_failure",
     "format_duration",
 ]
-
-# ``_SCHEMA`` (a test builds an old-format file from it) and ``_MemoryOccurrences`` (pipeline's
-# import, now ``MemoryOccurrences``) stay importable for code written before the split.
-_KEPT = (_SCHEMA, _MemoryOccurrences)

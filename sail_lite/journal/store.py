@@ -1031,6 +1031,3 @@ class MemoryOccurrences:
 
     def close(self) -> None:
         self._seen.clear()
-
-
-_MemoryOccurrences = MemoryOccurrences  # the name pipeline imported before it was public

@@ -315,8 +315,8 @@ def test_latency_is_added_each_way_to_every_request():
 
 
 def test_python_m_takes_latency_and_refuses_a_negative_one(capsys):
-    from sail_lite.emulator.__main__ import _parser, serve
+    from sail_lite.emulator.__main__ import build_parser, serve
 
     with pytest.raises(ValueError, match="--latency"):
-        serve(_parser().parse_args(["--port", "0", "--latency", "-1"]))
-    assert _parser().parse_args(["--latency", "0.02"]).latency == 0.02
+        serve(build_parser().parse_args(["--port", "0", "--latency", "-1"]))
+    assert build_parser().parse_args(["--latency", "0.02"]).latency == 0.02

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from sail_lite.emulator import EmulatorServer
-from sail_lite.emulator.__main__ import _parser, serve
+from sail_lite.emulator.__main__ import build_parser, serve
 
 from .conftest import MODEL, Api
 
@@ -80,11 +80,11 @@ def test_a_bad_window_is_refused():
 
 
 def test_the_command_line_option():
-    args = _parser().parse_args(["--idempotency-retention", "90", "--port", "70000"])
+    args = build_parser().parse_args(["--idempotency-retention", "90", "--port", "70000"])
     assert args.idempotency_retention == 90.0
-    assert _parser().parse_args([]).idempotency_retention == 24 * 3600
+    assert build_parser().parse_args([]).idempotency_retention == 24 * 3600
     with pytest.raises(ValueError, match="--port"):
         serve(args, io.StringIO())  # the option parses; the bad port is what stops it here
-    bad = _parser().parse_args(["--idempotency-retention", "0"])
+    bad = build_parser().parse_args(["--idempotency-retention", "0"])
     with pytest.raises(ValueError, match="--idempotency-retention"):
         serve(bad, io.StringIO())
