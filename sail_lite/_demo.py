@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from ._progress import ProgressBar
@@ -133,6 +134,38 @@ def _gather(futures: Sequence[Any], progress: ProgressBar) -> List[Any]:
     return results
 
 
+@dataclass(frozen=True)
+class _Demo:
+    """One demo run's settings and where it writes."""
+
+    client: Any
+    out: TextIO
+    err: TextIO
+    max_tokens: int
+    window: str
+    temperature: float
+    model: str
+    tty: bool
+
+    def submit(self, prompts: Sequence[List[int]], **options: Any) -> List[Any]:
+        """Submit every prompt at once (futures, in order)."""
+        return [
+            self.client.tokens.submit(
+                p,
+                model=self.model,
+                max_tokens=self.max_tokens,
+                completion_window=self.window,
+                stop=["\n"],
+                **options,
+            )
+            for p in prompts
+        ]
+
+    def gather(self, futures: Sequence[Any]) -> List[Any]:
+        """The futures' results in order, with a progress bar."""
+        return _gather(futures, ProgressBar("   sampling", self.err, in_bytes=False, tty=self.tty))
+
+
 def run(
     client: Any,
     out: TextIO,
@@ -145,92 +178,76 @@ def run(
     tty: bool = False,
 ) -> int:
     """The demo on an open client; returns the process exit code (errors raise ``SailError``)."""
-    from .adapters import make_adapter
-
+    demo = _Demo(client, out, err, max_tokens, window, temperature, model, tty)
     prompts: List[List[int]] = [list(p.encode("utf-8")) for p in PROMPTS]
+    _sample_step(demo, prompts)
+    name = _upload_step(demo)
+    _compare_step(demo, prompts, name)
+    return 0
+
+
+def _sample_step(demo: _Demo, prompts: Sequence[List[int]]) -> None:
     how = (
         "greedily (temperature 0: the most likely token each step)"
-        if temperature == 0
-        else f"at temperature {temperature:g}"
+        if demo.temperature == 0
+        else f"at temperature {demo.temperature:g}"
     )
-    out.write(
-        f"1. Sampling {len(prompts)} raw-token prompts on {model} {how}, {window} window, logprobs on:\n"
+    demo.out.write(
+        f"1. Sampling {len(prompts)} raw-token prompts on {demo.model} {how}, "
+        f"{demo.window} window, logprobs on:\n"
     )
     started = time.monotonic()
-    first = _gather(
-        [
-            client.tokens.submit(
-                p,
-                model=model,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                completion_window=window,
-                stop=["\n"],
-            )
-            for p in prompts
-        ],
-        ProgressBar("   sampling", err, in_bytes=False, tty=tty),
-    )
+    first = demo.gather(demo.submit(prompts, temperature=demo.temperature))
     for prompt, result in zip(PROMPTS, first):
-        out.write(
-            f"   {repr(prompt):<28} -> {_text(result.tokens)}  ({len(result.tokens)} tokens, stop_reason={result.stop_reason})\n"
+        demo.out.write(
+            f"   {repr(prompt):<28} -> {_text(result.tokens)}  ({len(result.tokens)} tokens, "
+            f"stop_reason={result.stop_reason})\n"
         )
-        out.write("   {:<28}    {}\n".format("", _logprobs(result.logprobs)))
-    out.write(f"   {len(first)} samples in {time.monotonic() - started:.2f} s\n")
+        demo.out.write(f"   {'':<28}    {_logprobs(result.logprobs)}\n")
+    demo.out.write(f"   {len(first)} samples in {time.monotonic() - started:.2f} s\n")
+
+
+def _upload_step(demo: _Demo) -> str:
+    from .adapters import make_adapter
 
     name = "sail-lite-demo-" + uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="sail-lite-demo-") as folder:
-        adapter = make_adapter(os.path.join(folder, "adapter"), base_model=model, rank=8, seed=7)
-        out.write(
-            f"2. Uploading LoRA {name!r} (a generated rank-8 PEFT adapter): pre-flight, upload, validation\n"
+        adapter = make_adapter(
+            os.path.join(folder, "adapter"), base_model=demo.model, rank=8, seed=7
         )
-        lora = client.loras.upload(
+        demo.out.write(
+            f"2. Uploading LoRA {name!r} (a generated rank-8 PEFT adapter): "
+            "pre-flight, upload, validation\n"
+        )
+        lora = demo.client.loras.upload(
             adapter,
             name=name,
-            supported_models=[model],
+            supported_models=[demo.model],
             wait=True,
-            progress=ProgressBar("   uploading", err, tty=tty),
+            progress=ProgressBar("   uploading", demo.err, tty=demo.tty),
         )
-    out.write(f"   LoRA {lora.name!r} (id {lora.id}): {_validation(lora, model)}\n")
+    demo.out.write(f"   LoRA {lora.name!r} (id {lora.id}): {_validation(lora, demo.model)}\n")
+    return name
 
-    out.write(
-        f"3. Greedy decoding (temperature 0) of the same prompts, without and with LoRA {name!r}, {window} window:\n"
+
+def _compare_step(demo: _Demo, prompts: Sequence[List[int]], name: str) -> None:
+    demo.out.write(
+        f"3. Greedy decoding (temperature 0) of the same prompts, without and with LoRA {name!r}, "
+        f"{demo.window} window:\n"
     )
-    pairs = [
-        (
-            client.tokens.submit(
-                p,
-                model=model,
-                max_tokens=max_tokens,
-                temperature=0.0,
-                completion_window=window,
-                stop=["\n"],
-            ),
-            client.tokens.submit(
-                p,
-                model=model,
-                max_tokens=max_tokens,
-                temperature=0.0,
-                completion_window=window,
-                stop=["\n"],
-                lora=name,
-            ),
-        )
-        for p in prompts
-    ]
-    results = _gather(
-        [f for pair in pairs for f in pair],
-        ProgressBar("   sampling", err, in_bytes=False, tty=tty),
-    )
+    # Both sets in flight at once: one turn of the window, not two.
+    base = demo.submit(prompts, temperature=0.0)
+    tuned = demo.submit(prompts, temperature=0.0, lora=name)
+    results = demo.gather(base + tuned)
+    base_results, tuned_results = results[: len(base)], results[len(base) :]
     changed = 0
-    for index, prompt in enumerate(PROMPTS):
-        base, tuned = results[2 * index], results[2 * index + 1]
-        out.write(
-            f"   {repr(prompt)}\n      base model: {_text(base.tokens)}\n      with LoRA:  {_text(tuned.tokens)}\n"
+    for prompt, base, tuned in zip(PROMPTS, base_results, tuned_results):
+        demo.out.write(
+            f"   {repr(prompt)}\n      base model: {_text(base.tokens)}\n"
+            f"      with LoRA:  {_text(tuned.tokens)}\n"
         )
         changed += base.tokens != tuned.tokens
-    out.write(f"   LoRA {name!r} changed {changed} of {len(prompts)} greedy continuations\n")
-    return 0
+    demo.out.write(f"   LoRA {name!r} changed {changed} of {len(prompts)} greedy continuations\n")
 
 
 def run_from_args(
