@@ -5,7 +5,8 @@
 ``KeyboardInterrupt`` itself (except in ``submit``, which shows what ``Client.close()`` did):
 
 - ``sample``         ``client.tokens.sample`` over many prompts, one after another;
-- ``map``            ``client.tokens.map`` over many prompts, 8 in flight;
+- ``map``            ``client.tokens.map`` over many prompts, 8 in flight (its progress callback
+                     writes ``progress N`` from inside the map's own loop);
 - ``map-journal``    the same with a Journal (``JOURNAL``) and ``on_interrupt="cancel"``;
 - ``sample-journal`` ``client.tokens.sample(..., journal=)`` over many prompts;
 - ``submit``         three futures from ``submit()``, then unrelated code (a sleep) is interrupted;
@@ -16,6 +17,7 @@ The client is made without a ``with`` block, as the short scripts people write a
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -54,6 +56,7 @@ def submit_then_sleep(client: Client) -> None:
 def main(argv):
     base_url, api_key, mode = argv[1], argv[2], argv[3]
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    logging.basicConfig(level=logging.INFO)  # a script that shows what sail_lite logs
     client = Client(
         api_key,
         base_url=base_url,
@@ -79,7 +82,12 @@ def main(argv):
         if mode == "map-journal":
             options = dict(journal=Journal(argv[4]), job="mapped", on_interrupt="cancel")
         results = client.tokens.map(
-            prompts(), model=MODEL, max_tokens=4, max_in_flight=8, **options
+            prompts(),
+            model=MODEL,
+            max_tokens=4,
+            max_in_flight=8,
+            progress=lambda progress: say("progress", progress.done),  # said inside the map's loop
+            **options,
         )
         for result in results:
             say("result", result.response_id)

@@ -87,6 +87,14 @@ def interrupt_in_flight(process, server, lines, count):
     process.send_signal(signal.SIGINT)
 
 
+def interrupt_in_map(process, lines, count):
+    """SIGINT once the script got ``count`` results and the map's own loop (its progress callback) runs."""
+    read_until(
+        process, lines, lambda seen: len(results(seen)) >= count and seen[-1][0] == "progress"
+    )
+    process.send_signal(signal.SIGINT)
+
+
 def results(lines):
     return [words[1] for words in lines if words and words[0] == "result"]
 
@@ -125,6 +133,13 @@ def assert_ends_with_the_interrupt(process, err):
     )
 
 
+def assert_the_exception_names(err, response_ids):
+    """The KeyboardInterrupt itself (its note, or its message before 3.11) names each id."""
+    tail = err[err.rindex("KeyboardInterrupt") :]
+    for response_id in response_ids:
+        assert response_id in tail, (response_id, err)
+
+
 def assert_nothing_left_or_lost(server, returned, err):
     """Nothing left running; every response the script did not get back is named on stderr."""
     found = statuses(server)
@@ -143,23 +158,25 @@ def test_ctrl_c_in_a_sampling_loop_cancels_the_sample_in_flight(server):
     assert_ends_with_the_interrupt(process, err)
     found = assert_nothing_left_or_lost(server, results(lines), err)
     assert server.stats()["cancellations"] == sum(1 for s in found.values() if s == "cancelled")
+    assert_the_exception_names(err, set(found) - set(results(lines)))
 
 
 def test_ctrl_c_in_a_map_cancels_every_request_in_flight(server):
     process = start_worker(server, "map")
     lines = []
-    interrupt_in_flight(process, server, lines, 3)
+    interrupt_in_map(process, lines, 3)
     err = finish(process, lines)
     assert_ends_with_the_interrupt(process, err)
     found = assert_nothing_left_or_lost(server, results(lines), err)
     assert "cancelled" in found.values()  # eight in flight at any time: some were cancelled
+    assert_the_exception_names(err, set(found) - set(results(lines)))
 
 
 def test_a_journaled_map_records_what_ctrl_c_cancelled(server, tmp_path):
     journal_path = tmp_path / "job.db"
     process = start_worker(server, "map-journal", journal_path)
     lines = []
-    interrupt_in_flight(process, server, lines, 3)
+    interrupt_in_map(process, lines, 3)
     err = finish(process, lines)
     assert_ends_with_the_interrupt(process, err)
     found = assert_nothing_left_or_lost(server, results(lines), err)
@@ -197,7 +214,7 @@ def test_a_second_ctrl_c_skips_the_cancel(server):
     server.faults.add(Fault("delay", method="POST", path="/v1/responses/*/cancel", delay=5.0))
     process = start_worker(server, "map")
     lines = []
-    interrupt_in_flight(process, server, lines, 1)
+    interrupt_in_map(process, lines, 1)
     wait_for(
         lambda: server.stats()["requests"].get(CANCEL_ROUTE, 0) >= 1 or process.poll() is not None,
         "the first cancel to reach the server",
