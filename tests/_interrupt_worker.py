@@ -9,6 +9,8 @@
                      writes ``progress N`` from inside the map's own loop);
 - ``map-journal``    the same with a Journal (``JOURNAL``) and ``on_interrupt="cancel"``;
 - ``sample-journal`` ``client.tokens.sample(..., journal=)`` over many prompts;
+- ``completer``      ``SailTokenCompleter.sample_tokens`` over many prompts (needs tinker-cookbook;
+                     writes ``result -``: which id a result carries is the completer's business);
 - ``submit``         three futures from ``submit()``, then unrelated code (a sleep) is interrupted;
                      after ``client.close()`` it prints ``future <id> <exception type>`` for each.
 
@@ -77,6 +79,13 @@ def main(argv):
                 prompt, model=MODEL, max_tokens=4, journal=journal, job="sampled"
             )
             say("result", result.response_id)
+    elif mode == "completer":
+        from sail_lite.tinker import SailTokenCompleter
+
+        completer = SailTokenCompleter(model=MODEL, max_tokens=4, client=client)
+        for prompt in prompts():
+            completer.sample_tokens(prompt)
+            say("result", "-")
     elif mode in ("map", "map-journal"):
         options = {}
         if mode == "map-journal":
