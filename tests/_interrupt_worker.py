@@ -8,6 +8,7 @@
 - ``map``            ``client.tokens.map`` over many prompts, 8 in flight (its progress callback
                      writes ``progress N`` from inside the map's own loop);
 - ``map-journal``    the same with a Journal (``JOURNAL``) and ``on_interrupt="cancel"``;
+- ``sample-term``    ``sample`` with a SIGTERM handler that calls ``sys.exit(3)``;
 - ``sample-journal`` ``client.tokens.sample(..., journal=)`` over many prompts;
 - ``completer``      ``SailTokenCompleter.sample_tokens`` over many prompts (needs tinker-cookbook;
                      writes ``result -``: which id a result carries is the completer's business);
@@ -45,9 +46,9 @@ def submit_then_sleep(client: Client) -> None:
     futures = [client.tokens.submit([1, 2, i], model=MODEL, max_tokens=4) for i in range(3)]
     while not all(future.response_id for future in futures):
         time.sleep(0.01)
-    say("submitted", *(future.response_id for future in futures))
     try:
-        time.sleep(600)  # unrelated code: the interrupt lands here
+        say("submitted", *(future.response_id for future in futures))
+        time.sleep(600)  # unrelated code: the interrupt lands here (or in the line above)
     except KeyboardInterrupt:
         client.close()
         for future in futures:
@@ -69,7 +70,9 @@ def main(argv):
     say("ready")
     if mode == "submit":
         submit_then_sleep(client)
-    elif mode == "sample":
+    elif mode in ("sample", "sample-term"):
+        if mode == "sample-term":
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
         for prompt in prompts():
             say("result", client.tokens.sample(prompt, model=MODEL, max_tokens=4).response_id)
     elif mode == "sample-journal":

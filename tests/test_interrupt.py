@@ -161,6 +161,20 @@ def test_ctrl_c_in_a_sampling_loop_cancels_the_sample_in_flight(server):
     assert_the_exception_names(err, set(found) - set(results(lines)))
 
 
+def test_sys_exit_from_a_signal_handler_cancels_too_and_keeps_its_exit_code(server):
+    process = start_worker(server, "sample-term")
+    lines = []
+    read_until(process, lines, lambda seen: len(results(seen)) >= 1)
+    wait_for(
+        lambda: len(statuses(server)) > len(results(lines)) or process.poll() is not None,
+        "a request in flight",
+    )
+    process.send_signal(signal.SIGTERM)
+    err = finish(process, lines)
+    assert process.returncode == 3, err
+    assert_nothing_left_or_lost(server, results(lines), err)
+
+
 def test_ctrl_c_in_a_map_cancels_every_request_in_flight(server):
     process = start_worker(server, "map")
     lines = []
