@@ -647,6 +647,40 @@ class Submitter:
         self._requester.poller.start(start)  # start() settles the future itself
         return future
 
+    def start_create(self, body: Mapping[str, Any], call: Call) -> ResponseFuture:
+        """:meth:`create` on a thread of its own; a future of the reply (the response as created) at once.
+
+        For a caller that blocks on the create itself (``responses.create``):
+        waited on with :func:`block_on`, an interrupt withdraws a create not
+        sent yet and cancels the response once the reply names it (a
+        foreground request the server finishes before it replies is named
+        ``finished``). A thread per call, not the client's pool: a foreground
+        create holds its thread for a whole turn.
+        """
+        key = call.idempotency_key or self._requester.new_idempotency_key()
+        call = call.replace(idempotency_key=key)
+        future = _Handle(self, idempotency_key=key, queued=True)
+
+        def run() -> None:
+            if not future.begin_create():
+                return
+            try:
+                response = self.create(body, call)
+            except BaseException as exc:
+                if not future.cancelled():
+                    future.set_exception(exc)
+            else:
+                future.set_accepted(response.id)
+                try:
+                    future.set_result(response)
+                except InvalidStateError:
+                    pass  # cancelled meanwhile: the interrupted caller cancels it by id
+            finally:
+                future.end_create()
+
+        threading.Thread(target=run, name="sail-lite-create", daemon=True).start()
+        return future
+
     # --- the wire calls on one response ------------------------------------------------------
 
     def create(

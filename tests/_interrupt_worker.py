@@ -9,6 +9,7 @@
                      writes ``progress N`` from inside the map's own loop);
 - ``map-journal``    the same with a Journal (``JOURNAL``) and ``on_interrupt="cancel"``;
 - ``sample-term``    ``sample`` with a SIGTERM handler that calls ``sys.exit(3)``;
+- ``create``         ``client.responses.create`` (foreground: the reply comes when the turn ends);
 - ``sample-journal`` ``client.tokens.sample(..., journal=)`` over many prompts;
 - ``completer``      ``SailTokenCompleter.sample_tokens`` over many prompts (needs tinker-cookbook;
                      writes ``result -``: which id a result carries is the completer's business);
@@ -75,6 +76,12 @@ def main(argv):
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
         for prompt in prompts():
             say("result", client.tokens.sample(prompt, model=MODEL, max_tokens=4).response_id)
+    elif mode == "create":
+        for i in range(N):
+            response = client.responses.create(
+                model=MODEL, input=f"say {i}", max_output_tokens=4, completion_window="balanced"
+            )
+            say("result", response.id)
     elif mode == "sample-journal":
         journal = Journal(argv[4])
         for prompt in prompts():

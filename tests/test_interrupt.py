@@ -161,6 +161,18 @@ def test_ctrl_c_in_a_sampling_loop_cancels_the_sample_in_flight(server):
     assert_the_exception_names(err, set(found) - set(results(lines)))
 
 
+def test_ctrl_c_in_a_foreground_create_names_what_it_started(server):
+    # The reply of a foreground create comes when its turn ends: the interrupted call waits for it (within
+    # its bound), then cancels the response, or names it as finished when it already was.
+    process = start_worker(server, "create")
+    lines = []
+    interrupt_in_flight(process, server, lines, 1)
+    err = finish(process, lines)
+    assert_ends_with_the_interrupt(process, err)
+    found = assert_nothing_left_or_lost(server, results(lines), err)
+    assert_the_exception_names(err, set(found) - set(results(lines)))
+
+
 def test_sys_exit_from_a_signal_handler_cancels_too_and_keeps_its_exit_code(server):
     process = start_worker(server, "sample-term")
     lines = []
