@@ -297,7 +297,9 @@ class Responses:
         completion window. ``deadline`` (seconds) bounds the whole wait
         (without one, the poll policy's bound for the window applies): then
         :class:`DeadlineExceededError` carries the response id and the work
-        goes on on the server.
+        goes on on the server. Ctrl-C cancels the response on the server
+        (bounded) and the ``KeyboardInterrupt`` names it
+        (:func:`~sail_lite.submission.block_on`).
         """
         future = self.attach(
             response_id, deadline=deadline, timeout=timeout, extra_headers=extra_headers
