@@ -771,7 +771,9 @@ def record_outcome(
     Shared by the map engine and :func:`submit_request`: one definition of
     what each outcome means. A response that an attach finds gone (404) is
     sent again with the same key; one an attach finds cancelled (left by a
-    run that cancelled it) is sent again under the next attempt's key.
+    run that cancelled it) is sent again under the next attempt's key; one
+    found cancelled otherwise is journaled ``cancelled`` (a re-run sends it
+    again), and its error returned.
     """
     recording = journal is not None and key is not None
     if future.cancelled():
@@ -795,6 +797,11 @@ def record_outcome(
         journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
         row = journal.claim(job, [entry], retry_failed=retry_failed)[0]  # type: ignore[union-attr,arg-type]
         return Outcome(resend=True, row=row)
+    if isinstance(exc, ResponseCancelledError) and recording:
+        # Cancelled on the server (by an interrupted call whose poll saw it first, or by anyone):
+        # journaled "cancelled", not "failed", so a re-run sends it again under a new attempt key.
+        journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
+        return Outcome(error=exc)
     if recording:
         if is_terminal_failure(exc):
             journal.record_failure(key, exc)  # type: ignore[union-attr,arg-type]
