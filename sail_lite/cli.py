@@ -766,8 +766,16 @@ def main(
         where = f": {exc.filename}" if exc.filename else ""
         err.write(f"sail-lite: error: {_one_line(detail)}{where}\n")
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err.write("sail-lite: interrupted\n")
+        # What the interrupted call had in flight (sail_lite.submission.Interruption.annotate).
+        for label, group in (("cancelled", "cancelled"), ("still running", "uncancelled")):
+            for response_id in getattr(exc, group, ()):
+                err.write(f"sail-lite: {label} {response_id}\n")
+        for response_id in getattr(exc, "finished", ()):
+            err.write(
+                f"sail-lite: finished {response_id} (sail-lite responses get {response_id})\n"
+            )
         return 130
 
 

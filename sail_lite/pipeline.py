@@ -41,7 +41,7 @@ import queue
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import (
     TYPE_CHECKING,
@@ -75,8 +75,10 @@ from .journal import (
     request_fingerprint,
 )
 from .submission import (
+    INTERRUPTS,
     SUBMIT_KINDS,
     InFlight,
+    Interruption,
     identity_name,
     journal_job,
     record_outcome,
@@ -406,6 +408,7 @@ class _MapRun:
         self.wait = min(reporter.interval, 0.5) or 0.05
 
     def results(self) -> Iterator[Any]:
+        interrupted = False
         try:
             while True:
                 self.fill()
@@ -429,16 +432,41 @@ class _MapRun:
                 self.reporter.report(self.counters)
                 yield head.result
             self.reporter.report(self.counters, force=True)
+        except INTERRUPTS as exc:  # Ctrl-C in our wait: stop, then raise it from here, annotated
+            interrupted = True
+            interruption = self.stop()
+            raise interruption.annotate(exc).with_traceback(None) from None
         finally:
-            # Any early stop lands here: Ctrl-C (in our wait, or in the caller's loop body, which we
-            # only see as the generator being closed), a break, an exception, a raised failure.
-            self.stop()
+            # Any other early stop lands here: Ctrl-C in the caller's loop body (which we only see as
+            # the generator being closed), a break, an exception, a raised failure.
+            if not interrupted:
+                self.stop().log()
 
-    def stop(self) -> None:
-        if self.settings.on_interrupt == "cancel":
-            for future in self.in_flight.futures():
-                future.cancel()  # cancels on the server; the callback journals "cancelled"
-        self.prepared.close()  # type: ignore[attr-defined]
+    def stop(self) -> Interruption:
+        """Cancel (bounded, see InFlight.interrupt) or leave what is in flight, as ``on_interrupt`` says."""
+        try:
+            if self.settings.on_interrupt == "cancel":
+                interruption = self.in_flight.interrupt()  # the callbacks journal "cancelled"
+            else:
+                interruption = self.in_flight.leave()
+        finally:
+            self.prepared.close()  # type: ignore[attr-defined]
+        # Results that arrived but were never yielded (some while the cancels ran): named, so nothing
+        # is lost without a word.
+        unreturned = [
+            getattr(slot.future, "response_id", None)
+            for slot in self.window
+            if slot.ready and slot.error is None
+        ]
+        settled = {response_id for response_id in unreturned if response_id}
+        if not settled:
+            return interruption
+        return replace(
+            interruption,
+            finished=tuple(dict.fromkeys(interruption.finished + tuple(sorted(settled)))),
+            uncancelled=tuple(i for i in interruption.uncancelled if i not in settled),
+            left=tuple(i for i in interruption.left if i not in settled),
+        )
 
     def fill(self) -> None:
         """Read and start items while the window has room."""

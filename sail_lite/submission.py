@@ -17,17 +17,25 @@ responses to the client's poller.
   :class:`~sail_lite.Journal`.
 - :class:`InFlight` and :func:`block_on`: the one place a blocking call
   (``sample``, ``create``, ``wait``, ``map``) keeps the responses it has in
-  flight, so whatever must happen to them when the wait is interrupted is
-  written once.
+  flight, and what happens to them when the wait is interrupted: on
+  ``KeyboardInterrupt`` (or ``SystemExit`` from a signal handler) they are
+  cancelled on the server within :data:`CANCEL_BUDGET` seconds in all (a
+  second Ctrl-C skips that), and the exception is raised again from the
+  blocking call, carrying an :class:`Interruption` (see
+  :meth:`Interruption.annotate`). Futures the caller holds from ``submit()``
+  are never touched by an interrupt elsewhere.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 from ._checks import encode_json, path_id
 from ._future import ResponseFuture
@@ -59,7 +67,10 @@ from .types import Response, SampledTokens
 __all__ = [
     "Submitter",
     "InFlight",
+    "Interruption",
     "block_on",
+    "CANCEL_BUDGET",
+    "INTERRUPTS",
     "check_result",
     "to_sampled_tokens",
     "SUBMIT_KINDS",
@@ -118,7 +129,99 @@ SUBMIT_KINDS: Mapping[str, Transform] = {
 }
 
 
-# --- one place for what a blocking call has in flight -----------------------------------------------------------
+# --- one place for what a blocking call has in flight, and what an interrupt does to it ----------------------
+
+#: Seconds an interrupted blocking call spends, in all, cancelling what it has in flight.
+CANCEL_BUDGET = 2.0
+#: What counts as an interrupt of a wait: Ctrl-C, and ``sys.exit()`` from a signal handler.
+INTERRUPTS = (KeyboardInterrupt, SystemExit)
+_CANCEL_THREADS = 16  # cancels sent at once: a map's window is cancelled in one or two round trips
+_CANCELLED = ("cancelled", "canceled")
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """What stopping a blocking call did to the responses it had in flight (response ids).
+
+    ``cancelled``: cancelled on the server now. ``finished``: had finished
+    before the cancel arrived, or while the call was stopping, and its result
+    was not returned (``client.responses.retrieve(id)`` has it).
+    ``uncancelled``: still running on the server (``reason`` says why: the
+    cancel failed, ran out of :data:`CANCEL_BUDGET`, or a second Ctrl-C
+    skipped it). ``left``: left running on purpose (``on_interrupt="leave"``:
+    a re-run of the journaled job collects them). ``unanswered``: the
+    idempotency keys of creates whose reply had not come (if they reached the
+    server, the client cancels them when it can).
+    """
+
+    cancelled: Tuple[str, ...] = ()
+    finished: Tuple[str, ...] = ()
+    uncancelled: Tuple[str, ...] = ()
+    left: Tuple[str, ...] = ()
+    unanswered: Tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def response_ids(self) -> Tuple[str, ...]:
+        """Every response id the call had in flight or had not returned."""
+        return self.cancelled + self.finished + self.uncancelled + self.left
+
+    def describe(self) -> str:
+        """Lines naming each group of ids (empty when the call had nothing in flight)."""
+        lines = []
+        if self.cancelled:
+            lines.append("cancelled on the server: " + ", ".join(self.cancelled))
+        if self.finished:
+            lines.append(
+                "finished, result not returned (client.responses.retrieve(id) has it): "
+                + ", ".join(self.finished)
+            )
+        if self.uncancelled:
+            lines.append(
+                f"still running on the server, not cancelled ({self.reason or 'the cancel failed'}); "
+                "cancel with client.responses.cancel(id): " + ", ".join(self.uncancelled)
+            )
+        if self.left:
+            lines.append(
+                "left running on the server (on_interrupt='leave'; a re-run of the job collects "
+                "them): " + ", ".join(self.left)
+            )
+        if self.unanswered:
+            lines.append(
+                "creates whose reply had not come (idempotency keys): " + ", ".join(self.unanswered)
+            )
+        return "\n".join(lines)
+
+    def annotate(self, exc: BaseException) -> BaseException:
+        """Put this on ``exc`` and log it; returns ``exc``.
+
+        Attributes ``response_ids``, ``cancelled``, ``finished`` and
+        ``uncancelled`` (still running: not cancelled, or left) are lists of
+        ids; the text of :meth:`describe` is a note (``add_note``, Python
+        3.11+) or, before 3.11, an argument-less ``KeyboardInterrupt``'s
+        message. A WARNING names the ids not cancelled.
+        """
+        exc.response_ids = list(self.response_ids)
+        exc.cancelled = list(self.cancelled)
+        exc.finished = list(self.finished)
+        exc.uncancelled = list(self.uncancelled + self.left)
+        exc.interruption = self
+        text = self.describe()
+        if text:
+            if hasattr(exc, "add_note"):
+                exc.add_note("sail_lite: " + text.replace("\n", "\nsail_lite: "))
+            elif isinstance(exc, KeyboardInterrupt) and not exc.args:
+                exc.args = (text,)
+        self.log()
+        return exc
+
+    def log(self) -> None:
+        """One WARNING naming what was not cancelled (INFO when everything was, or was left by choice)."""
+        text = self.describe()
+        if not text:
+            return
+        worrying = self.uncancelled or self.finished or self.unanswered
+        _logger.log(logging.WARNING if worrying else logging.INFO, "interrupted: %s", text)
 
 
 class InFlight:
@@ -126,7 +229,8 @@ class InFlight:
 
     ``sample``, ``create``, ``wait`` (through :func:`block_on`) and ``map``
     (one for the whole run) each keep one, so the response ids a call would
-    leave running if it stopped now are known in one place.
+    leave running if it stopped now are known in one place, and
+    :meth:`interrupt` cancels exactly those.
     """
 
     def __init__(self) -> None:
@@ -158,15 +262,251 @@ class InFlight:
         with self._lock:
             return len(self._futures)
 
+    def interrupt(self, budget: float = CANCEL_BUDGET) -> Interruption:
+        """Cancel on the server every response in flight here; blocks at most ``budget`` seconds.
+
+        Cancels go out in parallel on short-lived threads, each bounded by
+        what is left of the budget; a create not sent yet is never sent; one
+        on its way is cancelled once its reply names the response. A future
+        whose response was cancelled is cancelled too (a journal records it
+        ``cancelled``); one whose response had finished is left to settle.
+        A ``KeyboardInterrupt`` during the wait (a second Ctrl-C) stops it:
+        what is not confirmed is reported ``uncancelled``. Never raises.
+        """
+        cancels = _Cancels(time.monotonic() + budget)
+        try:
+            for future in self.futures():
+                cancels.add(future)
+            cancels.wait()
+        except KeyboardInterrupt:
+            cancels.stop("a second Ctrl-C skipped the cancel")
+        return cancels.report()
+
+    def leave(self) -> Interruption:
+        """What stopping leaves running when nothing is cancelled (``on_interrupt="leave"``)."""
+        return Interruption(left=tuple(self.response_ids()))
+
 
 def block_on(future: Future[T], in_flight: Optional[InFlight] = None) -> T:
     """Block until ``future`` settles and return its result (or raise its exception).
 
     The one place ``sample``, ``create`` and ``wait`` wait: ``future`` is in
-    ``in_flight`` (a new one when not given) for as long as it runs.
+    ``in_flight`` (a new one when not given) for as long as it runs. On
+    ``KeyboardInterrupt`` (or ``SystemExit`` from a signal handler) what
+    ``in_flight`` holds is cancelled (:meth:`InFlight.interrupt`, at most
+    :data:`CANCEL_BUDGET` seconds) and the same exception is raised again
+    from here, annotated (:meth:`Interruption.annotate`), without the frames
+    of the wait inside ``concurrent.futures``.
     """
-    (in_flight if in_flight is not None else InFlight()).track(future)
-    return future.result()
+    in_flight = in_flight if in_flight is not None else InFlight()
+    in_flight.track(future)
+    try:
+        return future.result()
+    except INTERRUPTS as exc:
+        interruption = in_flight.interrupt()
+        unreturned = _unreturned(future)
+        if unreturned and unreturned not in interruption.response_ids:
+            interruption = replace(interruption, finished=interruption.finished + (unreturned,))
+        raise interruption.annotate(exc).with_traceback(None) from None
+
+
+def _unreturned(future: Future[Any]) -> Optional[str]:
+    """The response id of a future that settled with a result the interrupted caller never got."""
+    if not future.done() or future.cancelled() or future.exception() is not None:
+        return None
+    return getattr(future, "response_id", None)
+
+
+class _Handle(ResponseFuture):
+    """A future this module made: the submitter that can cancel its response, and where its create is.
+
+    ``submitter`` is ``None`` for a journaled request's outer future; its
+    current attempt is ``inner``. The create goes ``queued`` -> ``sending``
+    -> ``sent`` (or ``withdrawn``: cancelled before it was sent; a future
+    made for a response that exists is ``sent`` from the start).
+    """
+
+    def __init__(
+        self,
+        submitter: Optional[Submitter] = None,
+        *,
+        idempotency_key: Optional[str] = None,
+        response_id: Optional[str] = None,
+        queued: bool = False,
+    ) -> None:
+        super().__init__(idempotency_key=idempotency_key, response_id=response_id)
+        self.submitter = submitter
+        self.inner: Optional[Future[Any]] = None
+        self.create_lock = threading.Lock()
+        self.create_state = "queued" if queued else "sent"
+        self.on_sent: List[Callable[[], None]] = []
+
+    def begin_create(self) -> bool:
+        """Whether to send the create now (False: it was withdrawn, or the future cancelled)."""
+        with self.create_lock:
+            if self.create_state != "queued" or self.cancelled():
+                return False
+            self.create_state = "sending"
+            return True
+
+    def end_create(self) -> None:
+        """The create is over (accepted or failed): run what waited for it."""
+        with self.create_lock:
+            self.create_state = "sent"
+            callbacks, self.on_sent = self.on_sent, []
+        for callback in callbacks:
+            callback()
+
+    def withdraw_or_follow(self, callback: Callable[[], None]) -> str:
+        """Withdraw a create not sent yet (``"withdrawn"``), or call ``callback`` once one on its way is over
+        (``"sending"``); ``"sent"`` when it is over already."""
+        with self.create_lock:
+            state = self.create_state
+            if state == "queued":
+                self.create_state = "withdrawn"
+            elif state == "sending":
+                self.on_sent.append(callback)
+        if state == "queued":
+            self.cancel()
+            return "withdrawn"
+        return state
+
+
+def _sender(future: Future[Any]) -> Optional[_Handle]:
+    """The future whose submitter can cancel its response: ``future`` itself or a journaled request's attempt."""
+    for _ in range(4):  # outer -> attempt; never deeper, but a bound costs nothing
+        if not isinstance(future, _Handle):
+            return None
+        if future.submitter is not None:
+            return future
+        if future.inner is None:
+            return None
+        future = future.inner
+    return None
+
+
+class _Cancels:
+    """The server cancels of one interrupted call: sent on a few short-lived threads, awaited until a deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.condition = threading.Condition()
+        self.jobs: Deque[Tuple[Future[Any], _Handle, str]] = deque()
+        self.waiting = 0  # cancels queued or running, and creates awaited
+        self.threads = 0
+        self.outcomes: Dict[str, str] = {}  # response id -> cancelled | finished | uncancelled
+        self.unanswered: Dict[int, str] = {}  # creates on their way: id(handle) -> idempotency key
+        self.reasons: Dict[str, None] = {}  # ordered set
+        self.over = False
+
+    def add(self, future: Future[Any]) -> None:
+        """Start cancelling the response of ``future`` (called in the interrupted thread)."""
+        handle = _sender(future)
+        if handle is None:  # not made here: its own cancel() is all there is
+            response_id = getattr(future, "response_id", None)
+            if future.cancel() and response_id:
+                with self.condition:
+                    self.outcomes[response_id] = "cancelled"
+            return
+        if handle.response_id is None:
+            with self.condition:
+                self.waiting += 1
+                self.unanswered[id(handle)] = handle.idempotency_key or "?"
+            state = handle.withdraw_or_follow(partial(self.created, future, handle))
+            if state == "sending":
+                return
+            self.created(future, handle)  # withdrawn (never sent), or over meanwhile
+            return
+        with self.condition:
+            self.queue(future, handle, handle.response_id)
+
+    def created(self, future: Future[Any], handle: _Handle) -> None:
+        """A create we waited for is over (any thread): cancel its response, if it has one."""
+        with self.condition:
+            self.waiting -= 1
+            self.unanswered.pop(id(handle), None)
+            late = self.over
+            if not late and handle.response_id:
+                self.queue(future, handle, handle.response_id)
+            self.condition.notify_all()
+        if late or not handle.response_id:
+            # Too late to wait for (or never sent): the poller cancels it if this client is still open.
+            future.cancel()
+
+    def queue(self, future: Future[Any], handle: _Handle, response_id: str) -> None:
+        """Queue one cancel (the condition held)."""
+        self.outcomes[response_id] = "uncancelled"
+        self.jobs.append((future, handle, response_id))
+        self.waiting += 1
+        if self.threads < _CANCEL_THREADS:
+            thread = threading.Thread(target=self.work, name="sail-lite-cancel", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter shutdown: no new threads; the report says so
+                self.reasons["no thread to send it"] = None
+                return
+            self.threads += 1
+
+    def work(self) -> None:
+        while True:
+            with self.condition:
+                if not self.jobs:
+                    self.threads -= 1
+                    return
+                future, handle, response_id = self.jobs.popleft()
+            outcome = self.cancel(handle, response_id)
+            if outcome == "cancelled":
+                future.cancel()  # a journal records it; the poller stops watching
+            with self.condition:
+                if not self.over:
+                    self.outcomes[response_id] = outcome
+                self.waiting -= 1
+                self.condition.notify_all()
+
+    def cancel(self, handle: _Handle, response_id: str) -> str:
+        left = self.deadline - time.monotonic()
+        if left <= 0 or self.over or handle.submitter is None:
+            return "uncancelled"
+        try:
+            response = handle.submitter.cancel_within(response_id, left)
+        except Exception as exc:  # noqa: BLE001 - reported by id; the reason names the error type
+            with self.condition:
+                self.reasons[f"the cancel failed: {type(exc).__name__}"] = None
+            return "uncancelled"
+        if response.status in _CANCELLED:
+            return "cancelled"
+        return "finished" if response.is_terminal else "uncancelled"
+
+    def wait(self) -> None:
+        """Until every cancel is answered or the deadline passes (a KeyboardInterrupt ends it early)."""
+        with self.condition:
+            while self.waiting > 0:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    self.reasons["the cancels ran out of time"] = None
+                    return
+                self.condition.wait(left)
+
+    def stop(self, reason: str) -> None:
+        with self.condition:
+            self.reasons[reason] = None
+            self.over = True
+
+    def report(self) -> Interruption:
+        with self.condition:
+            self.over = True
+            groups: Dict[str, List[str]] = {"cancelled": [], "finished": [], "uncancelled": []}
+            for response_id, outcome in self.outcomes.items():
+                groups[outcome].append(response_id)
+            unanswered = tuple(self.unanswered.values())
+            worrying = groups["uncancelled"] or unanswered
+            return Interruption(
+                cancelled=tuple(groups["cancelled"]),
+                finished=tuple(groups["finished"]),
+                uncancelled=tuple(groups["uncancelled"]),
+                unanswered=unanswered,
+                reason="; ".join(self.reasons) if worrying else "",
+            )
 
 
 # --- the submitter ------------------------------------------------------------------------------------------------
@@ -271,7 +611,7 @@ class Submitter:
     ) -> ResponseFuture:
         """Poll ``response`` until terminal on the client's poller; ``future`` (or a new one) settles then."""
         if future is None:
-            future = ResponseFuture(response_id=response.id)
+            future = _Handle(self, response_id=response.id)
         self._requester.poller.watch(
             response,
             future,
@@ -287,22 +627,58 @@ class Submitter:
         payload = encode_json(body)
         key = call.idempotency_key or self._requester.new_idempotency_key()
         call = call.replace(idempotency_key=key)
-        future = ResponseFuture(idempotency_key=key)
+        future = _Handle(self, idempotency_key=key, queued=True)
 
         def start() -> None:
-            if future.cancelled():
-                return  # nothing was created, nothing to cancel
+            if not future.begin_create():
+                return  # cancelled or withdrawn: nothing was created, nothing to cancel
             try:
                 response = self.create(body, call, payload)
             except BaseException as exc:
                 if not future.cancelled():
                     future.set_exception(exc)
+                future.end_create()
                 return
             future.set_accepted(response.id)
             # A cancel that raced with the create is seen by watch's done-callback.
             self.watch(response, transform, call, future)
+            future.end_create()
 
         self._requester.poller.start(start)  # start() settles the future itself
+        return future
+
+    def start_create(self, body: Mapping[str, Any], call: Call) -> ResponseFuture:
+        """:meth:`create` on a thread of its own; a future of the reply (the response as created) at once.
+
+        For a caller that blocks on the create itself (``responses.create``):
+        waited on with :func:`block_on`, an interrupt withdraws a create not
+        sent yet and cancels the response once the reply names it (a
+        foreground request the server finishes before it replies is named
+        ``finished``). A thread per call, not the client's pool: a foreground
+        create holds its thread for a whole turn.
+        """
+        key = call.idempotency_key or self._requester.new_idempotency_key()
+        call = call.replace(idempotency_key=key)
+        future = _Handle(self, idempotency_key=key, queued=True)
+
+        def run() -> None:
+            if not future.begin_create():
+                return
+            try:
+                response = self.create(body, call)
+            except BaseException as exc:
+                if not future.cancelled():
+                    future.set_exception(exc)
+            else:
+                future.set_accepted(response.id)
+                try:
+                    future.set_result(response)
+                except InvalidStateError:
+                    pass  # cancelled meanwhile: the interrupted caller cancels it by id
+            finally:
+                future.end_create()
+
+        threading.Thread(target=run, name="sail-lite-create", daemon=True).start()
         return future
 
     # --- the wire calls on one response ------------------------------------------------------
@@ -345,6 +721,10 @@ class Submitter:
             response_id=response_id,
         )
         return self._response(reply)
+
+    def cancel_within(self, response_id: str, seconds: float) -> Response:
+        """:meth:`cancel`, retries included, in at most about ``seconds`` (what an interrupted call has left)."""
+        return self.cancel(response_id, self.call(timeout=seconds, deadline=seconds))
 
     def _response(self, payload: Any) -> Response:
         response = Response.from_dict(payload)
@@ -391,7 +771,9 @@ def record_outcome(
     Shared by the map engine and :func:`submit_request`: one definition of
     what each outcome means. A response that an attach finds gone (404) is
     sent again with the same key; one an attach finds cancelled (left by a
-    run that cancelled it) is sent again under the next attempt's key.
+    run that cancelled it) is sent again under the next attempt's key; one
+    found cancelled otherwise is journaled ``cancelled`` (a re-run sends it
+    again), and its error returned.
     """
     recording = journal is not None and key is not None
     if future.cancelled():
@@ -415,6 +797,11 @@ def record_outcome(
         journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
         row = journal.claim(job, [entry], retry_failed=retry_failed)[0]  # type: ignore[union-attr,arg-type]
         return Outcome(resend=True, row=row)
+    if isinstance(exc, ResponseCancelledError) and recording:
+        # Cancelled on the server (by an interrupted call whose poll saw it first, or by anyone):
+        # journaled "cancelled", not "failed", so a re-run sends it again under a new attempt key.
+        journal.record_cancelled(key)  # type: ignore[union-attr,arg-type]
+        return Outcome(error=exc)
     if recording:
         if is_terminal_failure(exc):
             journal.record_failure(key, exc)  # type: ignore[union-attr,arg-type]
@@ -535,7 +922,7 @@ class _JournaledRequest:
         self.attached = False
         self.key = ""
         self.sent_key = ""
-        self.outer = ResponseFuture()
+        self.outer = _Handle()  # its attempt (inner) is what the server knows
 
     def begin(self, row: Optional[JournalRow], key: str) -> ResponseFuture:
         self.key = key
@@ -568,7 +955,7 @@ class _JournaledRequest:
             inner = Future()
             inner.set_exception(exc)
         with self.lock:
-            self.inner = inner
+            self.inner = self.outer.inner = inner
         inner.add_done_callback(self.finish)
         if self.outer.cancelled():
             inner.cancel()

@@ -48,6 +48,7 @@ from .errors import (
 )
 from .resources._common import normalize_stop
 from .resources.tokens import SamplingOptions, StopArg, to_sampled_tokens, validate_sampling_options
+from .submission import block_on
 from .types import Response, SampledTokens
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -404,15 +405,11 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
     ) -> Any:
         """Sample and block until the result: the same as ``await completer(...)``, for sync code.
 
-        If the calling thread is interrupted (KeyboardInterrupt), the
-        response is cancelled on the server before the exception propagates.
+        On Ctrl-C the response is cancelled on the server (bounded; see
+        :func:`sail_lite.submission.block_on`) and the ``KeyboardInterrupt``
+        is raised again from here, naming the response id.
         """
-        future = self.submit(prompt, stop, max_tokens=max_tokens)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()
-            raise
+        return block_on(self.submit(prompt, stop, max_tokens=max_tokens))
 
     async def __call__(
         self, model_input: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None

@@ -85,7 +85,9 @@ class Responses:
         :class:`ResponseFailedError` if it failed; a reply that is not
         finished yet (queued, in progress, or a status this client does not
         know) is waited on like a background response. Retried safely: one
-        idempotency key covers every attempt.
+        idempotency key covers every attempt. On Ctrl-C, what the call
+        started is cancelled on the server and the ``KeyboardInterrupt``
+        names it (:func:`~sail_lite.submission.block_on`).
         """
         call = self.submission.call(
             timeout=timeout,
@@ -109,10 +111,12 @@ class Responses:
             prompt_cache_key=prompt_cache_key,
             extra_body=extra_body,
         )
-        response = self.submission.create(body, call)
+        # The create, then the wait, through block_on: Ctrl-C cancels what this call started.
+        in_flight = InFlight()
+        response = block_on(self.submission.start_create(body, call), in_flight)
         if not background:
             if not response.is_terminal:
-                return block_on(self.submission.watch(response, check_result, call), InFlight())
+                return block_on(self.submission.watch(response, check_result, call), in_flight)
             check_result(response)
         return response
 
@@ -293,7 +297,9 @@ class Responses:
         completion window. ``deadline`` (seconds) bounds the whole wait
         (without one, the poll policy's bound for the window applies): then
         :class:`DeadlineExceededError` carries the response id and the work
-        goes on on the server.
+        goes on on the server. Ctrl-C cancels the response on the server
+        (bounded) and the ``KeyboardInterrupt`` names it
+        (:func:`~sail_lite.submission.block_on`).
         """
         future = self.attach(
             response_id, deadline=deadline, timeout=timeout, extra_headers=extra_headers

@@ -264,7 +264,9 @@ class Tokens:
 
         Takes :meth:`submit`'s arguments. Raises the typed error of a failed,
         cancelled or expired response, or :class:`DeadlineExceededError`
-        (carrying the response id) when ``deadline`` passes.
+        (carrying the response id) when ``deadline`` passes. Ctrl-C cancels
+        the sample on the server (bounded) and the ``KeyboardInterrupt``
+        names it (:func:`~sail_lite.submission.block_on`).
         """
         future = self.submit(
             prompt_tokens,
