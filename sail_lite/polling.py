@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Opt
 
 from ._checks import MAX_SECONDS
 from .errors import ClientClosedError, ConfigurationError, DeadlineExceededError, SailError
+from .retry import RetryPolicy
 
 if (
     TYPE_CHECKING
@@ -309,13 +310,15 @@ class PollPolicy:
         """The next point of the first (cold) schedule before a region that starts at ``entry``.
 
         The points are a geometric grid (x ``multiplier``) laid back from
-        ``entry``, the first in [``initial_interval`` x (1 + ``jitter``),
-        that x ``multiplier``): a turn of ``t`` seconds before the region is
-        seen on at most 1 + log_multiplier(t / initial_interval) polls, and
-        the region's start is itself a point, not one squeezed in before it.
-        Points up to ``frontier`` are skipped (never the entry).
+        ``entry`` (the prior's start, shifted by the watch's phase), the
+        first in [``initial_interval`` x sqrt(``multiplier``), that x
+        ``multiplier``): a turn of ``t`` seconds before the region is seen on
+        1 + log_multiplier(t / initial_interval) - 1/2 polls on average (one
+        more at most), and the region's start is itself a point, not one
+        squeezed in before it. Points up to ``frontier`` are skipped (never
+        the entry).
         """
-        first = self.initial_interval * (1.0 + self.jitter)
+        first = self.initial_interval * math.sqrt(self.multiplier)
         if self.multiplier <= 1.0:
             return min(max(elapsed, frontier) + self.initial_interval, entry)
         if entry <= first:
@@ -433,8 +436,6 @@ class Knowledge:
 
 def _default_is_transient(error: BaseException) -> bool:
     """The client's default retry policy decides (one definition of "transient")."""
-    from .retry import RetryPolicy  # the client imported it already; deferred only for import order
-
     return isinstance(error, SailError) and RetryPolicy().should_retry(error, replay_safe=True)
 
 
