@@ -59,7 +59,8 @@ TURNS = (0.05, 0.2, 1.0, 5.0, 20.0, 30.0, 60.0)
 QUICK_MAX_TURN = 5.0
 SPREADS = (0.0, 0.2)
 WINDOWS = ("balanced", "flex")
-SDK_WINDOW = "balanced"  # the completer's default; it refuses asap
+SDK_WINDOW = "balanced"
+SDK_CELLS = ((5.0, 0.2), (30.0, 0.0))  # the completer's default; it refuses asap
 NAIVE_INTERVAL = 1.0
 LOOPBACK = "loopback"
 LINK = "20 ms link"
@@ -319,9 +320,11 @@ def cells_for(turns: Sequence[float], sdk: bool, link: bool) -> List[Cell]:
         for window in WINDOWS
         for client in ("sail_lite", "naive 1 s")
     ]
-    if sdk:
+    if sdk:  # only where the summary compares (its fixed 20 s interval makes every cell slow)
         cells += [
-            ("sail SDK", turn, spread, SDK_WINDOW, LOOPBACK) for turn in turns for spread in SPREADS
+            ("sail SDK", turn, spread, SDK_WINDOW, LOOPBACK)
+            for turn, spread in SDK_CELLS
+            if turn in turns
         ]
     if link:
         cells += [
