@@ -425,10 +425,14 @@ class Knowledge:
             high = max(hi for _, hi in use) * (1.0 + policy.margin)
             eps = policy.target_delay if precise else policy.prior_delay
             return Region(low, high, eps, bool(precise))
-        prior = policy.prior(window)
+        return self.prior_region(window)
+
+    def prior_region(self, window: Optional[str]) -> Optional[Region]:
+        """The window's documented prior as a region (``None``: no prior for it)."""
+        prior = self._policy.prior(window)
         if prior is None:
             return None
-        return Region(prior[0], prior[1], policy.prior_delay, False)
+        return Region(prior[0], prior[1], self._policy.prior_delay, False)
 
     def __len__(self) -> int:
         return sum(len(h.observations) for h in self._by_key.values())
@@ -589,11 +593,8 @@ class Poller:
                 if running_at is not None and watch.learn:
                     self._knowledge.still_running(watch.key, watch.last_running, running_at)
                 elapsed = now - watch.started if watch.polled else 0.0
-                region = self._knowledge.region(watch.key, watch.window)
-                heapq.heappush(
-                    self._heap,
-                    (self._due(watch, now, elapsed, region), next(self._sequence), watch),
-                )
+                due = _next_due(self._knowledge, self._policy, watch, now, elapsed, None)
+                heapq.heappush(self._heap, (due, next(self._sequence), watch))
                 if self._scheduler is None:
                     self._scheduler = threading.Thread(
                         target=self._run, name="sail-lite-poll-scheduler", daemon=True
@@ -604,22 +605,16 @@ class Poller:
                 return
         _fail(watch.future, _closed_error(watch.response_id))
 
-    def _due(self, watch: _Watch, now: float, elapsed: float, region: Optional[Region]) -> float:
-        """The clock time of ``watch``'s next poll after one at ``elapsed`` (call under the lock)."""
-        frontier = self._knowledge.frontier(watch.key, now)
-        point = self._policy.next_poll(elapsed, watch.window, region, watch.phase, frontier)
-        return min(watch.started + point, watch.deadline_at)
-
     #: A key's waiting watches are re-planned at most this often (seconds): each pass walks the heap.
     RESCHEDULE_EVERY = 1.0
 
     def _observe(self, watch: _Watch, seen_at: float) -> None:
         """Record a completion; pull waiting polls of its key earlier if completions come earlier.
 
-        Watches planned before anything was known (a cold burst, all
-        accepted within seconds) would otherwise keep their coarse,
-        geometric next point although siblings have just shown where
-        completions are. Only on a material change (the region became
+        Watches planned before anything was known would otherwise keep
+        their coarse next point although siblings have just shown where
+        completions are (a cold watch only when that region lies wholly
+        ahead of it: see ``_next_due``). Only on a material change (the region became
         learned, or its start moved 20% earlier), at most once per
         ``RESCHEDULE_EVERY`` per key; a poll is only ever moved earlier.
         """
@@ -640,7 +635,7 @@ class Poller:
             for index, (due, sequence, other) in enumerate(heap):
                 if other.key == key:
                     elapsed = other.last_running if other.polled else 0.0
-                    earlier = self._due(other, seen_at, elapsed, after)
+                    earlier = _next_due(knowledge, self._policy, other, seen_at, elapsed, after)
                     if earlier < due:
                         heap[index] = (earlier, sequence, other)
                         moved = True
@@ -740,6 +735,35 @@ class Poller:
             pass
 
 
+def _next_due(
+    knowledge: Knowledge,
+    policy: PollPolicy,
+    watch: _Watch,
+    now: float,
+    elapsed: float,
+    region: Optional[Region],
+) -> float:
+    """The clock time of ``watch``'s next poll after one at ``elapsed`` (under the poller's lock).
+
+    ``region``: where completions are likely (``None``: look it up). A watch
+    that began before anything was learned (cold) keeps its first schedule,
+    the prior's, unless a learned region still lies wholly ahead of it: a
+    cold burst then costs at most 1 + log_multiplier(turn / initial_interval)
+    polls a sample, not the dense polls of a region its siblings only just
+    revealed.
+    """
+    if region is None:
+        region = knowledge.region(watch.key, watch.window)
+    if watch.cold and region is not None and region.learned:
+        if elapsed >= region.low * (1.0 - region.eps * watch.phase):
+            region = knowledge.prior_region(watch.window)
+        else:
+            watch.cold = False
+    frontier = knowledge.frontier(watch.key, now)
+    point = policy.next_poll(elapsed, watch.window, region, watch.phase, frontier)
+    return min(watch.started + point, watch.deadline_at)
+
+
 class _Executors:
     """The poller's two lanes: a ThreadPoolExecutor for polls and cancels, one for creates."""
 
@@ -787,6 +811,7 @@ class _Watch:
         "failures",
         "learn",
         "polled",
+        "cold",
     )
 
     def __init__(
@@ -813,6 +838,7 @@ class _Watch:
         self.failures = 0
         self.learn = True
         self.polled = False  # whether any poll was sent yet: the first point is special
+        self.cold = True  # on its first (prior) schedule; see Poller._region_for
 
 
 def _identity(response: Response) -> Any:

@@ -530,6 +530,37 @@ def test_a_first_completion_pulls_in_the_waiting_polls_of_a_cold_burst():
     assert seen - finish["resp_b"] <= 0.1 * 10.0, seen - finish["resp_b"]
 
 
+def test_a_cold_burst_keeps_its_first_schedule_and_stays_within_the_poll_bound():
+    # Eight samples accepted together, turns spread +-20% around 5 s: the first completion reveals a
+    # region the others are already inside; switching them to its dense polls would cost more than
+    # the cold bound (issue 22: 1 + log1.5(turn / 0.1 s) per sample when cold).
+    clock = FakeClock()
+    finish, polls = {}, {}
+
+    def fetch(response_id, deadline_at, read_timeout):
+        polls[response_id] = polls.get(response_id, 0) + 1
+        done = clock() >= finish[response_id]
+        return response("completed" if done else "in_progress", response_id)
+
+    poller = make_poller(fetch, clock)
+    start, futures = clock(), []
+    for n, turn in enumerate([4.0, 4.3, 4.6, 4.9, 5.1, 5.4, 5.7, 6.0]):
+        finish[f"resp_{n}"] = start + turn
+        futures.append(Future())
+        poller.watch(
+            response("queued", f"resp_{n}"),
+            futures[-1],
+            window="balanced",
+            deadline_at=None,
+            transform=lambda r: r,
+        )
+    for future in futures:
+        drive_until(poller, clock, future=future)
+    poller.close()
+    bound = 1 + math.log(5.0 / 0.1, 1.5)
+    assert sum(polls.values()) / len(polls) <= bound, polls
+
+
 def drive_until(poller, clock, until=None, future=None):
     """Step virtual time to each due poll, one at a time (the poller idle in between), until ``until``
     or until ``future`` is done."""
