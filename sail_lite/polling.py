@@ -643,19 +643,22 @@ class Poller:
                 heapq.heapify(heap)
                 self._condition.notify()
 
+    #: Polls due this soon go with the ones due now: one wake of the scheduler for a few polls.
+    COALESCE = 0.002
+
     def _run(self) -> None:
         """The scheduler: hand every due poll to the polls lane, then sleep until the next."""
         while True:
             with self._condition:
                 while not self._closed:
                     wait = self._heap[0][0] - self._clock() if self._heap else None
-                    if wait is not None and wait <= 0:
+                    if wait is not None and wait <= self.COALESCE:
                         break
                     self._condition.wait(wait)
                 if self._closed:
                     return
                 now, due = self._clock(), []
-                while self._heap and self._heap[0][0] <= now:
+                while self._heap and self._heap[0][0] <= now + self.COALESCE:
                     due.append(heapq.heappop(self._heap)[2])
                 self._running += len(due)
             for index, watch in enumerate(due):
