@@ -592,9 +592,10 @@ class Poller:
                 now = self._clock()
                 if running_at is not None and watch.learn:
                     self._knowledge.still_running(watch.key, watch.last_running, running_at)
-                elapsed = now - watch.started if watch.polled else 0.0
-                due = _next_due(self._knowledge, self._policy, watch, now, elapsed, None)
-                heapq.heappush(self._heap, (due, next(self._sequence), watch))
+                # From the planned point when a poll went a little early (see COALESCE).
+                elapsed = max(now, watch.due) - watch.started if watch.polled else 0.0
+                watch.due = _next_due(self._knowledge, self._policy, watch, now, elapsed, None)
+                heapq.heappush(self._heap, (watch.due, next(self._sequence), watch))
                 if self._scheduler is None:
                     self._scheduler = threading.Thread(
                         target=self._run, name="sail-lite-poll-scheduler", daemon=True
@@ -637,7 +638,7 @@ class Poller:
                     elapsed = other.last_running if other.polled else 0.0
                     earlier = _next_due(knowledge, self._policy, other, seen_at, elapsed, after)
                     if earlier < due:
-                        heap[index] = (earlier, sequence, other)
+                        heap[index], other.due = (earlier, sequence, other), earlier
                         moved = True
             if moved:
                 heapq.heapify(heap)
@@ -815,6 +816,7 @@ class _Watch:
         "learn",
         "polled",
         "cold",
+        "due",
     )
 
     def __init__(
@@ -841,7 +843,8 @@ class _Watch:
         self.failures = 0
         self.learn = True
         self.polled = False  # whether any poll was sent yet: the first point is special
-        self.cold = True  # on its first (prior) schedule; see Poller._region_for
+        self.cold = True  # on its first (prior) schedule; see _next_due
+        self.due = 0.0  # the clock time its next poll was planned for
 
 
 def _identity(response: Response) -> Any:
