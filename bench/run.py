@@ -136,10 +136,7 @@ HEADER = {
 }
 #: Issue 22's delay goals: (turn, spread, p90 limit).
 DELAY_GOALS = ((0.05, 0.0, 0.06), (1.0, 0.0, 0.1), (5.0, 0.2, 0.5), (30.0, 0.0, 3.0))
-DELAY_WHAT = (
-    "seconds from the server marking the response terminal to the future's done-callback, "
-    "90th percentile; {} = {}; {} samples of {} waves"
-)
+DELAY_WHAT = "future done minus server terminal, p90; {}: {}; {} x {} waves per cell"
 
 
 def cold_bound(turn: float) -> float:
@@ -162,7 +159,7 @@ def delay_goal_rows(table: Table, delay: Dict[str, Any], quick: bool, link: str)
             compared = ""
             if naive is not None:
                 compared = f"naive 1 s: {naive[phase]['p90']:.2f} s, {naive[phase]['polls_mean']:.1f} polls"
-            which = "waves 2+ on the same client" if phase == "warm" else "wave 1, a fresh client"
+            which = "waves 2+, same client" if phase == "warm" else "wave 1, a fresh client"
             table.add(
                 f"{label}, {phase}",
                 f"{stats['p90']:.3f} s p90 ({stats['polls_mean']:.1f} polls)",
@@ -178,7 +175,7 @@ def delay_goal_rows(table: Table, delay: Dict[str, Any], quick: bool, link: str)
             f"warm: {cell['warm']['polls_mean']:.1f}",
             f"<= 1 + log1.5(turn / 0.1 s) = {bound:.1f}",
             cell["cold"]["polls_mean"] <= bound,
-            what="GET /responses/{id} per sample on a fresh client, counted by the server, mean",
+            what="GETs per sample on a fresh client (wave 1), counted by the server, mean",
         )
 
 
