@@ -15,6 +15,13 @@ cold start, waves 2+ are "warm"; both are reported). Cells of one turn length
 run together; turn lengths run one after the other, except that the long ones
 (>= 20 s, light on CPU) run together.
 
+The goal cells of issue 22 (balanced: 0.05 s, 1 s, 5 s +-20%, 30 s) also
+run through ``_link.py``, a proxy adding 20 ms each way (the handshake
+included), so a poll pays what it pays on a real network; ``--no-link``
+leaves them out. Each cell reports cold (wave 1, a fresh client) and warm
+(waves 2+) delay, and cold polls per sample against issue 22's bound
+1 + log1.5(turn / 0.1 s).
+
 Also measured: ``--burst`` samples (256) of 0.2 s turns submitted at once,
 time until all are done (the issue's "256 concurrent awaits" without the
 asyncio shim), best and median of 3 rounds on one client.
@@ -24,11 +31,11 @@ tinker-cookbook for its return type only, so this runs its own two steps
 verbatim instead: ``sail.inference.responses.create.aio(background=True,
 ...)`` then ``sail.tinker._poll_response_until_completed(...)`` (a fixed 20 s
 interval after an immediate first retrieve, 1,200 s budget), on the balanced
-window at every turn length, pointed at the emulator with ``SAIL_API_URL``.
+window at 5 s +-20% and 30 s (the cells the summary compares), pointed at the emulator with ``SAIL_API_URL``.
 Its delay depends on where the turn falls between two of its polls (a 20 s
 turn is seen at once; a 21 s one 19 s late).
 
-    python bench/poll_delay.py [--quick] [--json PATH]
+    python bench/poll_delay.py [--quick | --max-turn S] [--no-link] [--json PATH]
 """
 
 from __future__ import annotations
