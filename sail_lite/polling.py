@@ -477,11 +477,12 @@ class Poller:
         self._rng = rng
         self._is_transient = is_transient or _default_is_transient
         self._knowledge = Knowledge(policy)
-        self._lanes = _Executors(max_workers)
+        self._condition = threading.Condition(threading.Lock())
+        self._lanes = _Executors(max_workers, self._condition)
         self._heap: List[Tuple[float, int, _Watch]] = []
         self._sequence = itertools.count()
-        # The one lock: the heap, the knowledge, the closed flag; the scheduler waits on it.
-        self._condition = threading.Condition(threading.Lock())
+        # The one lock (self._condition, above): the heap, the knowledge, the closed flag, the
+        # creates' backlog; the scheduler waits on it.
         self._scheduler: Optional[threading.Thread] = None
         self._rescheduled: Dict[Tuple[str, str], float] = {}
         self._running = 0  # polls handed to the executor and not finished
@@ -491,17 +492,19 @@ class Poller:
 
     def run(self, function: Callable[..., Any], *args: Any) -> Future:
         """Run ``function(*args)`` on the creates lane; the future settles with its outcome."""
-        try:
-            return self._lanes.creates.submit(function, *args)
-        except RuntimeError:  # shut down (closed, or the interpreter is exiting)
-            raise ClientClosedError("the client is closed; create a new one") from None
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        self.start(_settle_with, future, function, args)
+        return future
 
     def start(self, function: Callable[..., Any], *args: Any) -> None:
         """Like :meth:`run`, without a future to wait on: ``function`` settles its own outcome.
 
         An exception escaping ``function`` is logged (never silently lost).
         """
-        self.run(_logged, function, args)
+        if self._closed or not self._lanes.start(function, args):
+            raise ClientClosedError("the client is closed; create a new one")
 
     def watch(
         self,
@@ -769,23 +772,67 @@ def _next_due(
 
 
 class _Executors:
-    """The poller's two lanes: a ThreadPoolExecutor for polls and cancels, one for creates."""
+    """The poller's two lanes: a ThreadPoolExecutor for polls and cancels, one for creates.
 
-    def __init__(self, max_workers: int) -> None:
+    Creates beyond the creates lane's threads wait in a backlog here, not in
+    the executor's queue: a create that finishes hands the next one to the
+    executor. So when the interpreter exits with a client never closed (the
+    executor then joins its threads after its queue drains, and refuses new
+    work), at most one create per thread is still sent, not the whole
+    backlog. ``condition`` is the poller's lock.
+    """
+
+    def __init__(self, max_workers: int, condition: threading.Condition) -> None:
         # Here, not at the top: importing sail_lite (for PollPolicy) starts no executor machinery.
         from concurrent.futures import ThreadPoolExecutor
 
         self._local = threading.local()  # .ours is True in these executors' threads
-        polls, creates = lane_sizes(max_workers)
+        polls, self._slots = lane_sizes(max_workers)
         self.polls = ThreadPoolExecutor(polls, "sail-lite-poll", self._mark)
-        self.creates = ThreadPoolExecutor(creates, "sail-lite-create", self._mark)
+        self.creates = ThreadPoolExecutor(self._slots, "sail-lite-create", self._mark)
+        self._condition = condition
+        self._backlog: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        self._creating = 0  # creates handed to the executor and not finished
 
     def _mark(self) -> None:
         self._local.ours = True
 
+    def start(self, function: Callable[..., Any], args: Tuple[Any, ...]) -> bool:
+        """Run ``function(*args)`` on the creates lane, in order; False: the lane is shut down."""
+        with self._condition:
+            if self._creating >= self._slots:
+                self._backlog.append((function, args))
+                return True
+            self._creating += 1
+        return self._hand_over(function, args)
+
+    def _hand_over(self, function: Callable[..., Any], args: Tuple[Any, ...]) -> bool:
+        try:
+            self.creates.submit(self._create, function, args)
+            return True
+        except RuntimeError:  # shut down: closed, or the interpreter is exiting
+            with self._condition:
+                self._creating -= 1
+                self._condition.notify_all()
+            return False
+
+    def _create(self, function: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        _logged(function, args)
+        with self._condition:
+            if not self._backlog:
+                self._creating -= 1
+                self._condition.notify_all()
+                return
+            function, args = self._backlog.popleft()
+        self._hand_over(function, args)  # refused at exit: the rest of the backlog is dropped
+
     def shutdown(self) -> None:
-        """Let queued tasks run, then join the threads (not the calling one, if it is ours)."""
+        """Let the backlog and queued tasks run, then join the threads (not the calling one, if ours)."""
         wait = not getattr(self._local, "ours", False)
+        if wait:
+            with self._condition:
+                while self._creating and self._backlog:
+                    self._condition.wait()
         self.creates.shutdown(wait=wait)
         self.polls.shutdown(wait=wait)
 
@@ -849,6 +896,18 @@ class _Watch:
 
 def _identity(response: Response) -> Any:
     return response
+
+
+def _settle_with(future: Future, function: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    """Run ``function(*args)`` for ``future`` (public Future API only); skip it if cancelled first."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = function(*args)
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 def _logged(function: Callable[..., Any], args: Tuple[Any, ...]) -> None:
