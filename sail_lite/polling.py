@@ -137,15 +137,20 @@ class PollPolicy:
     - With only coarse observations, or none but a prior for the window
       (``priors``: asap 0.5-30 s, balanced/standard 30-300 s, flex
       60-3,600 s), the region is polled ``prior_delay`` x elapsed apart (0.25)
-      and approached geometrically (x ``multiplier``) from ``initial_interval``.
+      and approached on a geometric grid (x ``multiplier``) laid back from
+      the region's start, its first point in [``initial_interval`` x
+      sqrt(``multiplier``), that x ``multiplier``) (see :meth:`approach_point`):
+      a cold sample whose turn ``t`` ends before the region costs
+      1 + log_multiplier(t / ``initial_interval``) - 1/2 polls on average.
       Probes before the region are skipped when a response of the same
       (model, window) accepted earlier was just seen still running at a
       later point of its own schedule.
     - Nothing known (an unknown window, or ``learn=False`` and no prior):
       geometric, ``initial_interval`` then x ``multiplier``.
-    - Responses already waiting when a first precise observation arrives
-      (a cold burst, planned geometrically) have their next poll moved to
-      where the new region puts it, if that is earlier.
+    - A response that began cold keeps that first schedule when its
+      siblings' first completions reveal a region it is already inside (the
+      dense polls would cost more than the cold bound); one that is still
+      before the new region moves its next poll there, if that is earlier.
 
     Every gap is at least ``min_interval`` and at most ``max_interval[window]``
     (``default_max_interval`` for an unknown window). ``jitter`` shifts each
