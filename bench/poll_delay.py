@@ -15,6 +15,13 @@ cold start, waves 2+ are "warm"; both are reported). Cells of one turn length
 run together; turn lengths run one after the other, except that the long ones
 (>= 20 s, light on CPU) run together.
 
+The goal cells of issue 22 (balanced: 0.05 s, 1 s, 5 s +-20%, 30 s) also
+run through ``_link.py``, a proxy adding 20 ms each way (the handshake
+included), so a poll pays what it pays on a real network; ``--no-link``
+leaves them out. Each cell reports cold (wave 1, a fresh client) and warm
+(waves 2+) delay, and cold polls per sample against issue 22's bound
+1 + log1.5(turn / 0.1 s).
+
 Also measured: ``--burst`` samples (256) of 0.2 s turns submitted at once,
 time until all are done (the issue's "256 concurrent awaits" without the
 asyncio shim), best and median of 3 rounds on one client.
@@ -24,16 +31,17 @@ tinker-cookbook for its return type only, so this runs its own two steps
 verbatim instead: ``sail.inference.responses.create.aio(background=True,
 ...)`` then ``sail.tinker._poll_response_until_completed(...)`` (a fixed 20 s
 interval after an immediate first retrieve, 1,200 s budget), on the balanced
-window at every turn length, pointed at the emulator with ``SAIL_API_URL``.
+window at 5 s +-20% and 30 s (the cells the summary compares), pointed at the emulator with ``SAIL_API_URL``.
 Its delay depends on where the turn falls between two of its polls (a 20 s
 turn is seen at once; a 21 s one 19 s late).
 
-    python bench/poll_delay.py [--quick] [--json PATH]
+    python bench/poll_delay.py [--quick | --max-turn S] [--no-link] [--json PATH]
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import sys
@@ -48,6 +56,7 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _report  # noqa: E402
 import requests  # noqa: E402
 from _emulator import EmulatorProcess  # noqa: E402
+from _link import Link  # noqa: E402
 
 from sail_lite import Client  # noqa: E402
 
@@ -57,8 +66,13 @@ TURNS = (0.05, 0.2, 1.0, 5.0, 20.0, 30.0, 60.0)
 QUICK_MAX_TURN = 5.0
 SPREADS = (0.0, 0.2)
 WINDOWS = ("balanced", "flex")
-SDK_WINDOW = "balanced"  # the completer's default; it refuses asap
+SDK_WINDOW = "balanced"
+SDK_CELLS = ((5.0, 0.2), (30.0, 0.0))  # the completer's default; it refuses asap
 NAIVE_INTERVAL = 1.0
+LOOPBACK = "loopback"
+LINK = "20 ms link"
+#: The goal cells (issue 22), also run over the 20 ms link: (turn, spread) on balanced.
+LINK_CELLS = ((0.05, 0.0), (1.0, 0.0), (5.0, 0.2), (30.0, 0.0))
 TERMINAL = ("completed", "incomplete", "failed", "cancelled", "canceled", "expired")
 
 
@@ -82,10 +96,16 @@ def summary(delays: Sequence[float], polls: Sequence[float]) -> Dict[str, float]
 
 
 class Server:
-    """The bench emulator, plus a bare session to read back ``_bench_end_at`` / ``_bench_polls``."""
+    """The bench emulator, plus a bare session to read back ``_bench_end_at`` / ``_bench_polls``.
 
-    def __init__(self, emulator: EmulatorProcess) -> None:
+    ``url`` is the base URL the measured clients use: the emulator's, or a
+    delay proxy's in front of it (``link``); read-backs go to the emulator.
+    """
+
+    def __init__(self, emulator: EmulatorProcess, url: str = "", link: str = LOOPBACK) -> None:
         self.emulator = emulator
+        self.url = url or emulator.base_url
+        self.link = link
         self.session = requests.Session()
         self.session.headers["Authorization"] = "Bearer " + emulator.api_key
         self.window_names: Dict[str, str] = {}
@@ -146,7 +166,7 @@ def run_sail_lite(
     out: List[List[Tuple[float, int]]] = []
     emu = server.emulator
     with Client(
-        emu.api_key, base_url=emu.base_url, environ={}, max_workers=min(16, max(1, n))
+        emu.api_key, base_url=server.url, environ={}, max_workers=min(16, max(1, n))
     ) as client:
         for wave in range(waves):
             seen: Dict[int, float] = {}
@@ -186,13 +206,13 @@ def run_naive(
 
         def one(i: int) -> None:
             created = session.post(
-                emu.base_url + "/responses",
+                server.url + "/responses",
                 json=server.body(turn, spread, window, wave * n + i),  # noqa: B023
                 timeout=30,
             ).json()
             while True:
                 time.sleep(NAIVE_INTERVAL)
-                body = session.get(emu.base_url + "/responses/" + created["id"], timeout=30).json()
+                body = session.get(server.url + "/responses/" + created["id"], timeout=30).json()
                 if body["status"] in TERMINAL:
                     break
             done = time.time()
@@ -296,31 +316,44 @@ RUNNERS: Dict[str, Callable[..., List[List[Tuple[float, int]]]]] = {
 }
 
 
-def cells_for(turns: Sequence[float], sdk: bool) -> List[Tuple[str, float, float, str]]:
+Cell = Tuple[str, float, float, str, str]  # client, turn, spread, window, link
+
+
+def cells_for(turns: Sequence[float], sdk: bool, link: bool) -> List[Cell]:
     cells = [
-        (client, turn, spread, window)
+        (client, turn, spread, window, LOOPBACK)
         for turn in turns
         for spread in SPREADS
         for window in WINDOWS
         for client in ("sail_lite", "naive 1 s")
     ]
-    if sdk:
-        cells += [("sail SDK", turn, spread, SDK_WINDOW) for turn in turns for spread in SPREADS]
+    if sdk:  # only where the summary compares (its fixed 20 s interval makes every cell slow)
+        cells += [
+            ("sail SDK", turn, spread, SDK_WINDOW, LOOPBACK)
+            for turn, spread in SDK_CELLS
+            if turn in turns
+        ]
+    if link:
+        cells += [
+            ("sail_lite", turn, spread, "balanced", LINK)
+            for turn, spread in LINK_CELLS
+            if turn in turns
+        ]
     return cells
 
 
 def run_cells(
-    server: Server, cells: Sequence[Tuple[str, float, float, str]], n: int, waves: int
+    servers: Dict[str, Server], cells: Sequence[Cell], n: int, waves: int
 ) -> List[Dict[str, Any]]:
     results: List[Dict[str, Any]] = []
     errors: List[str] = []
 
-    def one(cell: Tuple[str, float, float, str]) -> None:
-        client, turn, spread, window = cell
+    def one(cell: Cell) -> None:
+        client, turn, spread, window, link = cell
         try:
-            by_wave = RUNNERS[client](server, turn, spread, window, n, waves)
+            by_wave = RUNNERS[client](servers[link], turn, spread, window, n, waves)
         except Exception as exc:  # a cell that fails is reported, not hidden
-            errors.append(f"{client} {turn} s {window}: {exc!r}")
+            errors.append(f"{client} {turn} s {window} {link}: {exc!r}")
             return
         every = [row for rows in by_wave for row in rows]
         warm = [row for rows in by_wave[1:] for row in rows] or every
@@ -330,6 +363,7 @@ def run_cells(
                 "turn": turn,
                 "spread": spread,
                 "window": window,
+                "link": link,
                 "all": summary([d for d, _ in every], [p for _, p in every]),
                 "cold": summary([d for d, _ in by_wave[0]], [p for _, p in by_wave[0]]),
                 "warm": summary([d for d, _ in warm], [p for _, p in warm]),
@@ -348,80 +382,82 @@ def run_cells(
 
 
 def measure(
-    quick: bool, n: int, waves: int, burst_n: int, burst_only: bool = False
+    max_turn: float, n: int, waves: int, burst_n: int, burst_only: bool = False, link: bool = True
 ) -> Dict[str, Any]:
-    turns = [] if burst_only else [t for t in TURNS if not quick or t <= QUICK_MAX_TURN]
+    turns = [] if burst_only else [t for t in TURNS if t <= max_turn]
     sdk = sdk_available() and not burst_only
     if not sdk and not burst_only:
         print("(sail SDK not installed: pip install sail-sdk==0.17.1; its cells are skipped)")
-    with EmulatorProcess(hooks=True, turn=0.0) as emulator:
-        server = Server(emulator)
-        names = server.resolve_windows(WINDOWS)
+    with EmulatorProcess(hooks=True, turn=0.0) as emulator, Link(emulator.base_url) as proxy:
+        servers = {LOOPBACK: Server(emulator), LINK: Server(emulator, proxy.url, LINK)}
+        names = servers[LOOPBACK].resolve_windows(WINDOWS)
+        servers[LINK].window_names = dict(names)
         groups = [[t] for t in turns if t < 20] + [[t for t in turns if t >= 20]] if turns else []
         cells: List[Dict[str, Any]] = []
         for group in groups:
             if group:
-                cells += run_cells(server, cells_for(group, sdk), n, waves)
-        burst_result = burst(server, burst_n, 0.2, 3)
-    cells.sort(key=lambda c: (c["turn"], c["spread"], c["window"], c["client"]))
+                cells += run_cells(servers, cells_for(group, sdk, link), n, waves)
+        burst_result = burst(servers[LOOPBACK], burst_n, 0.2, 3)
+    cells.sort(key=lambda c: (c["link"], c["turn"], c["spread"], c["window"], c["client"]))
     return {
         "hooks": emulator.hooks,
         "window_names": names,
         "n": n,
         "waves": waves,
-        "quick": quick,
+        "max_turn": max_turn,
+        "link_delay": 0.02,
         "cells": cells,
         "burst": burst_result,
     }
 
 
+def cold_bound(turn: float) -> float:
+    """Issue 22's bound on polls per sample for a fresh client: 1 + log1.5(turn / 0.1 s), at least 1."""
+    return max(1.0, 1.0 + math.log(turn / 0.1, 1.5))
+
+
 def print_table(result: Dict[str, Any]) -> None:
     print(
-        "Poll delay after completion (s) and polls per sample; {} waves x {} samples per cell; "
-        "warm = waves 2+; server windows {}".format(
-            result["waves"], result["n"], result["window_names"]
-        )
+        f"Poll delay after completion (s) and polls per sample; {result['waves']} waves x "
+        f"{result['n']} samples per cell; cold = wave 1 on a fresh client, warm = waves 2+; "
+        f"server windows {result['window_names']}"
     )
+    head = ("client", "link", "turn", "+-", "window", "median", "p90", "max", "polls")
     print(
-        "  {:<10} {:>6} {:>5} {:<9} | {:>7} {:>7} {:>7} {:>6} | {:>7} {:>6}".format(
-            "client", "turn", "+-", "window", "median", "p90", "max", "polls", "cold md", "polls"
+        "  {:<10} {:<10} {:>6} {:>5} {:<9} | warm {:>7} {:>7} {:>7} {:>6} | cold {:>7} {:>6} {:>6}".format(
+            *head, "p90", "polls", "bound"
         )
     )
     for cell in result["cells"]:
         warm, cold = cell["warm"], cell["cold"]
         print(
-            "  {:<10} {:>6} {:>4.0f}% {:<9} | {:7.3f} {:7.3f} {:7.3f} {:6.1f} | {:7.3f} {:6.1f}".format(
-                cell["client"],
-                cell["turn"],
-                cell["spread"] * 100,
-                cell["window"],
-                warm["median"],
-                warm["p90"],
-                warm["max"],
-                warm["polls_mean"],
-                cold["median"],
-                cold["polls_mean"],
-            )
+            f"  {cell['client']:<10} {cell.get('link', LOOPBACK):<10} {cell['turn']:>6} "
+            f"{cell['spread'] * 100:>4.0f}% {cell['window']:<9} | warm {warm['median']:7.3f} "
+            f"{warm['p90']:7.3f} {warm['max']:7.3f} {warm['polls_mean']:6.1f} | cold "
+            f"{cold['p90']:7.3f} {cold['polls_mean']:6.1f} {cold_bound(cell['turn']):6.1f}"
         )
     b = result["burst"]
     print(
-        "  burst: {} samples of {} s turns submitted at once: all done in {:.3f} s best, {:.3f} s median".format(
-            b["n"], b["turn"], b["best"], b["median"]
-        )
+        f"  burst: {b['n']} samples of {b['turn']} s turns submitted at once: all done in "
+        f"{b['best']:.3f} s best, {b['median']:.3f} s median"
     )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = _report.parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="skip turns longer than 5 s")
+    parser.add_argument("--max-turn", type=float, help="skip turns longer than this (seconds)")
     parser.add_argument("--n", type=int, default=8, help="samples per wave")
     parser.add_argument("--waves", type=int, default=3)
     parser.add_argument("--burst", type=int, default=256)
     parser.add_argument("--burst-only", action="store_true", help="only the burst of 0.2 s turns")
+    parser.add_argument("--no-link", action="store_true", help="loopback only (no 20 ms link)")
     args = parser.parse_args(argv)
-    return _report.report(
-        measure(args.quick, args.n, args.waves, args.burst, args.burst_only), print_table, args.json
+    max_turn = args.max_turn or (QUICK_MAX_TURN if args.quick else max(TURNS))
+    result = measure(
+        max_turn, args.n, args.waves, args.burst, args.burst_only, link=not args.no_link
     )
+    return _report.report(result, print_table, args.json)
 
 
 if __name__ == "__main__":

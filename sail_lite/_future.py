@@ -10,9 +10,10 @@ as that happens, before any poll.
 
 from __future__ import annotations
 
+import collections
 import logging
 from concurrent.futures import Future
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Deque, Optional
 
 __all__ = ["ResponseFuture"]
 
@@ -26,7 +27,8 @@ class ResponseFuture(Future):
     attempt of the create carries); ``response_id`` is ``None`` until the
     server accepts the create, then the ``resp_...`` id to ``wait``,
     ``attach`` to or ``cancel`` from anywhere. ``cancel()`` cancels the
-    response on the server.
+    response on the server. Only the public :class:`~concurrent.futures.Future`
+    API is used: none of its internals.
     """
 
     def __init__(
@@ -35,7 +37,7 @@ class ResponseFuture(Future):
         super().__init__()
         self.idempotency_key = idempotency_key
         self.response_id = response_id
-        self._accepted_callbacks: List[Callable[[ResponseFuture], Any]] = []
+        self._accepted_callbacks: Deque[Callable[[ResponseFuture], Any]] = collections.deque()
 
     def add_accepted_callback(self, fn: Callable[[ResponseFuture], Any]) -> None:
         """Call ``fn(future)`` once the create is accepted (``response_id`` set).
@@ -45,27 +47,33 @@ class ResponseFuture(Future):
         called when the create fails. An exception in ``fn`` is logged, as
         ``add_done_callback`` does, and does not affect the future.
         """
-        with self._condition:  # Future's own lock: one order for accept and add
-            if self.response_id is None:
-                self._accepted_callbacks.append(fn)
-                return
-        self._call(fn)
+        self._accepted_callbacks.append(fn)
+        if self.response_id is not None:
+            self._drain()
 
     def set_accepted(self, response_id: str) -> None:
-        """Record the accepted create's ``response_id`` and run the accepted-callbacks (the submitter does)."""
-        with self._condition:
-            self.response_id = response_id
-            callbacks, self._accepted_callbacks = self._accepted_callbacks, []
-        for fn in callbacks:
-            self._call(fn)
+        """Record that the server accepted the create as ``response_id``; run the accepted-callbacks.
 
-    def _call(self, fn: Callable[[ResponseFuture], Any]) -> None:
-        try:
-            fn(self)
-        except Exception:
-            _logger.exception("an accepted-callback of response %s raised", self.response_id)
+        Called once, by the submission layer, in the thread that made the create.
+        """
+        self.response_id = response_id
+        self._drain()
+
+    def _drain(self) -> None:
+        # No lock: each side writes first (append / response_id), then drains, and a deque's
+        # popleft hands each callback to exactly one thread. Whichever of add and set comes
+        # second sees the other's write, so every callback runs once, never zero times.
+        callbacks = self._accepted_callbacks
+        while True:
+            try:
+                fn = callbacks.popleft()
+            except IndexError:
+                return
+            try:
+                fn(self)
+            except Exception:
+                _logger.exception("an accepted-callback of response %s raised", self.response_id)
 
     def __repr__(self) -> str:
-        return "<ResponseFuture {} response_id={!r}>".format(
-            "done" if self.done() else "pending", self.response_id
-        )
+        state = "done" if self.done() else "pending"
+        return f"<ResponseFuture {state} response_id={self.response_id!r}>"

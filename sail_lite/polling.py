@@ -1,15 +1,11 @@
 """The poller: many in-flight background responses, few threads, polls where completions happen.
 
 A scheduler thread keeps a heap of ``(next poll time, watch)`` and hands due
-polls to a few worker threads; a worker is busy only while an HTTP call is.
-Workers take from two lanes: due polls (and cancels), and creates queued
-by :meth:`Poller.run`. A create goes first while the oldest due poll may
-still slip (by half of its own gap: a probe long before completions are
-expected slips more than a poll where they are), so the turn clocks of a
-burst start early; past that, the poll goes first, so a due poll never
-waits behind a burst of creates for longer than its schedule allows. Ten
-thousand responses in flight cost ten thousand heap entries, not ten
-thousand threads.
+polls to a :class:`concurrent.futures.ThreadPoolExecutor`; a worker is busy
+only while an HTTP call is. Creates queued by :meth:`Poller.run` run on a
+second executor, so a burst of creates never queues in front of a due poll
+(at most one create per connection goes before it). Ten thousand responses
+in flight cost ten thousand heap entries, not ten thousand threads.
 
 Where to poll: the poller learns, per (model, completion window), when
 responses it has watched became terminal (a small ring of recent
@@ -32,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Opt
 
 from ._checks import MAX_SECONDS
 from .errors import ClientClosedError, ConfigurationError, DeadlineExceededError, SailError
+from .retry import RetryPolicy
 
 if (
     TYPE_CHECKING
@@ -96,20 +93,11 @@ def _number(
         raise ConfigurationError(f"{owner}.{name} must be finite, got {value!r}")
     if high is None:
         high = MAX_SECONDS  # past it, threads and sockets refuse the number (OverflowError)
-    if (
-        value < low
-        or (low_open and value == low)
-        or (high is not None and (value > high or (high_open and value == high)))
-    ):
+    if value < low or (low_open and value == low) or value > high or (high_open and value == high):
+        above = ">" if low_open else ">="
+        below = "<" if high_open else "<="
         raise ConfigurationError(
-            "{}.{} must be {} {}{}, got {!r}".format(
-                owner,
-                name,
-                ">" if low_open else ">=",
-                low,
-                "" if high is None else " and {} {}".format("<" if high_open else "<=", high),
-                value,
-            )
+            f"{owner}.{name} must be {above} {low} and {below} {high}, got {value!r}"
         )
 
 
@@ -149,15 +137,20 @@ class PollPolicy:
     - With only coarse observations, or none but a prior for the window
       (``priors``: asap 0.5-30 s, balanced/standard 30-300 s, flex
       60-3,600 s), the region is polled ``prior_delay`` x elapsed apart (0.25)
-      and approached geometrically (x ``multiplier``) from ``initial_interval``.
+      and approached on a geometric grid (x ``multiplier``) laid back from
+      the region's start, its first point in [``initial_interval`` x
+      sqrt(``multiplier``), that x ``multiplier``) (see :meth:`approach_point`):
+      a cold sample whose turn ``t`` ends before the region costs
+      1 + log_multiplier(t / ``initial_interval``) - 1/2 polls on average.
       Probes before the region are skipped when a response of the same
       (model, window) accepted earlier was just seen still running at a
       later point of its own schedule.
     - Nothing known (an unknown window, or ``learn=False`` and no prior):
       geometric, ``initial_interval`` then x ``multiplier``.
-    - Responses already waiting when a first precise observation arrives
-      (a cold burst, planned geometrically) have their next poll moved to
-      where the new region puts it, if that is earlier.
+    - A response that began cold keeps that first schedule when its
+      siblings' first completions reveal a region it is already inside (the
+      dense polls would cost more than the cold bound); one that is still
+      before the new region moves its next poll there, if that is earlier.
 
     Every gap is at least ``min_interval`` and at most ``max_interval[window]``
     (``default_max_interval`` for an unknown window). ``jitter`` shifts each
@@ -299,27 +292,51 @@ class PollPolicy:
             else:
                 point = elapsed * self.multiplier
         else:
-            lo, hi, eps = region.low, region.high, region.eps
-            entry = lo * (1.0 - eps * phase)  # the phase: a fraction of the first gap
-            if elapsed < entry:
-                if region.learned:
-                    probe = entry / self.approach
-                    worth = (
-                        elapsed < probe * 0.999
-                        and probe >= self.initial_interval
-                        and frontier < probe
-                    )
-                    point = probe if worth else entry
-                else:
-                    point = self.initial_interval * (1.0 + self.jitter * (2.0 * phase - 1.0))
-                    while point <= elapsed or (point <= frontier and point < entry):
-                        point *= self.multiplier
-                    point = min(point, entry)
-            elif elapsed < hi:
-                point = elapsed * (1.0 + eps)
+            entry = region.low * (
+                1.0 - region.eps * phase
+            )  # the phase: a fraction of the first gap
+            if elapsed < entry * _BELOW:
+                point = self._before(elapsed, region, entry, frontier)
+            elif elapsed < region.high:
+                point = elapsed * (1.0 + region.eps)
             else:  # a straggler: gaps grow again
-                point = elapsed * (1.0 + eps) + (elapsed - hi) * (self.multiplier - 1.0)
+                straggle = (elapsed - region.high) * (self.multiplier - 1.0)
+                point = elapsed * (1.0 + region.eps) + straggle
         return min(max(point, elapsed + self.min_interval), elapsed + cap)
+
+    def _before(self, elapsed: float, region: Region, entry: float, frontier: float) -> float:
+        if not region.learned:
+            return self.approach_point(elapsed, entry, frontier)
+        probe = entry / self.approach
+        worth = elapsed < probe * 0.999 and probe >= self.initial_interval and frontier < probe
+        return probe if worth else entry
+
+    def approach_point(self, elapsed: float, entry: float, frontier: float = 0.0) -> float:
+        """The next point of the first (cold) schedule before a region that starts at ``entry``.
+
+        The points are a geometric grid (x ``multiplier``) laid back from
+        ``entry`` (the prior's start, shifted by the watch's phase), the
+        first in [``initial_interval`` x sqrt(``multiplier``), that x
+        ``multiplier``): a turn of ``t`` seconds before the region is seen on
+        1 + log_multiplier(t / initial_interval) - 1/2 polls on average (one
+        more at most), and the region's start is itself a point, not one
+        squeezed in before it. Points up to ``frontier`` are skipped (never
+        the entry).
+        """
+        first = self.initial_interval * math.sqrt(self.multiplier)
+        if self.multiplier <= 1.0:
+            return min(max(elapsed, frontier) + self.initial_interval, entry)
+        if entry <= first:
+            return entry
+        steps = math.floor(math.log(entry / first) / math.log(self.multiplier))
+        point = entry / self.multiplier**steps
+        while point < entry and (point <= elapsed / _BELOW or point <= frontier):
+            point *= self.multiplier
+        return min(point, entry)
+
+
+#: A point this close under the region's start counts as on it (the grid is computed in floats).
+_BELOW = 1.0 - 1e-9
 
 
 class Region:
@@ -346,14 +363,17 @@ class _History:
 
 
 class Knowledge:
-    """What this client has seen of completion times, per (model, window); bounded; thread-safe."""
+    """What this client has seen of completion times, per (model, window); bounded.
+
+    Not locked: the :class:`Poller` calls it under its one lock (a second
+    lock here would only be taken inside that one).
+    """
 
     #: An observation is precise when its interval is at most this fraction of its upper bound.
     PRECISE = 0.4  # a cold geometric schedule (x1.5) yields intervals of 1/3: those count
 
     def __init__(self, policy: PollPolicy) -> None:
         self._policy = policy
-        self._lock = threading.Lock()
         self._by_key: Dict[Tuple[str, str], _History] = {}
         # region() runs before every poll; it changes only when an observation arrives.
         self._regions: Dict[Tuple[str, str], Dict[Optional[str], Optional[Region]]] = {}
@@ -368,36 +388,32 @@ class Knowledge:
         """A response became terminal after ``lower`` and by ``upper`` seconds from acceptance."""
         if not self._policy.learn or upper <= 0.0:
             return
-        with self._lock:
-            self._history(key).observations.append((max(0.0, lower), upper))
-            self._regions.pop(key, None)
+        self._history(key).observations.append((max(0.0, lower), upper))
+        self._regions.pop(key, None)
 
     def still_running(self, key: Tuple[str, str], elapsed: float, now: float) -> None:
-        with self._lock:
-            history = self._history(key)
-            if elapsed > history.frontier or now - history.frontier_at > max(5.0, history.frontier):
-                history.frontier, history.frontier_at = elapsed, now
+        history = self._history(key)
+        if elapsed > history.frontier or now - history.frontier_at > max(5.0, history.frontier):
+            history.frontier, history.frontier_at = elapsed, now
 
     def frontier(self, key: Tuple[str, str], now: float) -> float:
         """The latest elapsed time a response of this kind was seen running, while recent."""
-        with self._lock:
-            history = self._by_key.get(key)
-            if history is None or now - history.frontier_at > max(5.0, history.frontier):
-                return 0.0
-            return history.frontier
+        history = self._by_key.get(key)
+        if history is None or now - history.frontier_at > max(5.0, history.frontier):
+            return 0.0
+        return history.frontier
 
     def region(self, key: Tuple[str, str], window: Optional[str]) -> Optional[Region]:
-        with self._lock:
-            cached = self._regions.get(key)
-            if cached is None:
-                cached = self._regions[key] = {}
-            elif window in cached:
-                return cached[window]
-            history = self._by_key.get(key)
-            region = self._derive(list(history.observations) if history is not None else [], window)
-            if len(cached) < 64:  # one entry per window name a caller used: bounded all the same
-                cached[window] = region
-            return region
+        cached = self._regions.get(key)
+        if cached is None:
+            cached = self._regions[key] = {}
+        elif window in cached:
+            return cached[window]
+        history = self._by_key.get(key)
+        region = self._derive(list(history.observations) if history is not None else [], window)
+        if len(cached) < 64:  # one entry per window name a caller used: bounded all the same
+            cached[window] = region
+        return region
 
     def _derive(
         self, observations: List[Tuple[float, float]], window: Optional[str]
@@ -412,163 +428,24 @@ class Knowledge:
         if use:
             low = min(lo for lo, _ in use) * (1.0 - policy.margin)
             high = max(hi for _, hi in use) * (1.0 + policy.margin)
-            return Region(
-                low, high, policy.target_delay if precise else policy.prior_delay, bool(precise)
-            )
-        prior = policy.prior(window)
+            eps = policy.target_delay if precise else policy.prior_delay
+            return Region(low, high, eps, bool(precise))
+        return self.prior_region(window)
+
+    def prior_region(self, window: Optional[str]) -> Optional[Region]:
+        """The window's documented prior as a region (``None``: no prior for it)."""
+        prior = self._policy.prior(window)
         if prior is None:
             return None
-        return Region(prior[0], prior[1], policy.prior_delay, False)
+        return Region(prior[0], prior[1], self._policy.prior_delay, False)
 
     def __len__(self) -> int:
-        with self._lock:
-            return sum(len(h.observations) for h in self._by_key.values())
+        return sum(len(h.observations) for h in self._by_key.values())
 
 
 def _default_is_transient(error: BaseException) -> bool:
     """The client's default retry policy decides (one definition of "transient")."""
-    from .retry import RetryPolicy  # the client imported it already; deferred only for import order
-
     return isinstance(error, SailError) and RetryPolicy().should_retry(error, replay_safe=True)
-
-
-class _Watch:
-    """One background response being polled."""
-
-    __slots__ = (
-        "response_id",
-        "window",
-        "key",
-        "future",
-        "deadline_at",
-        "bounded_by_default",
-        "read_timeout",
-        "transform",
-        "started",
-        "phase",
-        "last_running",
-        "failures",
-        "learn",
-        "polled",
-        "slip",
-    )
-
-    def __init__(
-        self,
-        response_id: str,
-        window: Optional[str],
-        key: Tuple[str, str],
-        future: Future,
-        deadline_at: float,
-        bounded_by_default: bool,
-        read_timeout: Optional[float],
-        transform: Callable[[Response], Any],
-        started: float,
-        phase: float,
-        learn: bool,
-    ) -> None:
-        self.response_id = response_id
-        self.window = window
-        self.key = key
-        self.future = future
-        self.deadline_at = deadline_at
-        self.bounded_by_default = bounded_by_default
-        self.read_timeout = read_timeout
-        self.transform = transform
-        self.started = started
-        self.phase = phase
-        self.last_running = 0.0  # elapsed at the last poll that saw it running (0: none yet)
-        self.failures = 0
-        self.learn = learn
-        self.polled = False  # whether any poll was sent yet: the first point is special
-        self.slip = 0.0  # how late the next poll may go while creates wait: half its gap
-
-
-class _Lanes:
-    """Worker threads fed by two FIFO lanes: urgent (polls, cancels) and normal (creates).
-
-    An urgent task may carry ``slip_until`` (on ``clock``): until then a
-    queued normal task goes before it (a create starts a turn clock; a poll
-    that may slip loses little by waiting). Past it, or without one, the
-    urgent task goes first; not always: one task in ``FAIR`` comes from the
-    normal lane when both wait, so a flood of due polls slows creates
-    without stopping them.
-
-    Threads start on demand up to ``workers``. :meth:`shutdown` lets queued
-    tasks run (their futures must settle), then joins the threads.
-    """
-
-    def __init__(self, workers: int, name: str, clock: Callable[[], float]) -> None:
-        self._workers = workers
-        self._name = name
-        self._clock = clock
-        self._urgent: Deque[Tuple[Callable[..., Any], Tuple[Any, ...], float]] = collections.deque()
-        self._normal: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
-        # "with self._lock" (C) on the hot paths; the condition shares it for waits and notifies.
-        self._lock = threading.Lock()
-        self._condition = threading.Condition(self._lock)
-        self._threads: List[threading.Thread] = []
-        self._idle = 0
-        self._shutdown = False
-        self._served = 0
-
-    FAIR = 4
-
-    def submit(
-        self, urgent: bool, function: Callable[..., Any], *args: Any, slip_until: float = -math.inf
-    ) -> None:
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("the poller's workers are shut down")
-            if urgent:
-                self._urgent.append((function, args, slip_until))
-            else:
-                self._normal.append((function, args))
-            if self._idle:
-                self._idle -= 1  # counted here, so a burst of submits wakes as many workers
-                self._condition.notify()
-            elif len(self._threads) < self._workers:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                while not self._urgent and not self._normal:
-                    if self._shutdown:
-                        return
-                    self._idle += 1
-                    self._condition.wait()  # whoever notifies takes us off the idle count
-                self._served += 1
-                if self._normal and (
-                    not self._urgent
-                    or self._served % self.FAIR == 0
-                    or self._urgent[0][2] > self._clock()
-                ):
-                    function, args = self._normal.popleft()
-                else:
-                    function, args, _ = self._urgent.popleft()
-            try:
-                function(*args)
-            except BaseException:  # a task settles its own future; this only keeps the worker alive
-                _logger.exception("a poller task failed")
-
-    @property
-    def threads(self) -> int:
-        with self._condition:
-            return len(self._threads)
-
-    def shutdown(self) -> None:
-        with self._condition:
-            self._shutdown = True
-            self._condition.notify_all()
-            threads = list(self._threads)
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join()
 
 
 class Poller:
@@ -578,9 +455,13 @@ class Poller:
     (through the client's request loop); ``cancel(response_id)`` cancels one
     on the server; ``is_transient(error)`` says whether a failed poll is
     worth another (default: the default :class:`~sail_lite.retry.RetryPolicy`
-    with ``replay_safe=True``; the client passes its own policy). At most
-    ``min(max_workers, 31)`` worker threads plus one scheduler, started on
-    first use; :meth:`close` stops them.
+    with ``replay_safe=True``; the client passes its own policy).
+
+    Threads: one scheduler (a heap of ``(next poll time, watch)``, started on
+    first use) and two :class:`~concurrent.futures.ThreadPoolExecutor` lanes
+    that split ``max_workers`` between them: polls and server-side cancels on
+    one, creates (:meth:`run`, :meth:`start`) on the other, so a burst of
+    creates never queues in front of a due poll. At most 32 threads in all.
     """
 
     def __init__(
@@ -601,51 +482,34 @@ class Poller:
         self._rng = rng
         self._is_transient = is_transient or _default_is_transient
         self._knowledge = Knowledge(policy)
-        self._lanes = _Lanes(max(1, min(max_workers, MAX_THREADS - 1)), "sail-lite-poll", clock)
+        self._condition = threading.Condition(threading.Lock())
+        self._lanes = _Executors(max_workers, self._condition)
         self._heap: List[Tuple[float, int, _Watch]] = []
         self._sequence = itertools.count()
-        self._lock = threading.Lock()
-        self._condition = threading.Condition(
-            self._lock
-        )  # shares the lock: "with self._lock" on hot paths
+        # The one lock (self._condition, above): the heap, the knowledge, the closed flag, the
+        # creates' backlog; the scheduler waits on it.
         self._scheduler: Optional[threading.Thread] = None
         self._rescheduled: Dict[Tuple[str, str], float] = {}
+        self._running = 0  # polls handed to the executor and not finished
         self._closed = False
 
     # --- public --------------------------------------------------------
 
     def run(self, function: Callable[..., Any], *args: Any) -> Future:
-        """Run ``function(*args)`` on a worker, behind due polls (used for creates that precede a watch)."""
-        if self._closed:
-            raise ClientClosedError("the client is closed; create a new one")
+        """Run ``function(*args)`` on the creates lane; the future settles with its outcome."""
         from concurrent.futures import Future
 
         future: Future = Future()
-
-        def task() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                result = function(*args)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-
-        try:
-            self._lanes.submit(False, task)
-        except RuntimeError:
-            raise ClientClosedError("the client is closed; create a new one") from None
+        self.start(_settle_with, future, function, args)
         return future
 
     def start(self, function: Callable[..., Any], *args: Any) -> None:
-        """Like :meth:`run`, without a future: ``function`` settles its own outcome (an exception is logged)."""
-        if self._closed:
+        """Like :meth:`run`, without a future to wait on: ``function`` settles its own outcome.
+
+        An exception escaping ``function`` is logged (never silently lost).
+        """
+        if self._closed or not self._lanes.start(function, args):
             raise ClientClosedError("the client is closed; create a new one")
-        try:
-            self._lanes.submit(False, function, *args)
-        except RuntimeError:
-            raise ClientClosedError("the client is closed; create a new one") from None
 
     def watch(
         self,
@@ -668,37 +532,30 @@ class Poller:
         ``learn=False`` for a response created long before this call (e.g.
         ``responses.wait(id)``): its completion time says nothing about turns.
         """
-        if response.is_terminal and not future.done():
-            # Finished already (a fast turn): settle here; no watch to track, nothing left to cancel.
-            self._settle_now(future, transform, response)
+        if response.is_terminal:
+            # Finished already (a fast turn): settle here; no watch to track, nothing to cancel.
+            _settle(future, transform, response)
             return
         window = window or _metadata_window(response)
         now = self._clock()
-        bounded_by_default = deadline_at is None
+        bound = deadline_at is None
         if deadline_at is None:
             deadline_at = now + self._policy.wait_bound(window)
         key = (response.model or "", window or "")
-        watch = _Watch(
-            response.id,
-            window,
-            key,
-            future,
-            deadline_at,
-            bounded_by_default,
-            read_timeout,
-            transform,
-            now,
-            self._rng.random(),
-            learn,
-        )
+        watch = _Watch(response.id, window, key, future, deadline_at, bound, read_timeout)
+        watch.transform, watch.started, watch.learn = transform, now, learn
+        watch.phase = self._rng.random()
         future.add_done_callback(lambda done: self._on_future_done(watch, done))
-        if response.is_terminal:
-            self._settle(watch, response)
-            return
         self._schedule(watch)
 
     def close(self) -> None:
-        """Stop polling; unsettled futures fail with :class:`ClientClosedError` carrying the response id."""
+        """Stop polling; unsettled futures fail with :class:`ClientClosedError` carrying the response id.
+
+        Blocks until the tasks already queued (a create, a server-side
+        cancel) have run, so a cancel issued just before still reaches the
+        server; queued polls end without a request. From one of the
+        poller's own threads (a done-callback) it does not wait for that one.
+        """
         with self._condition:
             if self._closed:
                 return
@@ -707,41 +564,46 @@ class Poller:
             self._heap.clear()
             self._condition.notify_all()
         for watch in pending:
-            self._fail(
-                watch,
-                ClientClosedError(
-                    f"the client closed while waiting for response {watch.response_id}; it continues on the server: "
-                    f"resume with client.responses.wait({watch.response_id!r}) on a new client",
-                    response_id=watch.response_id,
-                ),
-            )
+            _fail(watch.future, _closed_error(watch.response_id))
         if self._scheduler is not None and self._scheduler is not threading.current_thread():
             self._scheduler.join()
         self._lanes.shutdown()
 
     @property
     def in_flight(self) -> int:
-        """How many responses are scheduled for a poll right now."""
+        """How many responses are watched right now (scheduled, or being polled)."""
         with self._condition:
-            return len(self._heap)
+            return len(self._heap) + self._running
+
+    @property
+    def polling(self) -> int:
+        """How many polls are handed to the workers and not finished yet."""
+        with self._condition:
+            return self._running
+
+    def next_due(self) -> Optional[float]:
+        """The clock time of the earliest scheduled poll (``None``: none), for tools and tests."""
+        with self._condition:
+            return self._heap[0][0] if self._heap else None
+
+    def wake(self) -> None:
+        """Make the scheduler look at its clock again (for an injected clock that jumped)."""
+        with self._condition:
+            self._condition.notify_all()
 
     # --- scheduling ----------------------------------------------------
 
-    def _schedule(self, watch: _Watch) -> None:
-        now = self._clock()
-        elapsed = now - watch.started if watch.polled else 0.0
-        region = self._knowledge.region(watch.key, watch.window)
-        point = self._policy.next_poll(
-            elapsed, watch.window, region, watch.phase, self._knowledge.frontier(watch.key, now)
-        )
-        due = min(watch.started + point, watch.deadline_at)
-        watch.slip = 0.5 * max(0.0, due - (watch.started + elapsed))
-        with self._lock:
-            if self._closed:
-                closed = True
-            else:
-                closed = False
-                heapq.heappush(self._heap, (due, next(self._sequence), watch))
+    def _schedule(self, watch: _Watch, running_at: Optional[float] = None) -> None:
+        """Put ``watch``'s next poll on the heap (``running_at``: a poll just saw it running)."""
+        with self._condition:
+            if not self._closed:
+                now = self._clock()
+                if running_at is not None and watch.learn:
+                    self._knowledge.still_running(watch.key, watch.last_running, running_at)
+                # From the planned point when a poll went a little early (see COALESCE).
+                elapsed = max(now, watch.due) - watch.started if watch.polled else 0.0
+                watch.due = _next_due(self._knowledge, self._policy, watch, now, elapsed, None)
+                heapq.heappush(self._heap, (watch.due, next(self._sequence), watch))
                 if self._scheduler is None:
                     self._scheduler = threading.Thread(
                         target=self._run, name="sail-lite-poll-scheduler", daemon=True
@@ -749,194 +611,379 @@ class Poller:
                     self._scheduler.start()
                 elif self._heap[0][2] is watch:
                     self._condition.notify()
-        if closed:
-            self._fail(
-                watch, ClientClosedError("the client is closed", response_id=watch.response_id)
-            )
+                return
+        _fail(watch.future, _closed_error(watch.response_id))
 
     #: A key's waiting watches are re-planned at most this often (seconds): each pass walks the heap.
     RESCHEDULE_EVERY = 1.0
 
-    def _maybe_reschedule(
-        self, key: Tuple[str, str], window: Optional[str], before: Optional[Region]
-    ) -> None:
-        """Pull waiting polls of ``key`` earlier when an observation just placed completions earlier.
+    def _observe(self, watch: _Watch, seen_at: float) -> None:
+        """Record a completion; pull waiting polls of its key earlier if completions come earlier.
 
-        Watches that were planned before anything was known (a cold burst,
-        all accepted within seconds) would otherwise keep their coarse,
-        geometric next point although siblings have just shown where
-        completions are. Only on a material change (the region became
+        Watches planned before anything was known would otherwise keep
+        their coarse next point although siblings have just shown where
+        completions are (a cold watch only when that region lies wholly
+        ahead of it: see ``_next_due``). Only on a material change (the region became
         learned, or its start moved 20% earlier), at most once per
         ``RESCHEDULE_EVERY`` per key; a poll is only ever moved earlier.
         """
-        after = self._knowledge.region(key, window)
-        if (
-            after is None
-            or not after.learned
-            or (before is not None and before.learned and after.low >= 0.8 * before.low)
-        ):
-            return
-        now = self._clock()
-        with self._lock:
-            if now - self._rescheduled.get(key, -math.inf) < self.RESCHEDULE_EVERY:
+        key, knowledge = watch.key, self._knowledge
+        with self._condition:
+            before = knowledge.region(key, watch.window)
+            knowledge.observe(key, watch.last_running, seen_at - watch.started)
+            after = knowledge.region(key, watch.window)
+            if (
+                after is None
+                or not after.learned
+                or (before is not None and before.learned and after.low >= 0.8 * before.low)
+                or seen_at - self._rescheduled.get(key, -math.inf) < self.RESCHEDULE_EVERY
+            ):
                 return
-            self._rescheduled[key] = now
-        frontier = self._knowledge.frontier(key, now)
-        policy = self._policy
-        with self._lock:
-            heap = self._heap
-            moved = False
-            for index, (due, sequence, watch) in enumerate(heap):
-                if watch.key != key:
-                    continue
-                elapsed = watch.last_running if watch.polled else 0.0
-                point = policy.next_poll(elapsed, watch.window, after, watch.phase, frontier)
-                earlier = min(watch.started + point, watch.deadline_at)
-                if earlier < due:
-                    watch.slip = 0.5 * max(0.0, earlier - (watch.started + elapsed))
-                    heap[index] = (earlier, sequence, watch)
-                    moved = True
+            self._rescheduled[key] = seen_at
+            heap, moved = self._heap, False
+            for index, (due, sequence, other) in enumerate(heap):
+                if other.key == key:
+                    elapsed = other.last_running if other.polled else 0.0
+                    earlier = _next_due(knowledge, self._policy, other, seen_at, elapsed, after)
+                    if earlier < due:
+                        heap[index], other.due = (earlier, sequence, other), earlier
+                        moved = True
             if moved:
                 heapq.heapify(heap)
                 self._condition.notify()
 
+    #: Polls due this soon go with the ones due now: one wake of the scheduler for a few polls.
+    COALESCE = 0.002
+
     def _run(self) -> None:
+        """The scheduler: hand every due poll to the polls lane, then sleep until the next."""
         while True:
             with self._condition:
                 while not self._closed:
-                    if not self._heap:
-                        self._condition.wait()
-                        continue
-                    wait = self._heap[0][0] - self._clock()
-                    if wait <= 0:
+                    wait = self._heap[0][0] - self._clock() if self._heap else None
+                    if wait is not None and wait <= self.COALESCE:
                         break
                     self._condition.wait(wait)
                 if self._closed:
                     return
-                due, _, watch = heapq.heappop(self._heap)
-            if watch.future.done():
-                continue  # cancelled: the done-callback has already cancelled it on the server
-            try:
-                self._lanes.submit(True, self._poll, watch, slip_until=due + watch.slip)
-            except RuntimeError:  # the workers shut down under us: close() is settling everything
-                return
+                now, due = self._clock(), []
+                while self._heap and self._heap[0][0] <= now + self.COALESCE:
+                    due.append(heapq.heappop(self._heap)[2])
+                self._running += len(due)
+            for index, watch in enumerate(due):
+                try:
+                    self._lanes.polls.submit(self._poll, watch)
+                except RuntimeError:  # shut down under us (interpreter exit): settle, never drop
+                    with self._condition:
+                        self._running -= len(due) - index
+                    for left in due[index:]:
+                        _fail(left.future, _closed_error(left.response_id))
+                    return
 
     def _poll(self, watch: _Watch) -> None:
-        if watch.future.done():
-            return
+        try:
+            if self._closed:
+                _fail(watch.future, _closed_error(watch.response_id))
+            elif not watch.future.done():  # done: cancelled, and already cancelled on the server
+                self._poll_once(watch)
+        finally:
+            with self._condition:
+                self._running -= 1
+
+    def _poll_once(self, watch: _Watch) -> None:
         sent = self._clock()
-        watch.polled = True
         if sent >= watch.deadline_at:
-            self._fail(watch, self._deadline_error(watch, None))
+            _fail(watch.future, _deadline_error(self._policy, watch, None))
             return
         try:
             response = self._fetch(watch.response_id, watch.deadline_at, watch.read_timeout)
         except DeadlineExceededError as exc:
-            self._fail(watch, self._deadline_error(watch, exc))
+            _fail(watch.future, _deadline_error(self._policy, watch, exc))
             return
         except SailError as exc:
-            watch.failures += 1
-            if (
-                self._is_transient(exc)
-                and watch.failures < self._policy.max_consecutive_failures
-                and not self._closed
-            ):
-                _logger.warning(
-                    "poll of %s failed (%s); trying again later",
-                    watch.response_id,
-                    type(exc).__name__,
-                )
-                self._schedule(watch)
-            else:
-                if exc.response_id is None:
-                    exc.response_id = watch.response_id
-                self._fail(watch, exc)
+            self._poll_failed(watch, exc)
             return
         except Exception as exc:  # a bug must not kill a worker silently
-            self._fail(watch, exc)
+            _fail(watch.future, exc)
             return
         watch.failures = 0
+        watch.polled = True
         if response.is_terminal:
             if watch.learn and response.status in ("completed", "incomplete"):
-                before = self._knowledge.region(watch.key, watch.window)
-                self._knowledge.observe(
-                    watch.key, watch.last_running, self._clock() - watch.started
-                )
-                self._maybe_reschedule(watch.key, watch.window, before)
-            self._settle(watch, response)
+                self._observe(watch, self._clock())
+            _settle(watch.future, watch.transform, response)
         elif self._clock() >= watch.deadline_at:
-            self._fail(watch, self._deadline_error(watch, None, status=response.status))
+            _fail(watch.future, _deadline_error(self._policy, watch, None, status=response.status))
         else:
             watch.last_running = sent - watch.started
-            if watch.learn:
-                self._knowledge.still_running(watch.key, watch.last_running, sent)
+            self._schedule(watch, running_at=sent)
+
+    def _poll_failed(self, watch: _Watch, error: SailError) -> None:
+        watch.polled = True
+        watch.failures += 1
+        if (
+            self._is_transient(error)
+            and watch.failures < self._policy.max_consecutive_failures
+            and not self._closed
+        ):
+            _logger.warning(
+                "poll of %s failed (%s); trying again later",
+                watch.response_id,
+                type(error).__name__,
+            )
             self._schedule(watch)
-
-    # --- settling ------------------------------------------------------
-
-    def _settle(self, watch: _Watch, response: Response) -> None:
-        self._settle_now(watch.future, watch.transform, response)
-
-    @staticmethod
-    def _settle_now(
-        future: Future, transform: Callable[[Response], Any], response: Response
-    ) -> None:
-        try:
-            result = transform(response)
-        except BaseException as exc:  # the transform's typed error is the result
-            outcome, value = future.set_exception, exc
-        else:
-            outcome, value = future.set_result, result
-        try:
-            outcome(value)
-        except _invalid_state():
-            pass  # cancelled meanwhile; the result is dropped by the caller's choice
-
-    def _fail(self, watch: _Watch, error: BaseException) -> None:
-        try:
-            watch.future.set_exception(error)
-        except _invalid_state():
-            pass
+            return
+        if error.response_id is None:
+            error.response_id = watch.response_id
+        _fail(watch.future, error)
 
     def _on_future_done(self, watch: _Watch, future: Future) -> None:
-        if not future.cancelled():
+        if not future.cancelled() or self._closed:
             return
         # Runs in the thread that called cancel(): never block it on HTTP.
-        with self._condition:
-            if self._closed:
-                return
         try:
-            self._lanes.submit(True, self._cancel_quietly, watch.response_id)
+            self._lanes.polls.submit(_cancel_quietly, self._cancel, watch.response_id)
         except RuntimeError:
             pass
 
-    def _cancel_quietly(self, response_id: str) -> None:
-        try:
-            self._cancel(response_id)
-        except SailError as exc:
-            _logger.warning(
-                "cancelling %s on the server failed: %s", response_id, type(exc).__name__
-            )
 
-    def _deadline_error(
-        self, watch: _Watch, cause: Optional[BaseException], status: Optional[str] = None
-    ) -> DeadlineExceededError:
-        if watch.bounded_by_default:
-            why = "the default wait bound ({:g} s for the {} window) passed while waiting for response {}".format(
-                self._policy.wait_bound(watch.window), watch.window or "default", watch.response_id
-            )
-            how = "; pass deadline= or PollPolicy(max_wait=...) to wait longer"
+def _next_due(
+    knowledge: Knowledge,
+    policy: PollPolicy,
+    watch: _Watch,
+    now: float,
+    elapsed: float,
+    region: Optional[Region],
+) -> float:
+    """The clock time of ``watch``'s next poll after one at ``elapsed`` (under the poller's lock).
+
+    ``region``: where completions are likely (``None``: look it up). A watch
+    that began before anything was learned (cold) keeps its first schedule,
+    the prior's, unless a learned region still lies wholly ahead of it: a
+    cold burst then costs at most 1 + log_multiplier(turn / initial_interval)
+    polls a sample, not the dense polls of a region its siblings only just
+    revealed.
+    """
+    if region is None:
+        region = knowledge.region(watch.key, watch.window)
+    if watch.cold and region is not None and region.learned:
+        if elapsed >= region.low * (1.0 - region.eps * watch.phase):
+            region = knowledge.prior_region(watch.window)
         else:
-            why = f"deadline passed while waiting for response {watch.response_id}"
-            how = ""
-        error = DeadlineExceededError(
-            "{}{}; it continues on the server: wait on it again or cancel it{}".format(
-                why, f" (last status {status})" if status else "", how
-            ),
-            response_id=watch.response_id,
+            watch.cold = False
+    frontier = knowledge.frontier(watch.key, now)
+    point = policy.next_poll(elapsed, watch.window, region, watch.phase, frontier)
+    return min(watch.started + point, watch.deadline_at)
+
+
+class _Executors:
+    """The poller's two lanes: a ThreadPoolExecutor for polls and cancels, one for creates.
+
+    Creates beyond the creates lane's threads wait in a backlog here, not in
+    the executor's queue: a create that finishes hands the next one to the
+    executor. So when the interpreter exits with a client never closed (the
+    executor then joins its threads after its queue drains, and refuses new
+    work), at most one create per thread is still sent, not the whole
+    backlog. ``condition`` is the poller's lock.
+    """
+
+    def __init__(self, max_workers: int, condition: threading.Condition) -> None:
+        # Here, not at the top: importing sail_lite (for PollPolicy) starts no executor machinery.
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._local = threading.local()  # .ours is True in these executors' threads
+        polls, self._slots = lane_sizes(max_workers)
+        self.polls = ThreadPoolExecutor(polls, "sail-lite-poll", self._mark)
+        self.creates = ThreadPoolExecutor(self._slots, "sail-lite-create", self._mark)
+        self._condition = condition
+        self._backlog: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        self._creating = 0  # creates handed to the executor and not finished
+
+    def _mark(self) -> None:
+        self._local.ours = True
+
+    def start(self, function: Callable[..., Any], args: Tuple[Any, ...]) -> bool:
+        """Run ``function(*args)`` on the creates lane, in order; False: the lane is shut down."""
+        with self._condition:
+            if self._creating >= self._slots:
+                self._backlog.append((function, args))
+                return True
+            self._creating += 1
+        return self._hand_over(function, args)
+
+    def _hand_over(self, function: Callable[..., Any], args: Tuple[Any, ...]) -> bool:
+        try:
+            self.creates.submit(self._create, function, args)
+            return True
+        except RuntimeError:  # shut down: closed, or the interpreter is exiting
+            with self._condition:
+                self._creating -= 1
+                self._condition.notify_all()
+            return False
+
+    def _create(self, function: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        _logged(function, args)
+        with self._condition:
+            if not self._backlog:
+                self._creating -= 1
+                self._condition.notify_all()
+                return
+            function, args = self._backlog.popleft()
+        self._hand_over(function, args)  # refused at exit: the rest of the backlog is dropped
+
+    def shutdown(self) -> None:
+        """Let the backlog and queued tasks run, then join the threads (not the calling one, if ours)."""
+        wait = not getattr(self._local, "ours", False)
+        if wait:
+            with self._condition:
+                while self._creating and self._backlog:
+                    self._condition.wait()
+        self.creates.shutdown(wait=wait)
+        self.polls.shutdown(wait=wait)
+
+
+def lane_sizes(max_workers: int) -> Tuple[int, int]:
+    """``(poll threads, create threads)`` for ``max_workers``: half each, at least one, at most 31 in all."""
+    total = max(2, min(max_workers, MAX_THREADS - 1))
+    polls = total // 2
+    return polls, total - polls
+
+
+class _Watch:
+    """One background response being polled."""
+
+    __slots__ = (
+        "response_id",
+        "window",
+        "key",
+        "future",
+        "deadline_at",
+        "bounded_by_default",
+        "read_timeout",
+        "transform",
+        "started",
+        "phase",
+        "last_running",
+        "failures",
+        "learn",
+        "polled",
+        "cold",
+        "due",
+    )
+
+    def __init__(
+        self,
+        response_id: str,
+        window: Optional[str],
+        key: Tuple[str, str],
+        future: Future,
+        deadline_at: float,
+        bounded_by_default: bool,
+        read_timeout: Optional[float],
+    ) -> None:
+        self.response_id = response_id
+        self.window = window
+        self.key = key
+        self.future = future
+        self.deadline_at = deadline_at
+        self.bounded_by_default = bounded_by_default
+        self.read_timeout = read_timeout
+        self.transform: Callable[[Response], Any] = _identity
+        self.started = 0.0  # the clock when the watch began (the create was accepted)
+        self.phase = 0.0  # in [0, 1), drawn once: spreads a burst's polls
+        self.last_running = 0.0  # elapsed at the last poll that saw it running (0: none yet)
+        self.failures = 0
+        self.learn = True
+        self.polled = False  # whether any poll was sent yet: the first point is special
+        self.cold = True  # on its first (prior) schedule; see _next_due
+        self.due = 0.0  # the clock time its next poll was planned for
+
+
+def _identity(response: Response) -> Any:
+    return response
+
+
+def _settle_with(future: Future, function: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    """Run ``function(*args)`` for ``future`` (public Future API only); skip it if cancelled first."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = function(*args)
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def _logged(function: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    try:
+        function(*args)
+    except BaseException:  # the task settles its own future; this only keeps it from vanishing
+        _logger.exception("a poller task failed")
+
+
+def _cancel_quietly(cancel: Callable[[str], Any], response_id: str) -> None:
+    try:
+        cancel(response_id)
+    except SailError as exc:
+        _logger.warning("cancelling %s on the server failed: %s", response_id, type(exc).__name__)
+
+
+def _settle(future: Future, transform: Callable[[Response], Any], response: Response) -> None:
+    """Settle ``future`` with ``transform(response)`` or the exception it raises."""
+    try:
+        result = transform(response)
+    except BaseException as exc:  # the transform's typed error is the result
+        _fail(future, exc)
+        return
+    if future.done():
+        return  # cancelled meanwhile: the result is dropped by the caller's choice
+    try:
+        future.set_result(result)
+    except _invalid_state():
+        pass  # cancelled between the check and the set
+
+
+def _fail(future: Future, error: BaseException) -> None:
+    if future.done():
+        return
+    try:
+        future.set_exception(error)
+    except _invalid_state():
+        pass  # cancelled meanwhile
+
+
+def _deadline_error(
+    policy: PollPolicy,
+    watch: _Watch,
+    cause: Optional[BaseException],
+    status: Optional[str] = None,
+) -> DeadlineExceededError:
+    rid = watch.response_id
+    if watch.bounded_by_default:
+        bound = policy.wait_bound(watch.window)
+        why = (
+            f"the default wait bound ({bound:g} s for the {watch.window or 'default'} window) "
+            f"passed while waiting for response {rid}"
         )
-        error.__cause__ = cause
-        return error
+        how = "; pass deadline= or PollPolicy(max_wait=...) to wait longer"
+    else:
+        why, how = f"deadline passed while waiting for response {rid}", ""
+    last = f" (last status {status})" if status else ""
+    error = DeadlineExceededError(
+        f"{why}{last}; it continues on the server: wait on it again or cancel it{how}",
+        response_id=rid,
+    )
+    error.__cause__ = cause
+    return error
+
+
+def _closed_error(response_id: str) -> ClientClosedError:
+    return ClientClosedError(
+        f"the client closed while waiting for response {response_id}; it continues on the "
+        f"server: resume with client.responses.wait({response_id!r}) on a new client",
+        response_id=response_id,
+    )
 
 
 def _invalid_state() -> type:
@@ -947,7 +994,6 @@ def _invalid_state() -> type:
 
 
 def _metadata_window(response: Response) -> Optional[str]:
-    window = (
-        response.metadata.get("completion_window") if isinstance(response.metadata, dict) else None
-    )
+    metadata = response.metadata
+    window = metadata.get("completion_window") if isinstance(metadata, dict) else None
     return window if isinstance(window, str) and window else None

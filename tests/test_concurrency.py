@@ -162,3 +162,24 @@ def test_library_is_silent_by_default():
     env = {k: v for k, v in os.environ.items() if k != "SAIL_LOG"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_a_script_that_ends_without_close_does_not_send_its_queued_creates(emulator):
+    # The poller's executor threads are joined when the interpreter exits; what is still queued
+    # then must be dropped, or a script that ends (or a Ctrl-C) sends every queued create first.
+    import subprocess
+
+    from sail_lite.emulator import Fault
+
+    emulator.faults.add(Fault("delay", method="POST", path="/v1/responses", delay=0.3))
+    code = (
+        "import sail_lite\n"
+        f"c = sail_lite.Client({emulator.api_key!r}, base_url={emulator.base_url!r}, environ={{}},"
+        " max_workers=2)\n"
+        "for i in range(30):\n"
+        f"    c.tokens.submit([1, 2, i], model={MODEL!r}, max_tokens=2, completion_window='flex')\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", code], cwd=root, timeout=120, check=True)
+    sent = emulator.stats()["requests"].get("POST /v1/responses", 0)
+    assert sent <= 3, sent  # the one create in flight at exit (one create thread), not 30

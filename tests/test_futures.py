@@ -94,3 +94,56 @@ def test_a_cancel_right_before_close_still_reaches_the_server():
         assert future.cancel()
         client.close()  # the queued server-side cancel runs before the connections close
         assert server.stats()["cancellations"] == 1
+
+
+def test_accepted_callbacks_run_exactly_once_when_adding_races_with_acceptance():
+    for _ in range(200):
+        future = ResponseFuture(idempotency_key="k")
+        calls = []
+        start = threading.Barrier(3)
+
+        def add(tag, future=future, calls=calls, start=start):
+            start.wait()
+            for i in range(20):
+                future.add_accepted_callback(lambda f, i=i: calls.append((tag, i)))
+
+        adders = [threading.Thread(target=add, args=(tag,)) for tag in "ab"]
+        for thread in adders:
+            thread.start()
+        start.wait()
+        future.set_accepted("resp_1")
+        for thread in adders:
+            thread.join()
+        assert sorted(calls) == sorted((tag, i) for tag in "ab" for i in range(20))
+
+
+def test_response_future_uses_no_private_name_of_concurrent_futures():
+    # Issue 22: no reach into CPython's Future._condition (or any other internal): every
+    # self._name the module reads must be one it defines itself.
+    import ast
+    import inspect
+
+    from sail_lite import _future
+
+    tree = ast.parse(inspect.getsource(_future))
+    defined = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+    }
+    defined |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    defined |= {
+        t.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    }
+    assert used <= defined, used - defined

@@ -16,7 +16,7 @@ from sail_lite.errors import (
     ConfigurationError,
     DeadlineExceededError,
 )
-from sail_lite.polling import Knowledge, Poller, Region, _Lanes
+from sail_lite.polling import Knowledge, Poller, Region, lane_sizes
 from sail_lite.types import Response
 
 MODEL = "moonshotai/Kimi-K2.6"
@@ -146,10 +146,60 @@ def test_cold_schedule_approaches_the_prior_then_polls_it_coarsely():
     policy = PollPolicy(initial_interval=0.1, multiplier=1.5, max_interval={"balanced": 1e6})
     prior = Region(*policy.prior("balanced"), policy.prior_delay, False)
     points = polls_until(policy, 100.0, "balanced", prior)
-    assert points[0] == pytest.approx(0.1)
+    assert 0.1 * 1.5**0.5 <= points[0] < 0.1 * 1.5**1.5
+    entry = 30.0 * (1 - 0.25 * 0.5)
+    assert entry in points  # the grid lands on the region's start: no point squeezed in before it
+    before = [p for p in points if p <= entry]
+    assert all(b / a == pytest.approx(1.5) for a, b in zip(before, before[1:]))
     inside = [p for p in points if p >= 30.0]
     assert all(b / a == pytest.approx(1.25) for a, b in zip(inside, inside[1:]))
     assert len(points) < 25
+
+
+PHASES = [i / 50 for i in range(50)]
+
+
+@pytest.mark.parametrize("window", ["asap", "balanced", "flex"])
+@pytest.mark.parametrize("turn", [0.2, 0.5, 1.0, 2.0, 5.0, 12.0, 20.0, 30.0])
+def test_a_cold_schedule_stays_within_one_plus_log_1_5_of_turn_over_0_1_s(turn, window):
+    # Issue 22: polls per sample when cold <= 1 + log1.5(turn / 0.1 s), on average over a burst's
+    # phases; no single sample more than half a poll over.
+    policy = PollPolicy()
+    bound = 1 + math.log(turn / 0.1, 1.5)
+    counts = []
+    for phase in PHASES:
+        prior = Region(*policy.prior(window), policy.prior_delay, False)
+        if turn > prior.low * (1 - prior.eps):
+            continue  # inside the prior's region polls are denser (see the prior test)
+        counts.append(len(polls_until(policy, turn, window, prior, phase)))
+    if counts:
+        assert sum(counts) / len(counts) <= bound, (counts, bound)
+        assert max(counts) <= bound + 0.5, (counts, bound)
+
+
+@pytest.mark.parametrize(
+    "elapsed,frontier,expected",
+    [
+        # the grid laid back from entry = 30 x (1 - 0.25 x 0.5) = 26.25 by x1.5: first in [0.122, 0.184)
+        (0.0, 0.0, 26.25 / 1.5**13),
+        (26.25 / 1.5**13, 0.0, 26.25 / 1.5**12),
+        (1.0, 0.0, 26.25 / 1.5**8),
+        (20.0, 0.0, 26.25),  # the next grid point is the entry itself
+        (0.0, 5.0, 26.25 / 1.5**4),  # probes up to the frontier are skipped
+        (0.0, 1e9, 26.25),  # ... never past the region's start
+        (26.25, 0.0, 26.25 * 1.25),  # inside the region: prior_delay x elapsed apart
+    ],
+)
+def test_cold_points_are_pure_arithmetic(elapsed, frontier, expected):
+    policy = PollPolicy()
+    prior = Region(30.0, 300.0, 0.25, False)
+    assert policy.next_poll(elapsed, "balanced", prior, 0.5, frontier) == pytest.approx(expected)
+
+
+def test_a_unit_multiplier_never_loops_forever():
+    policy = PollPolicy(multiplier=1.0, initial_interval=0.5)
+    points = polls_until(policy, 3.0, "balanced", Region(30.0, 300.0, 0.25, False))
+    assert points == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
 
 
 def test_frontier_skips_cold_probes_but_never_past_the_region():
@@ -246,11 +296,10 @@ def drive(poller, clock, future, limit=100000):
     for _ in range(limit):
         if future.done():
             return
-        with poller._condition:
-            due = poller._heap[0][0] if poller._heap else None
-            if due is not None and due > clock():
-                clock.advance(due - clock())
-                poller._condition.notify_all()
+        due = poller.next_due()
+        if due is not None and due > clock():
+            clock.advance(due - clock())
+            poller.wake()
         threading.Event().wait(0.0005)
     raise AssertionError("the future never settled")
 
@@ -408,41 +457,37 @@ def test_due_polls_do_not_wait_behind_queued_creates():
     assert order[0] == "poll", order
 
 
-def test_a_poll_that_may_still_slip_lets_queued_creates_go_first_and_no_longer():
+@pytest.mark.parametrize(
+    "max_workers,polls,creates",
+    [(1, 1, 1), (2, 1, 1), (8, 4, 4), (16, 8, 8), (17, 8, 9), (500, 15, 16)],
+)
+def test_lane_sizes_split_max_workers_and_stay_under_32_threads(max_workers, polls, creates):
+    assert lane_sizes(max_workers) == (polls, creates)
+
+
+def test_a_burst_of_blocked_creates_cannot_starve_cancels_either():
     clock = FakeClock()
-    lanes = _Lanes(1, "test-lanes", clock)
-    order = []
-
-    def settle(count):
-        waited = threading.Event()
-        for _ in range(20000):
-            if len(order) >= count:
-                return
-            waited.wait(0.0005)
-        raise AssertionError(order)
-
-    gate = threading.Event()
-    lanes.submit(False, gate.wait)  # holds the one worker
-    lanes.submit(True, order.append, "probe", slip_until=clock() + 1.0)
-    lanes.submit(False, order.append, "create")
-    gate.set()
-    settle(2)
-    assert order == [
-        "create",
-        "probe",
-    ]  # the probe may slip a second: the create starts its turn first
-
-    gate = threading.Event()
-    lanes.submit(False, gate.wait)
-    lanes.submit(True, order.append, "overdue poll", slip_until=clock() - 0.001)
-    lanes.submit(False, order.append, "create 2")
-    gate.set()
-    settle(4)
-    assert order[2:] == [
-        "overdue poll",
-        "create 2",
-    ]  # past its slip, a due poll never waits behind creates
-    lanes.shutdown()
+    release = threading.Event()
+    cancelled = threading.Event()
+    poller = Poller(
+        lambda *a: response("in_progress"),
+        lambda response_id: cancelled.set(),
+        policy=PollPolicy(),
+        max_workers=2,
+        clock=clock,
+        rng=random.Random(0),
+    )
+    creates = [poller.run(release.wait) for _ in range(10)]  # the creates lane is stuck
+    future = Future()
+    poller.watch(
+        response("queued"), future, window="balanced", deadline_at=None, transform=lambda r: r
+    )
+    assert future.cancel()
+    assert cancelled.wait(30)  # the server-side cancel went out on the polls lane
+    release.set()
+    for create in creates:
+        create.result(timeout=30)
+    poller.close()
 
 
 def test_a_first_completion_pulls_in_the_waiting_polls_of_a_cold_burst():
@@ -485,25 +530,51 @@ def test_a_first_completion_pulls_in_the_waiting_polls_of_a_cold_burst():
     assert seen - finish["resp_b"] <= 0.1 * 10.0, seen - finish["resp_b"]
 
 
+def test_a_cold_burst_keeps_its_first_schedule_and_stays_within_the_poll_bound():
+    # Eight samples accepted together, turns spread +-20% around 5 s: the first completion reveals a
+    # region the others are already inside; switching them to its dense polls would cost more than
+    # the cold bound (issue 22: 1 + log1.5(turn / 0.1 s) per sample when cold).
+    clock = FakeClock()
+    finish, polls = {}, {}
+
+    def fetch(response_id, deadline_at, read_timeout):
+        polls[response_id] = polls.get(response_id, 0) + 1
+        done = clock() >= finish[response_id]
+        return response("completed" if done else "in_progress", response_id)
+
+    poller = make_poller(fetch, clock)
+    start, futures = clock(), []
+    for n, turn in enumerate([4.0, 4.3, 4.6, 4.9, 5.1, 5.4, 5.7, 6.0]):
+        finish[f"resp_{n}"] = start + turn
+        futures.append(Future())
+        poller.watch(
+            response("queued", f"resp_{n}"),
+            futures[-1],
+            window="balanced",
+            deadline_at=None,
+            transform=lambda r: r,
+        )
+    for future in futures:
+        drive_until(poller, clock, future=future)
+    poller.close()
+    bound = 1 + math.log(5.0 / 0.1, 1.5)
+    assert sum(polls.values()) / len(polls) <= bound, polls
+
+
 def drive_until(poller, clock, until=None, future=None):
     """Step virtual time to each due poll, one at a time (the poller idle in between), until ``until``
     or until ``future`` is done."""
-    lanes = poller._lanes
     for _ in range(200000):
         if future is not None and future.done():
             return
-        with poller._condition:
-            due = poller._heap[0][0] if poller._heap else None
-        with lanes._condition:
-            idle = not lanes._urgent and not lanes._normal and lanes._idle == len(lanes._threads)
-        if not idle or (due is not None and due <= clock()):
+        due = poller.next_due()
+        if poller.polling or (due is not None and due <= clock()):
             threading.Event().wait(0.0005)  # a poll is on its way or running: let it finish first
             continue
         if due is None or (until is not None and due > until):
             break
         clock.advance(due - clock())
-        with poller._condition:
-            poller._condition.notify_all()
+        poller.wake()
     if until is not None and clock() < until:
         clock.advance(until - clock())
 
@@ -513,7 +584,14 @@ def test_threads_stay_under_32_whatever_max_workers_says():
     gate = threading.Event()
     poller = make_poller(lambda *a: response("completed"), clock, max_workers=500)
     futures = [poller.run(gate.wait) for _ in range(100)]
-    assert poller._lanes.threads <= 31
+    for _ in range(40):  # and as many polls, cancels
+        doomed = Future()
+        poller.watch(
+            response("queued"), doomed, window="flex", deadline_at=None, transform=lambda r: r
+        )
+        doomed.cancel()
+    names = [t.name for t in threading.enumerate() if t.name.startswith("sail-lite-")]
+    assert len(names) <= 32, names
     gate.set()
     for future in futures:
         future.result(timeout=30)
