@@ -44,6 +44,8 @@ from typing import (
     Union,
 )
 
+import requests
+
 from ._checks import decode_json, encode_json, header_value, seconds, string_mapping
 from ._transport import Reply, Transport
 from ._version import __version__
@@ -182,6 +184,7 @@ class Requester:
         max_response_bytes: int,
         verify: Union[bool, str],
         proxies: Mapping[str, str],
+        session: Optional[requests.Session] = None,
         sleep: Callable[[float], None],
         clock: Callable[[], float],
         rng: random.Random,
@@ -196,7 +199,10 @@ class Requester:
         self.rng = rng
         self._auth = {"Authorization": "Bearer " + api_key, "Accept": "application/json"}
         self._transport_options = dict(
-            verify=verify, proxies=dict(proxies), max_response_bytes=max_response_bytes
+            verify=verify,
+            proxies=dict(proxies),
+            session=session,
+            max_response_bytes=max_response_bytes,
         )
         self._asap_only: Set[str] = set()
         self._unknown_statuses: Set[str] = set()

@@ -15,6 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
 
+import requests
+
 from ._checks import header_value, positive_int, shown
 from ._requester import Requester, Timeout
 from .errors import ConfigurationError
@@ -79,7 +81,11 @@ class Client:
     ``SAIL_API_URL`` plus ``/v1``), ``verify`` (``True``, ``False`` or a CA
     bundle path; else ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` or
     ``SSL_CERT_FILE``), ``proxies`` (else the environment's, ``NO_PROXY``
-    honoured, as requests does). Bad settings raise
+    honoured, as requests does), or ``session``: a configured
+    ``requests.Session`` whose adapters, certificates, auth, proxies, verify
+    and hooks every call then uses (sail_lite still sets its own headers,
+    timeouts and redirect policy; ``verify``/``proxies`` then belong on the
+    Session). Bad settings raise
     :class:`~sail_lite.errors.ConfigurationError`, never echoing the key.
 
     The constructor does no I/O and starts no thread: connections and the
@@ -110,6 +116,7 @@ class Client:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify: Union[bool, str, None] = None,
         proxies: Optional[Mapping[str, str]] = None,
+        session: Optional[requests.Session] = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Optional[random.Random] = None,
@@ -154,8 +161,12 @@ class Client:
         self.poll = poll or PollPolicy()
         self.max_workers = max_workers
         self.max_response_bytes = max_response_bytes
-        self.verify = _verify(verify, env)
-        self.proxies = _proxies(proxies, self.base_url, env)
+        self._session = _session(session, verify, proxies)
+        if session is None:
+            self.verify = _verify(verify, env)
+            self.proxies = _proxies(proxies, self.base_url, env)
+        else:  # the Session's own settings (and, with its trust_env, the environment's) apply
+            self.verify, self.proxies = session.verify, dict(session.proxies)
         self._requester = Requester(
             api_key=self._api_key,
             base_url=self.base_url,
@@ -166,6 +177,7 @@ class Client:
             max_response_bytes=max_response_bytes,
             verify=self.verify,
             proxies=self.proxies,
+            session=session,
             sleep=sleep,
             clock=clock,
             rng=rng or random.Random(),
@@ -217,6 +229,18 @@ class Client:
         """The Batch API."""
         return self._resource("batches")
 
+    @property
+    def session(self) -> requests.Session:
+        """The ``requests.Session`` every call goes out through (the one given, else the client's own).
+
+        Read-only. The client's own Session is made on first use (here, or at
+        the first call), closed by :meth:`close`, and made again in a forked
+        child; a Session given as ``session=`` is never closed or changed by
+        the client. Raises :class:`~sail_lite.errors.ClientClosedError` after
+        :meth:`close`.
+        """
+        return self._requester.transport.session
+
     def _resource(self, name: str) -> Any:
         found = self._resources.get(name)
         if found is not None:
@@ -262,13 +286,29 @@ class Client:
             "poll": self.poll,
             "max_workers": self.max_workers,
             "max_response_bytes": self.max_response_bytes,
-            "verify": self.verify,
-            "proxies": self.proxies,
+            "verify": None if self._session is not None else self.verify,
+            "proxies": None if self._session is not None else self.proxies,
+            "session": self._session,
         }
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         api_key = state.pop("api_key")
         self.__init__(api_key, environ={}, **state)  # type: ignore[misc]
+
+
+def _session(session: Any, verify: Any, proxies: Any) -> Optional[requests.Session]:
+    if session is None:
+        return None
+    if not isinstance(session, requests.Session):
+        raise ConfigurationError(
+            f"session must be a requests.Session, got {type(session).__name__}"
+        )
+    if verify is not None or proxies is not None:
+        raise ConfigurationError(
+            "with session=, set verify and proxies on the Session (session.verify, "
+            "session.proxies), not as Client arguments"
+        )
+    return session
 
 
 def _strings_to_strings(value: Any) -> bool:
