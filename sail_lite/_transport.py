@@ -284,6 +284,9 @@ class Transport:
                 timeout=timeout,
                 allow_redirects=False,
                 stream=True,
+                # The Session's own verify, also when the environment names a CA bundle: requests
+                # lets REQUESTS_CA_BUNDLE override session.verify, a user's setting would be lost.
+                verify=self.session.verify,
             )
             content = self._read(response, bound, f"{method} {path}")
         except ResponseTooLargeError:
@@ -535,6 +538,7 @@ def _get(
             timeout=(min(timeout, left), min(timeout, left)),
             allow_redirects=False,
             stream=True,
+            verify=session.verify,  # as Transport.send: the Session's, not the environment's
         )
     except Exception as exc:
         raise connection_error(exc, f"downloading {label}", url, bound.expired) from None
