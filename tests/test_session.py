@@ -132,7 +132,7 @@ def test_the_clients_own_session_is_public_read_only_and_closed_with_it(emulator
         client.session = requests.Session()  # type: ignore[misc]
     client.close()
     with pytest.raises(ClientClosedError):
-        client.session
+        _ = client.session
 
 
 @pytest.mark.parametrize(
