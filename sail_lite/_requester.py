@@ -24,6 +24,7 @@ server.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -198,6 +199,11 @@ class Requester:
         self.sleep = sleep
         self.rng = rng
         self._auth = {"Authorization": "Bearer " + api_key, "Accept": "application/json"}
+        # The forms the key can take in a reply body (as sent, UTF-8, JSON-escaped): a server that
+        # echoes it (a 401 "bad key ...") must not put it in an error message or a stored result.
+        forms = {api_key.encode("latin-1"), api_key.encode("utf-8")}
+        forms.add(json.dumps(api_key)[1:-1].encode("ascii"))
+        self._key_forms = tuple(forms)
         self._transport_options = dict(
             verify=verify,
             proxies=dict(proxies),
@@ -419,13 +425,15 @@ class Requester:
                     raise exc from error
             started = self.clock()
             try:
-                reply = self.transport.send(
-                    method,
-                    path,
-                    headers=headers,
-                    body=body,
-                    timeout=timeout,
-                    reply_by=started + reply_within,
+                reply = self._without_key(
+                    self.transport.send(
+                        method,
+                        path,
+                        headers=headers,
+                        body=body,
+                        timeout=timeout,
+                        reply_by=started + reply_within,
+                    )
                 )
             except SailError as exc:
                 error = exc
@@ -488,17 +496,29 @@ class Requester:
             within, connect = min(within, remaining), min(connect, remaining)
         return (connect, within), within
 
+    def _without_key(self, reply: Reply) -> Reply:
+        body = reply.body
+        for form in self._key_forms:
+            if form in body:  # a byte search: cheap on every reply
+                body = body.replace(form, b"<redacted API key>")
+        return reply if body is reply.body else Reply(reply.status, reply.headers, body)
+
     def _status_error(self, reply: Reply) -> SailError:
         try:
             payload: Any = decode_json(reply.body, "error body")
         except SailError:
             payload = reply.body.decode("utf-8", "replace")
-        return status_error(
+        error = status_error(
             reply.status,
             payload,
             request_id=reply.request_id,
             retry_after=parse_retry_after(reply.headers, time.time()),
         )
+        if reply.status == 404 and not self.base_url.endswith("/v1"):
+            # Every Sail route lives under /v1: a base URL without it finds none of them.
+            error.message += f" (the base URL has no /v1: did you mean {self.base_url}/v1?)"
+            error.args = (error.message,)
+        return error
 
     @staticmethod
     def _decode(

@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
 
 import requests
@@ -346,13 +347,41 @@ def _base_url(base_url: Any, env: Mapping[str, str]) -> str:
         or "#" in url
         or not url.isprintable()
         or " " in url
+        or _host_and_port(url) is None
     ):
         raise ConfigurationError(
-            "base_url must be an http(s) URL without a query string, like {!r}; got {!r}".format(
-                DEFAULT_BASE_URL, url.split("?")[0]
-            )
+            f"base_url must be an http(s) URL with a host (and a valid port) and without a query "
+            f"string, like {DEFAULT_BASE_URL!r}; got {shown(url.split('?')[0])}"
         )
     return url
+
+
+_PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
+def _host_and_port(url: str) -> Optional[str]:
+    """``url``'s host (its port checked), or ``None`` when it has none or the port is not one."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return None
+    return parts.hostname or None
+
+
+def _check_proxy(scheme: str, proxy: str) -> None:
+    url = proxy if "://" in proxy else "http://" + proxy  # requests' own default scheme
+    if (
+        not url.isprintable()
+        or " " in url
+        or url.split("://", 1)[0].lower() not in _PROXY_SCHEMES
+        or _host_and_port(url) is None
+    ):
+        # The value is not shown: a proxy URL may carry a password.
+        raise ConfigurationError(
+            f"proxies[{shown(scheme)}] must be a proxy URL like 'http://proxy.example:3128' "
+            f"(schemes: {', '.join(_PROXY_SCHEMES)}), with printable characters only"
+        )
 
 
 def _verify(verify: Any, env: Mapping[str, str]) -> Union[bool, str]:
@@ -381,6 +410,8 @@ def _proxies(proxies: Any, base_url: str, env: Mapping[str, str]) -> Dict[str, s
             raise ConfigurationError(
                 "proxies must map schemes ('http', 'https') to proxy URLs, as in requests"
             )
+        for scheme, proxy in proxies.items():
+            _check_proxy(scheme, proxy)
         return dict(proxies)
     # requests' own rules: http_proxy / https_proxy / all_proxy, NO_PROXY honoured.
     from requests.utils import get_environ_proxies, should_bypass_proxies

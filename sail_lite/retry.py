@@ -42,7 +42,8 @@ class RetryPolicy:
     the n-th retry (n from 0).
 
     Retried (the one definition of "transient", which the poller uses too):
-    connection errors and timeouts (not a failed certificate check), and the
+    connection errors and timeouts (not a failed certificate check, not a
+    host name that does not resolve: ``code="host_not_found"``), and the
     statuses in ``retry_statuses`` (409 only with code
     ``request_in_progress``). A write is retried only when it is
     replay-safe (it carries an idempotency key, which the client adds to
@@ -110,6 +111,8 @@ class RetryPolicy:
         if isinstance(error, (UploadNotRewindableError, TLSError)):
             return False
         if isinstance(error, APIConnectionError):
+            if error.code == "host_not_found":  # a name that does not resolve will not next time
+                return False
             return replay_safe or not error.request_sent
         if not replay_safe and error.status not in _REFUSED_UNRUN:
             return False
