@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextvars
 import http.client
 import io
+import logging
 import socket
 import ssl
 import time
@@ -438,6 +439,25 @@ class Download:
         return f"Download({self._label!r}, status={self.status})"
 
 
+class _RedactQueries(logging.Filter):
+    """Redacts URL queries in urllib3's records: at DEBUG it logs each request line, signature and all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_url(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_url(record.msg)
+        return True
+
+
+def _redact_library_logs() -> None:
+    # On the library's own logger, once: a signed URL's query must never reach a log, whatever
+    # level the application sets (logging's registry, not a global of ours).
+    logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _RedactQueries) for f in logger.filters):
+        logger.addFilter(_RedactQueries())
+
+
 def _check_download_url(url: Any, label: str) -> urllib.parse.SplitResult:
     try:
         parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
@@ -502,6 +522,7 @@ def open_download(
     string. Any final status is returned: the caller decides about non-2xx.
     """
     _check_download_url(url, label)
+    _redact_library_logs()
     reply_by = float("inf") if deadline is None else clock() + deadline
     bound = _Bound(reply_by, clock)
     current = url
