@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
 
 import requests
 
-from ._checks import header_value, positive_int, shown
+from ._checks import header_value, int_in, positive_int, shown
 from ._requester import Requester, Timeout
 from .errors import ConfigurationError
 from .polling import PollPolicy
@@ -123,37 +123,11 @@ class Client:
         rng: Optional[random.Random] = None,
         environ: Optional[Mapping[str, str]] = None,
     ) -> None:
-        if environ is not None and not _strings_to_strings(environ):
-            raise ConfigurationError("environ must map variable names to strings, like os.environ")
-        for name, value in (("sleep", sleep), ("clock", clock)):
-            if not callable(value):
-                raise ConfigurationError(f"{name} must be a callable, got {type(value).__name__}")
-        if rng is not None and not all(
-            callable(getattr(rng, m, None)) for m in ("random", "uniform")
-        ):
-            raise ConfigurationError(f"rng must be a random.Random, got {type(rng).__name__}")
+        timeout = _check_settings(environ, sleep, clock, rng, timeout, retry, poll)
+        int_in("max_workers", max_workers, 1, 1024, ConfigurationError)
+        positive_int("max_response_bytes", max_response_bytes, ConfigurationError)
         env = os.environ if environ is None else environ
         self.base_url = _base_url(base_url, env)
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-            timeout = Timeout(read=timeout)
-        if timeout is not None and not isinstance(timeout, Timeout):
-            raise ConfigurationError(
-                f"timeout must be a Timeout or a number of seconds, got {type(timeout).__name__}"
-            )
-        for name, value, cls in (("retry", retry, RetryPolicy), ("poll", poll, PollPolicy)):
-            if value is not None and not isinstance(value, cls):
-                raise ConfigurationError(
-                    f"{name} must be a {cls.__name__}, got {type(value).__name__}"
-                )
-        if (
-            isinstance(max_workers, bool)
-            or not isinstance(max_workers, int)
-            or not 1 <= max_workers <= 1024
-        ):
-            raise ConfigurationError(
-                f"max_workers must be an int from 1 to 1024, got {shown(max_workers)}"
-            )
-        positive_int("max_response_bytes", max_response_bytes, ConfigurationError)
         _configure_logging(env.get("SAIL_LOG"))
 
         self._api_key = _api_key(api_key, env)
@@ -295,6 +269,29 @@ class Client:
     def __setstate__(self, state: Dict[str, Any]) -> None:
         api_key = state.pop("api_key")
         self.__init__(api_key, environ={}, **state)  # type: ignore[misc]
+
+
+def _check_settings(
+    environ: Any, sleep: Any, clock: Any, rng: Any, timeout: Any, retry: Any, poll: Any
+) -> Optional[Timeout]:
+    """The constructor's checks of its hooks and policies; a number ``timeout`` becomes a Timeout."""
+    if environ is not None and not _strings_to_strings(environ):
+        raise ConfigurationError("environ must map variable names to strings, like os.environ")
+    for name, value in (("sleep", sleep), ("clock", clock)):
+        if not callable(value):
+            raise ConfigurationError(f"{name} must be a callable, got {type(value).__name__}")
+    if rng is not None and not all(callable(getattr(rng, m, None)) for m in ("random", "uniform")):
+        raise ConfigurationError(f"rng must be a random.Random, got {type(rng).__name__}")
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        timeout = Timeout(read=timeout)
+    if timeout is not None and not isinstance(timeout, Timeout):
+        raise ConfigurationError(
+            f"timeout must be a Timeout or a number of seconds, got {type(timeout).__name__}"
+        )
+    for name, value, cls in (("retry", retry, RetryPolicy), ("poll", poll, PollPolicy)):
+        if value is not None and not isinstance(value, cls):
+            raise ConfigurationError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+    return timeout
 
 
 def _session(session: Any, verify: Any, proxies: Any) -> Optional[requests.Session]:
