@@ -13,7 +13,7 @@ import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Tuple
 
 import requests
 
@@ -21,9 +21,9 @@ from sail_lite import Client
 from sail_lite.emulator.process import EmulatorProcess
 
 
-def _switches() -> int:
+def _switches() -> Tuple[int, int]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_nvcsw + usage.ru_nivcsw
+    return usage.ru_nvcsw, usage.ru_nivcsw
 
 
 def _run(call: Callable[[], Any], requests: int, threads: int) -> None:
@@ -58,7 +58,9 @@ def measure(requests: int, threads: int, bare: bool) -> dict:
         "requests": requests,
         "threads": threads,
         "cpu_ms_per_request": round(cpu * 1000 / requests, 3),
-        "context_switches_per_request": round((after - before) / requests, 2),
+        "context_switches_per_request": round((sum(after) - sum(before)) / requests, 2),
+        "voluntary": round((after[0] - before[0]) / requests, 2),
+        "involuntary": round((after[1] - before[1]) / requests, 2),
         "ms_per_request": round(elapsed * 1000 / requests, 3),
     }
 
