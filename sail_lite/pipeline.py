@@ -411,14 +411,18 @@ class _MapRun:
         interrupted = False
         try:
             while True:
-                self.fill()
-                self.drain(block=False)
+                # Creates (and resubmits) are tracked before they are queued; never across a
+                # yield, so what the caller's loop body submits stays the caller's.
+                with self.in_flight.collecting():
+                    self.fill()
+                    self.drain(block=False)
                 if not self.window:
                     break
                 head = self.window[0]
                 if not head.ready:
                     self.reporter.report(self.counters)
-                    self.drain(block=True)
+                    with self.in_flight.collecting():
+                        self.drain(block=True)
                     continue
                 self.window.popleft()
                 self.counters.done += 1

@@ -28,6 +28,8 @@ responses to the client's poller.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -35,7 +37,19 @@ from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from ._checks import encode_json, path_id
 from ._future import ResponseFuture
@@ -224,6 +238,14 @@ class Interruption:
         _logger.log(logging.WARNING if worrying else logging.INFO, "interrupted: %s", text)
 
 
+# The InFlight that creates started in this thread (and context) are tracked in, while one collects:
+# a context variable, as decimal's context is, so that a create is tracked before it is queued
+# without every submit path taking the InFlight as an argument.
+_COLLECTING: contextvars.ContextVar[Optional[InFlight]] = contextvars.ContextVar(
+    "sail_lite_in_flight", default=None
+)
+
+
 class InFlight:
     """The futures one blocking call is waiting on, each until it is done. Thread-safe.
 
@@ -243,6 +265,26 @@ class InFlight:
             self._futures[id(future)] = future
         future.add_done_callback(self._forget)  # runs at once if it is done already
         return future
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[InFlight]:
+        """Within the block, every create this thread starts is tracked here before it is queued.
+
+        So an interrupt landing anywhere in the block (inside a submit, between a submit and
+        the line that would track its future) still finds, and withdraws or cancels, what the
+        block started.
+        """
+        token = _COLLECTING.set(self)
+        try:
+            yield self
+        finally:
+            _COLLECTING.reset(token)
+
+    @staticmethod
+    def collect(future: Future[T]) -> Future[T]:
+        """Track ``future`` in the InFlight collecting in this thread, if one is; returns it."""
+        in_flight = _COLLECTING.get()
+        return in_flight.track(future) if in_flight is not None else future
 
     def _forget(self, future: Future[Any]) -> None:
         with self._lock:
@@ -274,12 +316,27 @@ class InFlight:
         what is not confirmed is reported ``uncancelled``. Never raises.
         """
         cancels = _Cancels(time.monotonic() + budget)
+        futures = self.futures()
+        added, answered = threading.Event(), threading.Event()
+
+        def run() -> None:
+            # On a thread of its own: a second Ctrl-C (raised in the main thread only) can end the
+            # wait, but never stops a create from being withdrawn or a response from being named.
+            try:
+                for future in futures:
+                    cancels.add(future)
+                added.set()
+                cancels.wait()
+            finally:
+                added.set()
+                answered.set()
+
         try:
-            for future in self.futures():
-                cancels.add(future)
-            cancels.wait()
+            threading.Thread(target=run, name="sail-lite-interrupt", daemon=True).start()
+            answered.wait()
         except KeyboardInterrupt:
             cancels.stop("a second Ctrl-C skipped the cancel")
+            added.wait(_WITHDRAW_BOUND)  # local work only: every future withdrawn or named
         return cancels.report()
 
     def leave(self) -> Interruption:
@@ -287,24 +344,35 @@ class InFlight:
         return Interruption(left=tuple(self.response_ids()))
 
 
-def block_on(future: Future[T], in_flight: Optional[InFlight] = None) -> T:
+def block_on(
+    future: Union[Future[T], Callable[[], Future[T]]], in_flight: Optional[InFlight] = None
+) -> T:
     """Block until ``future`` settles and return its result (or raise its exception).
 
     The one place ``sample``, ``create`` and ``wait`` wait: ``future`` is in
-    ``in_flight`` (a new one when not given) for as long as it runs. On
+    ``in_flight`` (a new one when not given) for as long as it runs. ``future``
+    may also be a function that starts the work and returns its future: it
+    runs while ``in_flight`` collects (:meth:`InFlight.collecting`), so an
+    interrupt that lands while it starts is handled the same way. On
     ``KeyboardInterrupt`` (or ``SystemExit`` from a signal handler) what
     ``in_flight`` holds is cancelled (:meth:`InFlight.interrupt`, at most
     :data:`CANCEL_BUDGET` seconds) and the same exception is raised again
     from here, annotated (:meth:`Interruption.annotate`), without the frames
-    of the wait inside ``concurrent.futures``.
+    of the wait inside ``concurrent.futures`` or ``threading``.
     """
     in_flight = in_flight if in_flight is not None else InFlight()
-    in_flight.track(future)
+    started: Optional[Future[T]] = None
     try:
-        return future.result()
+        if callable(future):
+            with in_flight.collecting():
+                started = future()
+        else:
+            started = future
+        in_flight.track(started)
+        return started.result()
     except INTERRUPTS as exc:
         interruption = in_flight.interrupt()
-        unreturned = _unreturned(future)
+        unreturned = _unreturned(started) if started is not None else None
         if unreturned and unreturned not in interruption.response_ids:
             interruption = replace(interruption, finished=interruption.finished + (unreturned,))
         raise interruption.annotate(exc).with_traceback(None) from None
@@ -383,6 +451,10 @@ def _sender(future: Future[Any]) -> Optional[_Handle]:
             return None
         future = future.inner
     return None
+
+
+# How long a second Ctrl-C still waits for the in-flight futures to be withdrawn or named (no I/O).
+_WITHDRAW_BOUND = 1.0
 
 
 class _Cancels:
@@ -480,7 +552,7 @@ class _Cancels:
     def wait(self) -> None:
         """Until every cancel is answered or the deadline passes (a KeyboardInterrupt ends it early)."""
         with self.condition:
-            while self.waiting > 0:
+            while self.waiting > 0 and not self.over:
                 left = self.deadline - time.monotonic()
                 if left <= 0:
                     self.reasons["the cancels ran out of time"] = None
@@ -491,6 +563,7 @@ class _Cancels:
         with self.condition:
             self.reasons[reason] = None
             self.over = True
+            self.condition.notify_all()
 
     def report(self) -> Interruption:
         with self.condition:
@@ -627,7 +700,7 @@ class Submitter:
         payload = encode_json(body)
         key = call.idempotency_key or self._requester.new_idempotency_key()
         call = call.replace(idempotency_key=key)
-        future = _Handle(self, idempotency_key=key, queued=True)
+        future = InFlight.collect(_Handle(self, idempotency_key=key, queued=True))
 
         def start() -> None:
             if not future.begin_create():
@@ -651,15 +724,16 @@ class Submitter:
         """:meth:`create` on a thread of its own; a future of the reply (the response as created) at once.
 
         For a caller that blocks on the create itself (``responses.create``):
-        waited on with :func:`block_on`, an interrupt withdraws a create not
-        sent yet and cancels the response once the reply names it (a
-        foreground request the server finishes before it replies is named
+        started as ``block_on(lambda: start_create(...))``, the future is
+        tracked before the thread starts, so an interrupt, wherever it lands, withdraws a
+        create not sent yet and cancels the response once the reply names it
+        (a foreground request the server finishes before it replies is named
         ``finished``). A thread per call, not the client's pool: a foreground
         create holds its thread for a whole turn.
         """
         key = call.idempotency_key or self._requester.new_idempotency_key()
         call = call.replace(idempotency_key=key)
-        future = _Handle(self, idempotency_key=key, queued=True)
+        future = InFlight.collect(_Handle(self, idempotency_key=key, queued=True))
 
         def run() -> None:
             if not future.begin_create():

@@ -409,7 +409,7 @@ class SailTokenCompleter(_TokenCompleterBase):  # type: ignore[misc,valid-type]
         :func:`sail_lite.submission.block_on`) and the ``KeyboardInterrupt``
         is raised again from here, naming the response id.
         """
-        return block_on(self.submit(prompt, stop, max_tokens=max_tokens))
+        return block_on(lambda: self.submit(prompt, stop, max_tokens=max_tokens))
 
     async def __call__(
         self, model_input: PromptArg, stop: StopArg = None, *, max_tokens: Optional[int] = None

@@ -236,7 +236,16 @@ def assert_journal_agrees(journal_path, job, found):
             assert found[row.response_id] == "cancelled", row
 
 
-def test_a_second_ctrl_c_skips_the_cancel(server):
+@pytest.fixture
+def slower_server():
+    # Turns of three seconds: however busy the machine, the map's window is still running when its
+    # cancels go out (with 1 s turns a slow interrupt could find every sample finished).
+    with EmulatorServer(seed=0, turn_times={"balanced": 3.0}) as server:
+        yield server
+
+
+def test_a_second_ctrl_c_skips_the_cancel(slower_server):
+    server = slower_server
     # Every cancel hangs on the server: only the second Ctrl-C (or the cancel's own bound) ends the wait.
     server.faults.add(Fault("delay", method="POST", path="/v1/responses/*/cancel", delay=5.0))
     process = start_worker(server, "map")

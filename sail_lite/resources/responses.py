@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -113,7 +114,8 @@ class Responses:
         )
         # The create, then the wait, through block_on: Ctrl-C cancels what this call started.
         in_flight = InFlight()
-        response = block_on(self.submission.start_create(body, call), in_flight)
+        start = functools.partial(self.submission.start_create, body, call)
+        response = block_on(start, in_flight)  # the create's future is tracked as it is made
         if not background:
             if not response.is_terminal:
                 return block_on(self.submission.watch(response, check_result, call), in_flight)
@@ -301,10 +303,11 @@ class Responses:
         (bounded) and the ``KeyboardInterrupt`` names it
         (:func:`~sail_lite.submission.block_on`).
         """
-        future = self.attach(
-            response_id, deadline=deadline, timeout=timeout, extra_headers=extra_headers
+        return block_on(
+            lambda: self.attach(
+                response_id, deadline=deadline, timeout=timeout, extra_headers=extra_headers
+            )
         )
-        return block_on(future, InFlight())
 
     def attach(
         self,

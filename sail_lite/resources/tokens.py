@@ -8,6 +8,7 @@ go to the model verbatim.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from .._checks import model_id, number_in, positive_int
 from .._future import ResponseFuture
 from .._redact import redact_url
 from ..errors import InvalidRequestError
-from ..submission import InFlight, Submitter, block_on, to_sampled_tokens
+from ..submission import Submitter, block_on, to_sampled_tokens
 from ..types import SampledTokens
 from ._common import (
     DEFAULT_WINDOW,
@@ -268,7 +269,8 @@ class Tokens:
         the sample on the server (bounded) and the ``KeyboardInterrupt``
         names it (:func:`~sail_lite.submission.block_on`).
         """
-        future = self.submit(
+        start = functools.partial(
+            self.submit,
             prompt_tokens,
             model=model,
             max_tokens=max_tokens,
@@ -293,7 +295,7 @@ class Tokens:
             occurrence=occurrence,
             retry_failed=retry_failed,
         )
-        return block_on(future, InFlight())
+        return block_on(start)  # the sample is tracked as it is made: Ctrl-C finds it
 
     def submit(
         self,
