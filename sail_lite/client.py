@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the resources load on first use (see Client._resource), not
     from .resources.models import Models
     from .resources.responses import Responses
     from .resources.tokens import Tokens
+    from .webhooks import WebhookReceiver
 
 __all__ = ["Client", "Timeout", "DEFAULT_BASE_URL", "DEFAULT_MAX_RESPONSE_BYTES"]
 
@@ -96,6 +97,14 @@ class Client:
     worker process can use it), never sessions or threads. ``repr`` never
     shows the key. ``sleep``, ``clock`` (monotonic seconds) and ``rng`` are
     injectable so tests can check back-off delays without waiting.
+
+    ``webhooks``: a :class:`~sail_lite.webhooks.WebhookReceiver` whose
+    completion webhooks finish background responses (see
+    :meth:`sail_lite.submission.Submitter.use_webhooks`): background creates
+    carry its URL and token, a delivery triggers one confirming ``GET``, and
+    polling drops to the safety schedule of ``PollPolicy.webhook_interval``.
+    The client starts it on first use and never closes it (its owner does,
+    after the client); it is not pickled (a worker process polls).
     """
 
     def __init__(
@@ -114,6 +123,7 @@ class Client:
         clock: Callable[[], float] = time.monotonic,
         rng: Optional[random.Random] = None,
         environ: Optional[Mapping[str, str]] = None,
+        webhooks: Optional[WebhookReceiver] = None,
     ) -> None:
         if environ is not None and not _strings_to_strings(environ):
             raise ConfigurationError("environ must map variable names to strings, like os.environ")
@@ -146,6 +156,16 @@ class Client:
                 f"max_workers must be an int from 1 to 1024, got {shown(max_workers)}"
             )
         positive_int("max_response_bytes", max_response_bytes, ConfigurationError)
+        if webhooks is not None:
+            from .webhooks import (
+                WebhookReceiver,  # the HTTP server module only for those who use it
+            )
+
+            if not isinstance(webhooks, WebhookReceiver):
+                raise ConfigurationError(
+                    f"webhooks must be a sail_lite.webhooks.WebhookReceiver, got {type(webhooks).__name__}"
+                )
+        self.webhooks = webhooks
         _configure_logging(env.get("SAIL_LOG"))
 
         self._api_key = _api_key(api_key, env)
@@ -230,9 +250,12 @@ class Client:
     def _make_resource(self, name: str) -> Any:
         class_name, needs = _RESOURCES[name]
         module = importlib.import_module(".resources." + name, __package__)
-        return getattr(module, class_name)(
+        made = getattr(module, class_name)(
             self._requester, *(self._resource(other) for other in needs)
         )
+        if name == "responses" and self.webhooks is not None:
+            made.submission.use_webhooks(self.webhooks)
+        return made
 
     def close(self) -> None:
         """Stop the poller's threads and close the connections.

@@ -172,6 +172,17 @@ class PollPolicy:
     effort, off-peak: a day), unknown windows 3,600 s. A ``deadline=`` on the
     call replaces the bound.
 
+    **With a webhook receiver** (``Client(webhooks=...)``): a response whose
+    create carried the receiver's ``completion_webhook`` is finished by its
+    webhook (one confirming ``GET``), so polling is only the safety net for a
+    webhook that never comes: its first poll is ``webhook_interval`` seconds
+    (60) after acceptance and every gap after is at least that (the usual
+    gap when wider, e.g. flex's 120 s cap). A lost webhook costs at most
+    about ``webhook_interval`` seconds of latency, never a result; a
+    delivered one costs no poll at all when the turn is shorter than
+    ``webhook_interval``. These watches teach the schedule nothing (their
+    polls are too sparse to say when a response finished).
+
     Bad values raise :class:`~sail_lite.errors.ConfigurationError` naming the field.
     """
 
@@ -191,6 +202,7 @@ class PollPolicy:
     priors: Dict[str, Tuple[float, float]] = field(default_factory=_default_priors, hash=False)
     max_wait: Dict[str, float] = field(default_factory=_default_max_wait, hash=False)
     default_max_wait: float = 3600.0
+    webhook_interval: float = 60.0
 
     def __post_init__(self) -> None:
         owner = "PollPolicy"
@@ -242,6 +254,7 @@ class PollPolicy:
                 )
         _per_window(owner, "max_wait", self.max_wait)
         _number(owner, "default_max_wait", self.default_max_wait)
+        _number(owner, "webhook_interval", self.webhook_interval)
 
     def cap(self, window: Optional[str]) -> float:
         """The longest gap between two polls of a response in ``window``."""
@@ -491,6 +504,7 @@ class Poller:
         self._scheduler: Optional[threading.Thread] = None
         self._rescheduled: Dict[Tuple[str, str], float] = {}
         self._running = 0  # polls handed to the executor and not finished
+        self._stale = 0  # heap entries of watches nudged off it, dropped when they come due
         self._closed = False
 
     # --- public --------------------------------------------------------
@@ -521,7 +535,8 @@ class Poller:
         transform: Callable[[Response], Any],
         read_timeout: Optional[float] = None,
         learn: bool = True,
-    ) -> None:
+        pushed: bool = False,
+    ) -> Optional[Callable[[Optional[Response]], None]]:
         """Poll ``response`` until terminal, then settle ``future`` with ``transform(terminal)``.
 
         Call it as soon as the create is accepted: the schedule counts from
@@ -531,11 +546,21 @@ class Poller:
         ``max_wait`` for the window (:class:`DeadlineExceededError`).
         ``learn=False`` for a response created long before this call (e.g.
         ``responses.wait(id)``): its completion time says nothing about turns.
+
+        ``pushed=True``: a completion webhook will say when it is done, so
+        it is polled on the sparse safety schedule (``PollPolicy.webhook_interval``)
+        and learns nothing. Returns ``nudge(response)`` (``None`` when the
+        response was terminal already and the future is settled): call it
+        when a webhook for it arrives. ``nudge(None)`` polls it now (on the
+        polls lane, never in the caller's thread; once more right after a
+        poll in flight, which may have left before it finished);
+        ``nudge(terminal)`` settles the future with that response, unread
+        (a trusted body). Nudging a settled watch does nothing.
         """
         if response.is_terminal:
             # Finished already (a fast turn): settle here; no watch to track, nothing to cancel.
             _settle(future, transform, response)
-            return
+            return None
         window = window or _metadata_window(response)
         now = self._clock()
         bound = deadline_at is None
@@ -543,10 +568,44 @@ class Poller:
             deadline_at = now + self._policy.wait_bound(window)
         key = (response.model or "", window or "")
         watch = _Watch(response.id, window, key, future, deadline_at, bound, read_timeout)
-        watch.transform, watch.started, watch.learn = transform, now, learn
+        watch.transform, watch.started, watch.learn = transform, now, learn and not pushed
+        watch.pushed = pushed
         watch.phase = self._rng.random()
         future.add_done_callback(lambda done: self._on_future_done(watch, done))
         self._schedule(watch)
+        return lambda terminal: self._nudge(watch, terminal)
+
+    def _nudge(self, watch: _Watch, terminal: Optional[Response]) -> None:
+        """A webhook for ``watch`` arrived: poll it now, or settle it with a trusted terminal body."""
+        if watch.future.done():
+            return
+        if terminal is not None and terminal.is_terminal:
+            with self._condition:
+                self._unqueue(watch)
+            _settle(watch.future, watch.transform, terminal)
+            return
+        with self._condition:
+            if self._closed:
+                return
+            if not self._unqueue(watch):
+                watch.again = (
+                    True  # a poll is in flight: it may have left before the response ended
+                )
+                return
+            self._running += 1
+        try:
+            self._lanes.polls.submit(self._poll, watch)
+        except RuntimeError:  # shut down under us: close() fails the future
+            with self._condition:
+                self._running -= 1
+
+    def _unqueue(self, watch: _Watch) -> bool:
+        """Take ``watch``'s poll off the heap (lazily: its entry goes stale); False if none was there."""
+        if not watch.queued:
+            return False
+        watch.queued, watch.sequence = False, -1
+        self._stale += 1
+        return True
 
     def close(self) -> None:
         """Stop polling; unsettled futures fail with :class:`ClientClosedError` carrying the response id.
@@ -560,8 +619,9 @@ class Poller:
             if self._closed:
                 return
             self._closed = True
-            pending = [watch for _, _, watch in self._heap]
+            pending = [watch for _, sequence, watch in self._heap if sequence == watch.sequence]
             self._heap.clear()
+            self._stale = 0
             self._condition.notify_all()
         for watch in pending:
             _fail(watch.future, _closed_error(watch.response_id))
@@ -573,7 +633,7 @@ class Poller:
     def in_flight(self) -> int:
         """How many responses are watched right now (scheduled, or being polled)."""
         with self._condition:
-            return len(self._heap) + self._running
+            return len(self._heap) - self._stale + self._running
 
     @property
     def polling(self) -> int:
@@ -584,7 +644,8 @@ class Poller:
     def next_due(self) -> Optional[float]:
         """The clock time of the earliest scheduled poll (``None``: none), for tools and tests."""
         with self._condition:
-            return self._heap[0][0] if self._heap else None
+            due = [entry[0] for entry in self._heap if entry[1] == entry[2].sequence]
+            return min(due) if due else None
 
     def wake(self) -> None:
         """Make the scheduler look at its clock again (for an injected clock that jumped)."""
@@ -595,6 +656,8 @@ class Poller:
 
     def _schedule(self, watch: _Watch, running_at: Optional[float] = None) -> None:
         """Put ``watch``'s next poll on the heap (``running_at``: a poll just saw it running)."""
+        if watch.future.done():
+            return  # cancelled, or settled by a trusted webhook body: nothing left to poll
         with self._condition:
             if not self._closed:
                 now = self._clock()
@@ -603,7 +666,10 @@ class Poller:
                 # From the planned point when a poll went a little early (see COALESCE).
                 elapsed = max(now, watch.due) - watch.started if watch.polled else 0.0
                 watch.due = _next_due(self._knowledge, self._policy, watch, now, elapsed, None)
-                heapq.heappush(self._heap, (watch.due, next(self._sequence), watch))
+                if watch.again:  # a webhook came during the poll that just saw it running
+                    watch.again, watch.due = False, now
+                watch.sequence, watch.queued = next(self._sequence), True
+                heapq.heappush(self._heap, (watch.due, watch.sequence, watch))
                 if self._scheduler is None:
                     self._scheduler = threading.Thread(
                         target=self._run, name="sail-lite-poll-scheduler", daemon=True
@@ -642,7 +708,7 @@ class Poller:
             self._rescheduled[key] = seen_at
             heap, moved = self._heap, False
             for index, (due, sequence, other) in enumerate(heap):
-                if other.key == key:
+                if other.key == key and sequence == other.sequence:
                     elapsed = other.last_running if other.polled else 0.0
                     earlier = _next_due(knowledge, self._policy, other, seen_at, elapsed, after)
                     if earlier < due:
@@ -668,7 +734,12 @@ class Poller:
                     return
                 now, due = self._clock(), []
                 while self._heap and self._heap[0][0] <= now + self.COALESCE:
-                    due.append(heapq.heappop(self._heap)[2])
+                    _, sequence, watch = heapq.heappop(self._heap)
+                    if sequence != watch.sequence:
+                        self._stale -= 1  # nudged off the heap: polled already
+                        continue
+                    watch.queued = False
+                    due.append(watch)
                 self._running += len(due)
             for index, watch in enumerate(due):
                 try:
@@ -773,6 +844,8 @@ def _next_due(
             watch.cold = False
     frontier = knowledge.frontier(watch.key, now)
     point = policy.next_poll(elapsed, watch.window, region, watch.phase, frontier)
+    if watch.pushed:  # the webhook is the signal; polls are the safety net
+        point = max(point, elapsed + policy.webhook_interval)
     return min(watch.started + point, watch.deadline_at)
 
 
@@ -869,6 +942,10 @@ class _Watch:
         "polled",
         "cold",
         "due",
+        "pushed",
+        "sequence",
+        "queued",
+        "again",
     )
 
     def __init__(
@@ -897,6 +974,10 @@ class _Watch:
         self.polled = False  # whether any poll was sent yet: the first point is special
         self.cold = True  # on its first (prior) schedule; see _next_due
         self.due = 0.0  # the clock time its next poll was planned for
+        self.pushed = False  # a completion webhook signals it: the sparse safety schedule
+        self.sequence = -1  # its live heap entry's sequence (other entries of it are stale)
+        self.queued = False  # whether it has a live heap entry
+        self.again = False  # nudged while a poll was in flight: poll again at once
 
 
 def _identity(response: Response) -> Any:
