@@ -31,6 +31,7 @@ __all__ = [
     "decode_json",
     "encode_json",
     "header_value",
+    "int_in",
     "model_id",
     "number_in",
     "path_id",
@@ -103,12 +104,22 @@ def seconds(name: str, value: Any, error: Type[SailError] = InvalidRequestError)
     return float(value)
 
 
-def number_in(name: str, value: Any, low: float, high: float) -> float:
+def number_in(
+    name: str, value: Any, low: float, high: float, error: Type[SailError] = InvalidRequestError
+) -> float:
+    """A real number (not a bool, not NaN) from ``low`` to ``high``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise InvalidRequestError(
-            f"{name} must be a number from {low} to {high}, got {shown(value)}"
-        )
+        raise error(f"{name} must be a number from {low} to {high}, got {shown(value)}")
     return float(value)
+
+
+def int_in(
+    name: str, value: Any, low: int, high: int, error: Type[SailError] = InvalidRequestError
+) -> int:
+    """An int (not a bool) from ``low`` to ``high``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise error(f"{name} must be an int from {low} to {high}, got {shown(value)}")
+    return value
 
 
 def model_id(model: Any) -> str:

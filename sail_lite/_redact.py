@@ -13,18 +13,30 @@ from typing import Any
 
 __all__ = ["redact_url", "redact_secrets"]
 
-_ANY_QUERY = re.compile(r"\?[^\s'\"]*")
+# A query follows a URL or a path: a run without spaces holding a "/" ("GET /v1/x?k=v", "s3://b/k?sig").
+# A "?" after a plain word ("a journal?") is a question, not a query.
+_TOKEN = re.compile(r"[^\s'\"]+")
 _URL_QUERY = re.compile(r"(https?://[^\s?#'\"]*)\?[^\s#'\"]*", re.IGNORECASE)
 _REDACTED = "?<redacted>"
 
 
 def redact_url(text: str) -> str:
-    """``text`` with every query string (``?...`` up to whitespace or a quote) replaced.
+    """``text`` with the query string of every URL or path (``/x?...`` up to whitespace or a quote) replaced.
 
-    For texts that hold no user content, such as an HTTP library's exception
-    message, where a query may follow a bare path.
+    Ordinary text is kept: a ``?`` counts as a query only right after a run
+    of non-space characters that holds a ``/`` (a URL, or a bare path as an
+    HTTP library's message shows it).
     """
-    return _ANY_QUERY.sub(_REDACTED, text)
+    return _TOKEN.sub(_redact_token, text) if "?" in text else text
+
+
+def _redact_token(match: Any) -> str:
+    token: str = match.group(0)
+    mark = token.find("?")
+    if mark < 0 or "/" not in token[:mark]:
+        return token
+    fragment = token.find("#", mark)
+    return token[:mark] + _REDACTED + (token[fragment:] if fragment >= 0 else "")
 
 
 _MAX_DEPTH = 64  # deeper than any wire object: what lies below is returned as it is

@@ -24,12 +24,14 @@ server.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -43,6 +45,8 @@ from typing import (
     TypeVar,
     Union,
 )
+
+import requests
 
 from ._checks import decode_json, encode_json, header_value, seconds, string_mapping
 from ._transport import Reply, Transport
@@ -59,28 +63,17 @@ from .errors import (
 )
 from .polling import PollPolicy
 from .retry import RetryPolicy, parse_retry_after
+from .types import TERMINAL_STATUSES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .polling import Poller
 
-__all__ = ["Call", "Requester", "Timeout", "new_idempotency_key"]
+__all__ = ["Call", "KNOWN_STATUSES", "Requester", "Timeout", "new_idempotency_key"]
 
 _logger = logging.getLogger(__name__)
 T = TypeVar("T")
-# Every status this client knows: running, and sail_lite.types.TERMINAL_STATUSES (spelled out here so that
-# note_status, called on every reply, needs no import; tests/test_request_loop.py pins the two sets together).
-_KNOWN_STATUSES = frozenset(
-    {
-        "queued",
-        "in_progress",
-        "completed",
-        "incomplete",
-        "failed",
-        "cancelled",
-        "canceled",
-        "expired",
-    }
-)
+#: Every status this client knows: the two running ones and the wire types' terminal ones.
+KNOWN_STATUSES = TERMINAL_STATUSES | frozenset({"queued", "in_progress"})
 
 
 def new_idempotency_key() -> str:
@@ -110,55 +103,39 @@ class Timeout:
             seconds("Timeout." + name, getattr(self, name), ConfigurationError)
 
 
+@dataclass(frozen=True, repr=False)
 class Call:
-    """One logical call's checked options; read-only by convention (``replace`` makes a changed copy).
+    """One logical call's checked options (``replace`` makes a changed copy).
 
     ``timeout`` replaces the per-attempt bound of the call's kind;
     ``deadline_at`` (on the client's clock) bounds the whole call, retries
     and back-off included; ``extra_headers`` are sent on every attempt;
     ``idempotency_key`` is the key a write carries (minted when ``None``).
-    A plain class, not a dataclass: one is made per call, and a frozen
-    dataclass's generated methods cost about a millisecond to compile when
-    sail_lite is imported.
     """
 
-    __slots__ = ("timeout", "deadline_at", "extra_headers", "idempotency_key")
+    timeout: Optional[float] = None
+    deadline_at: Optional[float] = None
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: Optional[str] = None
 
-    def __init__(
-        self,
-        timeout: Optional[float] = None,
-        deadline_at: Optional[float] = None,
-        extra_headers: Optional[Mapping[str, str]] = None,
-        idempotency_key: Optional[str] = None,
-    ) -> None:
-        self.timeout = timeout
-        self.deadline_at = deadline_at
-        self.extra_headers: Mapping[str, str] = {} if extra_headers is None else extra_headers
-        self.idempotency_key = idempotency_key
+    def __post_init__(self) -> None:
+        if self.extra_headers is None:
+            object.__setattr__(self, "extra_headers", {})
 
     def replace(self, **changes: Any) -> Call:
         """A copy with ``changes`` (keyword names of the fields)."""
-        values = {name: getattr(self, name) for name in self.__slots__}
-        values.update(changes)
-        return Call(**values)
+        return dataclasses.replace(self, **changes)
 
     def remaining(self, now: float) -> Optional[float]:
         return None if self.deadline_at is None else self.deadline_at - now
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Call):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable in principle, so unhashable (as before: a dict field)
-
     def __repr__(self) -> str:
-        # The idempotency key is not a secret (it is sent in a header and carried by errors).
-        return "Call(timeout={!r}, deadline_at={!r}, extra_headers={{{}}}, idempotency_key={!r})".format(
-            self.timeout,
-            self.deadline_at,
-            ", ".join(map(repr, self.extra_headers)),
-            self.idempotency_key,
+        # Header names only: a value may be a credential. The idempotency key is not a secret
+        # (it is sent in a header and carried by errors).
+        names = ", ".join(map(repr, self.extra_headers))
+        return (
+            f"Call(timeout={self.timeout!r}, deadline_at={self.deadline_at!r}, "
+            f"extra_headers={{{names}}}, idempotency_key={self.idempotency_key!r})"
         )
 
 
@@ -182,6 +159,7 @@ class Requester:
         max_response_bytes: int,
         verify: Union[bool, str],
         proxies: Mapping[str, str],
+        session: Optional[requests.Session] = None,
         sleep: Callable[[float], None],
         clock: Callable[[], float],
         rng: random.Random,
@@ -195,8 +173,16 @@ class Requester:
         self.sleep = sleep
         self.rng = rng
         self._auth = {"Authorization": "Bearer " + api_key, "Accept": "application/json"}
+        # The forms the key can take in a reply body (as sent, UTF-8, JSON-escaped): a server that
+        # echoes it (a 401 "bad key ...") must not put it in an error message or a stored result.
+        forms = {api_key.encode("latin-1"), api_key.encode("utf-8")}
+        forms.add(json.dumps(api_key)[1:-1].encode("ascii"))
+        self._key_forms = tuple(forms)
         self._transport_options = dict(
-            verify=verify, proxies=dict(proxies), max_response_bytes=max_response_bytes
+            verify=verify,
+            proxies=dict(proxies),
+            session=session,
+            max_response_bytes=max_response_bytes,
         )
         self._asap_only: Set[str] = set()
         self._unknown_statuses: Set[str] = set()
@@ -413,33 +399,26 @@ class Requester:
                     raise exc from error
             started = self.clock()
             try:
-                reply = self.transport.send(
-                    method,
-                    path,
-                    headers=headers,
-                    body=body,
-                    timeout=timeout,
-                    reply_by=started + reply_within,
+                reply = _without(
+                    self._key_forms,
+                    self.transport.send(
+                        method,
+                        path,
+                        headers=headers,
+                        body=body,
+                        timeout=timeout,
+                        reply_by=started + reply_within,
+                    ),
                 )
             except SailError as exc:
                 error = exc
                 _logger.debug("%s %s -> %s (attempt %d)", method, path, type(exc).__name__, attempt)
             else:
-                if _logger.isEnabledFor(
-                    logging.DEBUG
-                ):  # its arguments cost a clock read and a header lookup
-                    _logger.debug(
-                        "%s %s -> %d (attempt %d, %.1f ms, request %s)",
-                        method,
-                        path,
-                        reply.status,
-                        attempt,
-                        (self.clock() - started) * 1000,
-                        reply.request_id,
-                    )
+                if _logger.isEnabledFor(logging.DEBUG):  # the arguments cost a clock read
+                    _log_reply(method, path, reply, attempt, self.clock() - started)
                 if 200 <= reply.status < 300:
-                    return self._decode(reply, method, path, attempt, response_id)
-                error = self._status_error(reply)
+                    return _decode_reply(reply, method, path, attempt, response_id)
+                error = _reply_error(reply, self.base_url)
             error.attempts = attempt
             error.response_id = error.response_id or response_id
             error.idempotency_key = error.idempotency_key or key
@@ -447,20 +426,13 @@ class Requester:
             if delay is None:
                 raise error
             if call.deadline_at is not None and self.clock() + delay >= call.deadline_at:
-                raise self._deadline_error(method, path, error, attempt, response_id)
+                raise _deadline_error(method, path, error, attempt, response_id)
             _logger.info(
                 "%s %s failed (%s), retry %d/%d in %.2f s",
-                method,
-                path,
-                _short(error),
-                attempt,
-                policy.max_retries,
-                delay,
+                *(method, path, _short(error), attempt, policy.max_retries, delay),
             )
             self.sleep(delay)
-        raise AssertionError(
-            "unreachable: the last attempt's delay is always None"
-        )  # pragma: no cover
+        raise AssertionError("unreachable: the last attempt's delay is None")  # pragma: no cover
 
     def _attempt_bounds(
         self,
@@ -478,61 +450,9 @@ class Requester:
         remaining = call.remaining(self.clock())
         if remaining is not None:
             if remaining <= 0:
-                raise self._deadline_error(method, path, last, attempt - 1, response_id)
+                raise _deadline_error(method, path, last, attempt - 1, response_id)
             within, connect = min(within, remaining), min(connect, remaining)
         return (connect, within), within
-
-    def _status_error(self, reply: Reply) -> SailError:
-        try:
-            payload: Any = decode_json(reply.body, "error body")
-        except SailError:
-            payload = reply.body.decode("utf-8", "replace")
-        return status_error(
-            reply.status,
-            payload,
-            request_id=reply.request_id,
-            retry_after=parse_retry_after(reply.headers, time.time()),
-        )
-
-    @staticmethod
-    def _decode(
-        reply: Reply, method: str, path: str, attempt: int, response_id: Optional[str]
-    ) -> Any:
-        if not reply.body:
-            return None
-        kind = reply.headers.get("content-type", "unknown content type")
-        return decode_json(
-            reply.body,
-            f"{method} {path}: the {reply.status} reply ({kind}; a proxy page or a cut-off reply?)",
-            status=reply.status,
-            request_id=reply.request_id,
-            attempts=attempt,
-            response_id=response_id,
-        )
-
-    def _deadline_error(
-        self,
-        method: str,
-        path: str,
-        last: Optional[SailError],
-        attempts: int,
-        response_id: Optional[str],
-    ) -> DeadlineExceededError:
-        message = f"{method} {path}: deadline passed after {attempts} attempt(s)"
-        if last is not None:
-            message += f"; last error: {_short(last)}"
-        error = DeadlineExceededError(
-            message,
-            attempts=attempts,
-            response_id=response_id,
-            status=getattr(last, "status", None),
-            code=getattr(last, "code", None),
-            retry_after=getattr(last, "retry_after", None),
-            request_id=getattr(last, "request_id", None),
-            idempotency_key=getattr(last, "idempotency_key", None),
-        )
-        error.__cause__ = last
-        return error
 
     # --- waiting -------------------------------------------------------------------------
 
@@ -558,8 +478,20 @@ class Requester:
             raise InvalidRequestError(
                 f"on_poll must be a callable taking the polled object, got {type(on_poll).__name__}"
             )
-        if call.deadline_at is None:
-            call = call.replace(deadline_at=self.clock() + self.poll.wait_bound(window))
+        deadline_at = call.deadline_at
+        if deadline_at is None:
+            deadline_at = self.clock() + self.poll.wait_bound(window)
+        return self._poll(fetch, settled, window, deadline_at, what, on_poll)
+
+    def _poll(
+        self,
+        fetch: Callable[[], T],
+        settled: Callable[[T], bool],
+        window: Optional[str],
+        deadline_at: float,
+        what: str,
+        on_poll: Optional[Callable[[T], None]],
+    ) -> T:
         interval: Optional[float] = None
         while True:
             value = fetch()
@@ -568,7 +500,7 @@ class Requester:
             if settled(value):
                 return value
             delay, interval = self.poll.next_interval(interval, window, self.rng)
-            if call.deadline_at is not None and self.clock() + delay >= call.deadline_at:
+            if self.clock() + delay >= deadline_at:
                 raise DeadlineExceededError(
                     f"deadline passed while waiting for {what}; it goes on on the server"
                 )
@@ -576,7 +508,7 @@ class Requester:
 
     def note_status(self, status: str, response_id: str) -> None:
         """Log, once per client, a response status this client does not know (treated as running)."""
-        if status in _KNOWN_STATUSES or status in self._unknown_statuses:
+        if status in KNOWN_STATUSES or status in self._unknown_statuses:
             return
         self._unknown_statuses.add(status)
         _logger.warning(
@@ -591,3 +523,74 @@ def _short(error: SailError) -> str:
     if error.status is not None:
         return f"{error.status} {error.code or type(error).__name__}"
     return type(error).__name__
+
+
+def _without(forms: Tuple[bytes, ...], reply: Reply) -> Reply:
+    """``reply`` with every form of the API key in its body replaced (a byte search per form)."""
+    body = reply.body
+    for form in forms:
+        if form in body:
+            body = body.replace(form, b"<redacted API key>")
+    return reply if body is reply.body else Reply(reply.status, reply.headers, body)
+
+
+def _log_reply(method: str, path: str, reply: Reply, attempt: int, took: float) -> None:
+    _logger.debug(
+        "%s %s -> %d (attempt %d, %.1f ms, request %s)",
+        *(method, path, reply.status, attempt, took * 1000, reply.request_id),
+    )
+
+
+def _reply_error(reply: Reply, base_url: str) -> SailError:
+    """The typed error of a non-2xx reply (its body decoded when it is JSON)."""
+    try:
+        payload: Any = decode_json(reply.body, "error body")
+    except SailError:
+        payload = reply.body.decode("utf-8", "replace")
+    error = status_error(
+        reply.status,
+        payload,
+        request_id=reply.request_id,
+        retry_after=parse_retry_after(reply.headers, time.time()),
+    )
+    if reply.status == 404 and not base_url.endswith("/v1"):
+        # Every Sail route lives under /v1: a base URL without it finds none of them.
+        error.message += f" (the base URL has no /v1: did you mean {base_url}/v1?)"
+        error.args = (error.message,)
+    return error
+
+
+def _decode_reply(
+    reply: Reply, method: str, path: str, attempt: int, response_id: Optional[str]
+) -> Any:
+    if not reply.body:
+        return None
+    kind = reply.headers.get("content-type", "unknown content type")
+    return decode_json(
+        reply.body,
+        f"{method} {path}: the {reply.status} reply ({kind}; a proxy page or a cut-off reply?)",
+        status=reply.status,
+        request_id=reply.request_id,
+        attempts=attempt,
+        response_id=response_id,
+    )
+
+
+def _deadline_error(
+    method: str, path: str, last: Optional[SailError], attempts: int, response_id: Optional[str]
+) -> DeadlineExceededError:
+    message = f"{method} {path}: deadline passed after {attempts} attempt(s)"
+    if last is not None:
+        message += f"; last error: {_short(last)}"
+    error = DeadlineExceededError(
+        message,
+        attempts=attempts,
+        response_id=response_id,
+        status=getattr(last, "status", None),
+        code=getattr(last, "code", None),
+        retry_after=getattr(last, "retry_after", None),
+        request_id=getattr(last, "request_id", None),
+        idempotency_key=getattr(last, "idempotency_key", None),
+    )
+    error.__cause__ = last
+    return error

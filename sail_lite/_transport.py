@@ -1,60 +1,95 @@
-"""One HTTP attempt: ``(method, path, headers, body)`` in, ``Reply(status, headers, body)`` out.
+"""One HTTP attempt through requests: ``(method, path, headers, body)`` in, ``Reply`` out.
 
-Never retries and never logs. The hot path (every create and every poll)
-goes to urllib3's connection pool directly: ``requests.Session`` costs
-about four times the CPU per call in merging settings we already resolved
-once. What users rely on from requests is kept by building the pool with
-requests' own helpers: environment proxies and ``NO_PROXY`` (resolved by
-the client), CA bundles and ``verify=``, proxy authentication.
+Never retries and never logs. Every call goes out through a ``requests.Session``
+(``Session.request``: its adapters, auth, certificates, proxies, hooks and cookies
+apply). The client's own Session mounts :class:`BoundedAdapter` for ``http://`` and
+``https://``, with a pool sized to the client's workers; a Session the user gives
+(``Client(session=...)``) is used as it is, nothing mounted or changed. sail_lite
+always sets its own headers (``Authorization``, ``User-Agent``, ...), timeouts and
+redirect policy (none for API calls; :func:`open_download` for storage).
 
-Two bounds hold on every attempt, whatever the server does:
+Two bounds hold on every attempt:
 
-- wall-clock: the whole reply (status line, headers, body) must arrive by
-  the attempt's ``reply_by`` time, or a watchdog thread shuts the socket
-  down and the attempt fails with :class:`APITimeoutError` (a per-read
-  timeout alone lets a server that drips a byte a second hold a call
-  forever);
-- size: a body, counted after decompression, may not pass
-  ``max_response_bytes`` (:class:`ResponseTooLargeError`).
+- wall-clock: the whole reply (status line, headers, body) must arrive by the
+  attempt's ``reply_by`` time, or the attempt fails with :class:`APITimeoutError`;
+- size: a body, counted after decompression, may not pass ``max_response_bytes``
+  (:class:`ResponseTooLargeError`).
 
-Every library failure becomes :class:`APIConnectionError` (or a subclass)
-whose message names the method and path, never a query string.
+Every library failure becomes :class:`APIConnectionError` (or a subclass) whose
+message names the method and path, never a query string, and says what happened
+in words ("connection refused", "cannot resolve host ...").
+
+Design notes: where this goes below requests' public API, and why
+----------------------------------------------------------------
+requests (and urllib3 under it) bounds each socket read, not a whole reply. A
+server or proxy that sends one byte every few seconds keeps every read under its
+timeout and holds a call for as long as it likes (measured: a reply dripped at one
+byte per 50 ms held a ``read=0.4`` call 10 s; tinker storage at 1 byte/s held a
+``deadline=20`` publish past 60 s). A user feels that on a real link as a hang
+that no timeout ends. So :class:`BoundedAdapter` (a requests transport adapter,
+requests' documented extension point) gives its urllib3 pools a connection class
+whose ``http.client`` response reads the socket through :class:`_BoundedReader`:
+before each ``recv`` the socket timeout is set to what is left of the attempt's
+bound (never more than the read timeout), so the wall-clock bound holds without a
+watchdog thread (the previous design's thread cost about 11 context switches per
+request under load; ``bench/context_switches.py``). The bound of the running
+attempt reaches the connection through a ``contextvars.ContextVar`` set around
+``Session.request`` on the calling thread. That is the only place below requests'
+public API. With a user's Session, whose adapters are its own, the per-read timeout
+is clipped to the time left and the body is read with a clock check between
+chunks: a server that drips the status line and headers is then bounded per read
+only. SOCKS proxies (urllib3's own pool classes) are bounded the same way.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import contextvars
+import http.client
+import io
+import logging
 import socket
 import ssl
-import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import requests
-import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    NewConnectionError,
-    ProxyError,
-    ReadTimeoutError,
-    SSLError,
-)
-from urllib3.util.retry import Retry
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import ProxyManager
 
 from ._redact import redact_url
-from .errors import APIConnectionError, APITimeoutError, ResponseTooLargeError, TLSError
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    InvalidRequestError,
+    ResponseTooLargeError,
+    TLSError,
+)
 
-__all__ = ["Reply", "Transport"]
+__all__ = [
+    "BoundedAdapter",
+    "Download",
+    "Reply",
+    "Transport",
+    "new_session",
+    "open_download",
+    "MAX_DOWNLOAD_REDIRECTS",
+]
 
 _CHUNK = 64 * 1024
+#: Storage services redirect at most once or twice (a regional endpoint); more is a loop or a detour.
+MAX_DOWNLOAD_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class Reply:
     """What one HTTP attempt brought back; ``headers`` is case-insensitive (``get("content-type")``).
 
-    Read-only by convention; a plain class, not a dataclass: one is made
-    per request, on the hot path.
+    Read-only by convention; a plain class with slots: one is made per request.
     """
 
     __slots__ = ("status", "headers", "body")
@@ -72,12 +107,131 @@ class Reply:
         return f"Reply(status={self.status}, {len(self.body)} bytes)"
 
 
-class Transport:
-    """A urllib3 pool of ``pool_size`` keep-alive connections to ``base_url``'s host.
+# --- the wall-clock bound ------------------------------------------------------
 
-    The pool blocks when every connection is busy instead of opening extra
-    ones it would throw away, so at most ``pool_size`` requests are on the
-    wire at once. Thread-safe.
+
+@dataclass
+class _Bound:
+    """One attempt's wall-clock bound: ``reply_by`` on ``clock``; ``expired`` once a read hit it."""
+
+    reply_by: float
+    clock: Callable[[], float]
+    expired: bool = False
+
+    def remaining(self) -> float:
+        return self.reply_by - self.clock()
+
+
+#: The bound of the attempt running in this context (thread); read when a reply starts.
+_ATTEMPT: contextvars.ContextVar[Optional[_Bound]] = contextvars.ContextVar(
+    "sail_lite_attempt_bound", default=None
+)
+
+
+class _BoundedReader(io.RawIOBase):
+    """A socket's reads, each given at most what is left of the attempt's bound."""
+
+    def __init__(self, sock: Any, bound: _Bound, read_timeout: Optional[float]) -> None:
+        super().__init__()
+        self._sock, self._bound, self._read_timeout = sock, bound, read_timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._bound.remaining()
+        if left <= 0:
+            self._bound.expired = True
+            raise socket.timeout("the attempt's time bound passed")
+        self._sock.settimeout(left if self._read_timeout is None else min(left, self._read_timeout))
+        try:
+            return self._sock.recv_into(buffer)  # type: ignore[no-any-return]
+        except socket.timeout:
+            if self._bound.remaining() <= 0:
+                self._bound.expired = True
+            raise
+
+
+class _BoundedResponse(http.client.HTTPResponse):
+    """``http.client``'s response, reading through :class:`_BoundedReader` when an attempt is bounded."""
+
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        bound = _ATTEMPT.get()
+        if bound is not None:
+            self.fp.close()  # the plain reader made above; the socket stays open
+            self.fp = io.BufferedReader(_BoundedReader(sock, bound, sock.gettimeout()))
+
+
+class _BoundedHTTPConnection(HTTPConnection):
+    response_class = _BoundedResponse
+
+
+class _BoundedHTTPSConnection(HTTPSConnection):
+    response_class = _BoundedResponse
+
+
+class _BoundedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _BoundedHTTPConnection
+
+
+class _BoundedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _BoundedHTTPSConnection
+
+
+_BOUNDED_POOLS = {"http": _BoundedHTTPPool, "https": _BoundedHTTPSPool}
+
+
+class BoundedAdapter(HTTPAdapter):
+    """requests' ``HTTPAdapter`` whose replies honour the running attempt's wall-clock bound.
+
+    Behaves exactly as ``HTTPAdapter`` outside a sail_lite call. See the
+    module's design notes for why it exists.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_BOUNDED_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is ProxyManager:  # not SOCKS: that manager has pool classes of its own
+            manager.pool_classes_by_scheme = dict(_BOUNDED_POOLS)
+        return manager
+
+
+def new_session(
+    *, pool_size: int, verify: Union[bool, str] = True, proxies: Optional[Mapping[str, str]] = None
+) -> requests.Session:
+    """A Session as the client builds its own: bounded adapters, ``pool_size`` connections per host.
+
+    ``verify`` and ``proxies`` are already resolved (environment included), so the
+    Session does not read the environment again on every call (``trust_env`` off).
+    The pool blocks when every connection is busy instead of opening extra ones.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = verify
+    session.proxies = dict(proxies or {})
+    for prefix in ("http://", "https://"):
+        session.mount(
+            prefix,
+            BoundedAdapter(
+                pool_connections=4, pool_maxsize=pool_size, pool_block=True, max_retries=0
+            ),
+        )
+    return session
+
+
+# --- one API attempt -----------------------------------------------------------
+
+
+class Transport:
+    """Attempts against ``base_url`` through one ``requests.Session``. Thread-safe.
+
+    ``session`` is the user's (used as is, never closed here) or ``None``: then
+    the transport builds its own with :func:`new_session` and closes it in
+    :meth:`close`.
     """
 
     def __init__(
@@ -88,41 +242,16 @@ class Transport:
         user_agent: str,
         verify: Union[bool, str] = True,
         proxies: Optional[Mapping[str, str]] = None,
+        session: Optional[requests.Session] = None,
         max_response_bytes: int,
         clock: Callable[[], float],
     ) -> None:
-        self._adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=pool_size, pool_block=True, max_retries=0
-        )
-        request = requests.PreparedRequest()
-        request.prepare(method="GET", url=base_url)
-        proxies = dict(proxies or {})
-        try:
-            if hasattr(self._adapter, "get_connection_with_tls_context"):  # requests >= 2.32.2
-                pool = self._adapter.get_connection_with_tls_context(
-                    request, verify, proxies=proxies
-                )
-            else:  # pragma: no cover - older requests
-                pool = self._adapter.get_connection(base_url, proxies)
-            self._adapter.cert_verify(pool, base_url, verify, None)
-        except (OSError, ValueError, requests.exceptions.RequestException) as exc:
-            from .errors import ConfigurationError
-
-            raise ConfigurationError(
-                f"cannot set up connections to {redact_url(base_url)}: {redact_url(str(exc))}"
-            ) from None
-        # Through a plain-HTTP proxy the request line carries the absolute URL (requests' own rule).
-        absolute = self._adapter.request_url(request, proxies) != request.path_url
-        self._prefix = base_url if absolute else request.path_url.rstrip("/")
-        self._watchdog = _Watchdog(clock)
-        pool.ConnectionCls = _guarded(pool.ConnectionCls, self._watchdog)
-        self._pool = pool
-        self._user_agent = user_agent
+        self._owns_session = session is None
+        self.session = session or new_session(pool_size=pool_size, verify=verify, proxies=proxies)
+        self._base_url = base_url
+        self._headers = {"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"}
         self._max_response_bytes = max_response_bytes
         self._clock = clock
-        # Made once, not per request: urllib3 would build the same objects on every call.
-        self._no_retries = Retry(False, redirect=False)
-        self._timeouts: Dict[Tuple[float, float], urllib3.Timeout] = {}
 
     def send(
         self,
@@ -137,245 +266,302 @@ class Transport:
         """Send one request and read the whole reply.
 
         ``timeout`` is ``(connect, read)`` per socket operation; ``reply_by``
-        (on the transport's clock) bounds the whole reply once the request
-        is sent. Raises :class:`APITimeoutError`,
-        :class:`APIConnectionError` (``request_sent`` false when nothing
-        reached the server), :class:`TLSError` or
+        (on the transport's clock) bounds the whole reply. Raises
+        :class:`APITimeoutError`, :class:`APIConnectionError` (``request_sent``
+        false when nothing reached the server), :class:`TLSError` or
         :class:`ResponseTooLargeError`; never returns a partial body.
         """
-        send_headers = {"User-Agent": self._user_agent, "Accept-Encoding": "gzip, deflate"}
+        send_headers = dict(self._headers)
         send_headers.update(headers)
-        if body is not None and not isinstance(body, (bytes, bytearray)):
-            send_headers["Content-Length"] = str(len(body))  # a streamed upload knows its length
-        bounds = self._timeouts.get(timeout)
-        if bounds is None:
-            if (
-                len(self._timeouts) >= 256
-            ):  # deadlines make many distinct bounds: keep the cache small
-                self._timeouts.clear()
-            bounds = self._timeouts[timeout] = urllib3.Timeout(connect=timeout[0], read=timeout[1])
-        alarm = self._watchdog.prepare(reply_by)
+        bound = _Bound(reply_by, self._clock)
+        token = _ATTEMPT.set(bound)
         response = None
         try:
-            response = self._pool.urlopen(
+            response = self.session.request(
                 method,
-                self._prefix + path,
-                body=body,
+                self._base_url + path,
                 headers=send_headers,
-                timeout=bounds,
-                retries=self._no_retries,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=False,
-                decode_content=True,
-                enforce_content_length=True,
+                data=body,
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+                # The Session's own verify, also when the environment names a CA bundle: requests
+                # lets REQUESTS_CA_BUNDLE override session.verify, a user's setting would be lost.
+                verify=self.session.verify,
             )
-            content = self._read(response, method, path)
-            status, reply_headers = response.status, response.headers
+            content = self._read(response, bound, f"{method} {path}")
         except ResponseTooLargeError:
             raise
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                # "from None": urllib3's exceptions repeat the full URL and their own causes in their
-                # text; what they say is in our message, redacted, so the chain adds only leak risk.
-                raise _connection_error(exc, method, path, alarm.fired) from None
-            raise
+        except Exception as exc:
+            # "from None": library exceptions repeat the full URL and their own causes; what they
+            # say is in our message, in words, so the chain would add only leak risk.
+            raise connection_error(exc, f"{method} {path}", self._base_url, bound.expired) from None
         finally:
-            self._watchdog.finish(alarm)  # before the connection can go back to the pool
+            _ATTEMPT.reset(token)
             if response is not None:
-                if alarm.fired or not response.closed:
-                    response.close()  # a half-read or shut-down connection is never reused
-                response.release_conn()
-        return Reply(status, reply_headers, content)
+                response.close()  # releases a fully read connection; drops a half-read one
+        return Reply(response.status_code, response.headers, content)
 
-    def _read(self, response: Any, method: str, path: str) -> bytes:
-        headers = response.headers
-        length = headers.get("content-length")
-        if (
-            length is not None
-            and length.isdigit()
-            and int(length) <= self._max_response_bytes
-            and headers.get("content-encoding", "identity").lower() == "identity"
-        ):
-            # The usual reply: its size is known and nothing decompresses it, so one read of exactly
-            # that many bytes (a shorter body raises) is within the cap.
-            return response.read()  # type: ignore[no-any-return]
+    def _read(self, response: requests.Response, bound: _Bound, what: str) -> bytes:
         chunks: List[bytes] = []
         size = 0
-        for chunk in response.stream(_CHUNK, decode_content=True):
+        for chunk in response.iter_content(_CHUNK):
             size += len(chunk)
             if size > self._max_response_bytes:
                 raise ResponseTooLargeError(
-                    f"{method} {path}: the reply is larger than max_response_bytes={self._max_response_bytes} (counted after decompression); "
-                    "nothing was kept",
-                    status=response.status,
+                    f"{what}: the reply is larger than max_response_bytes="
+                    f"{self._max_response_bytes} (counted after decompression); nothing was kept",
+                    status=response.status_code,
                     request_id=response.headers.get("x-request-id"),
                 )
             chunks.append(chunk)
+            if bound.remaining() <= 0:  # a Session whose adapters are not bounded
+                bound.expired = True
+                raise socket.timeout("the attempt's time bound passed")
         return b"".join(chunks)
 
     def close(self) -> None:
-        self._watchdog.close()
-        self._adapter.close()
+        if self._owns_session:
+            self.session.close()
 
 
-def _connection_error(
-    exc: Exception, method: str, path: str, wall_clock_expired: bool
+# --- mapping library failures to ours --------------------------------------------
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (urllib3's ``reason``, causes, contexts, exception args)."""
+    seen: List[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 16:
+        current = todo.pop(0)
+        if any(current is old for old in seen):
+            continue
+        seen.append(current)
+        yield current
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        linked += list(current.args)
+        todo.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def _host(url: str) -> str:
+    try:
+        return urllib.parse.urlsplit(url).hostname or "the host"
+    except ValueError:
+        return "the host"
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in words: the innermost OS error's text, else the library's, redacted."""
+    for cause in reversed(list(_causes(exc))):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[:200]
+    for cause in reversed(list(_causes(exc))):
+        if str(cause) and not str(cause).startswith(("<", "(")):
+            return redact_url(str(cause))[:200]
+    return "the connection failed"
+
+
+def connection_error(
+    exc: BaseException, what: str, url: str, wall_clock_expired: bool = False
 ) -> APIConnectionError:
-    what = f"{method} {path}"
+    """The typed error for a failed attempt at ``what`` (``"GET /models"``) to ``url``'s host."""
+    causes = list(_causes(exc))
     if wall_clock_expired:
         return APITimeoutError(
             f"{what} timed out: no complete reply within the attempt's time bound"
         )
-    if isinstance(exc, (SSLError, ssl.SSLError)):
+    if any(isinstance(c, (requests.exceptions.SSLError, ssl.SSLError)) for c in causes):
         return TLSError(
-            f"{what}: TLS failed ({_describe(exc)}); check verify=, REQUESTS_CA_BUNDLE or SSL_CERT_FILE"
+            f"{what}: TLS failed ({_reason(exc)}); check verify=, REQUESTS_CA_BUNDLE or SSL_CERT_FILE"
         )
-    if isinstance(exc, ConnectTimeoutError):
-        return APITimeoutError(f"{what} timed out connecting: {_describe(exc)}", request_sent=False)
-    if isinstance(exc, (ReadTimeoutError, socket.timeout)):
-        return APITimeoutError(f"{what} timed out: {_describe(exc)}")
-    if isinstance(exc, (NewConnectionError, ProxyError)):
-        return APIConnectionError(f"{what} could not connect: {_describe(exc)}", request_sent=False)
+    if any(isinstance(c, socket.gaierror) for c in causes) or any(
+        type(c).__name__ == "NameResolutionError" for c in causes
+    ):
+        return APIConnectionError(
+            f"{what}: cannot resolve host {_host(url)!r} (DNS): check the URL and the network",
+            request_sent=False,
+            code="host_not_found",
+        )
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return APITimeoutError(f"{what} timed out connecting to {_host(url)}", request_sent=False)
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        where = "the proxy" if isinstance(exc, requests.exceptions.ProxyError) else _host(url)
+        return APIConnectionError(
+            f"{what}: connection refused by {where}", request_sent=False, code="connection_refused"
+        )
+    if isinstance(exc, (requests.exceptions.ProxyError, requests.exceptions.ConnectionError)) and (
+        not isinstance(exc, requests.exceptions.ReadTimeout)
+        and any(type(c).__name__ == "NewConnectionError" for c in causes)
+    ):
+        return APIConnectionError(f"{what} could not connect: {_reason(exc)}", request_sent=False)
+    if any(isinstance(c, (socket.timeout, requests.exceptions.ReadTimeout)) for c in causes):
+        return APITimeoutError(f"{what} timed out waiting for the reply")
     # A reset, a body cut short, an upload source failing mid-way.
-    return APIConnectionError(f"{what} failed before a complete reply: {_describe(exc)}")
+    return APIConnectionError(f"{what} failed before a complete reply: {_reason(exc)}")
 
 
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return redact_url(text)
+# --- storage downloads ---------------------------------------------------------
 
 
-# --- the wall-clock bound ------------------------------------------------------
+class Download:
+    """An open storage GET: ``status``, ``headers``, ``read(n)``, ``close()``; a context manager.
 
-
-class _Alarm:
-    """One attempt's bound: fired at most once, never after it is disarmed (both under the watchdog's lock)."""
-
-    __slots__ = ("reply_by", "sock", "fired", "disarmed", "armed")
-
-    def __init__(self, reply_by: float) -> None:
-        self.reply_by = reply_by
-        self.sock: Optional[socket.socket] = None
-        self.fired = False
-        self.disarmed = False
-        self.armed = False
-
-
-class _Watchdog:
-    """One thread that shuts down the socket of any attempt that passes its ``reply_by``.
-
-    ``prepare`` parks the bound for the calling thread; the connection arms
-    it with its socket when it starts reading the reply (see
-    :func:`_guarded`); ``finish`` disarms it. Entries are a heap; disarmed
-    ones are dropped lazily. One plain lock guards the heap and every
-    alarm's state (two acquisitions per request, no per-request lock). The
-    thread starts on the first armed alarm.
+    ``read`` raises :class:`APIConnectionError` (an ``OSError``) when the body
+    fails, times out or passes the download's wall-clock bound.
     """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._local = threading.local()
-        self._heap: List[Tuple[float, int, _Alarm]] = []
-        self._live = 0  # armed and not disarmed: when the heap holds many more, it is rebuilt
-        self._sequence = itertools.count()
-        self._lock = threading.Lock()
-        self._condition = threading.Condition(self._lock)
-        self._thread: Optional[threading.Thread] = None
-        self._closed = False
+    def __init__(self, response: requests.Response, label: str, url: str, bound: _Bound) -> None:
+        self._response, self._label, self._url, self._bound = response, label, url, bound
+        self.status: int = response.status_code
+        self.headers = response.headers
 
-    def prepare(self, reply_by: float) -> _Alarm:
-        alarm = _Alarm(reply_by)
-        self._local.alarm = alarm
-        return alarm
-
-    def finish(self, alarm: _Alarm) -> None:
-        """Disarm ``alarm`` (it can no longer fire once this returns) and forget it for this thread."""
-        with self._lock:
-            alarm.disarmed = True
-            if alarm.armed:
-                self._live -= 1
-        self._local.alarm = None
-
-    def arm(self, sock: Any) -> None:
-        alarm: Optional[_Alarm] = getattr(self._local, "alarm", None)
-        if alarm is None or sock is None:
-            return
-        with self._lock:
-            if self._closed or alarm.disarmed:
-                return
-            alarm.sock = sock
-            alarm.armed = True
-            self._live += 1
-            heap = self._heap
-            while heap and heap[0][2].disarmed:
-                heapq.heappop(heap)
-            if (
-                len(heap) > 64 and len(heap) > 4 * self._live
-            ):  # disarmed entries behind a long-lived head
-                heap[:] = [entry for entry in heap if not entry[2].disarmed]
-                heapq.heapify(heap)
-            heapq.heappush(heap, (alarm.reply_by, next(self._sequence), alarm))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="sail-lite-watchdog", daemon=True
-                )
-                self._thread.start()
-            elif heap[0][2] is alarm:
-                self._condition.notify()
-        if self._clock() >= alarm.reply_by:
-            self._fire(alarm)
-
-    def _fire(self, alarm: _Alarm) -> None:
-        with self._lock:  # so that finish() cannot return while the socket is being shut down
-            if alarm.disarmed or alarm.sock is None:
-                return
-            alarm.fired = True
-            try:
-                if isinstance(alarm.sock, socket.socket):
-                    # socket.socket.shutdown, not SSLSocket's: wakes the blocked reader without
-                    # tearing the TLS object out from under it.
-                    socket.socket.shutdown(alarm.sock, socket.SHUT_RDWR)
-                else:  # a TLS-in-TLS transport (HTTPS through an HTTPS proxy)
-                    alarm.sock.shutdown(socket.SHUT_RDWR)
-            except Exception:  # already closed: nothing left to wake
-                pass
-
-    def _run(self) -> None:
-        while True:
-            with self._condition:
-                while True:
-                    if self._closed:
-                        return
-                    if not self._heap:
-                        self._condition.wait()
-                        continue
-                    reply_by, _, alarm = self._heap[0]
-                    if alarm.disarmed:
-                        heapq.heappop(self._heap)
-                        continue
-                    wait = reply_by - self._clock()
-                    if wait <= 0:
-                        heapq.heappop(self._heap)
-                        break
-                    self._condition.wait(wait)
-            self._fire(alarm)
+    def read(self, count: int = -1) -> bytes:
+        try:
+            if self._bound.remaining() <= 0:
+                self._bound.expired = True
+                raise socket.timeout("the download's time bound passed")
+            return self._response.raw.read(None if count is None or count < 0 else count)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise connection_error(
+                exc, f"reading {self._label}", self._url, self._bound.expired
+            ) from None
 
     def close(self) -> None:
-        with self._condition:
-            self._closed = True
-            self._heap.clear()
-            self._condition.notify_all()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+        self._response.close()
+
+    def __enter__(self) -> Download:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Download({self._label!r}, status={self.status})"
 
 
-def _guarded(base: type, watchdog: _Watchdog) -> type:
-    """``base`` (a urllib3 connection class) whose reply reading is watched by ``watchdog``."""
+class _RedactQueries(logging.Filter):
+    """Redacts URL queries in urllib3's records: at DEBUG it logs each request line, signature and all."""
 
-    def getresponse(self: Any, *args: Any, **kwargs: Any) -> Any:
-        watchdog.arm(self.sock)
-        return base.getresponse(self, *args, **kwargs)
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_url(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_url(record.msg)
+        return True
 
-    return type("Guarded" + base.__name__, (base,), {"getresponse": getresponse})
+
+def _redact_library_logs() -> None:
+    # On the library's own logger, once: a signed URL's query must never reach a log, whatever
+    # level the application sets (logging's registry, not a global of ours).
+    logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _RedactQueries) for f in logger.filters):
+        logger.addFilter(_RedactQueries())
+
+
+def _check_download_url(url: Any, label: str) -> urllib.parse.SplitResult:
+    try:
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        scheme = parts.scheme if parts is not None and parts.scheme else "no scheme"
+        raise InvalidRequestError(
+            f"{label}: only http(s) URLs are downloaded, got {scheme}:// ({redact_url(str(url))})"
+        )
+    return parts
+
+
+def _redirect_target(current: str, location: Optional[str], label: str, status: int) -> str:
+    """Where a redirect may go: http(s) only, never https -> http, the same host and port."""
+    here = urllib.parse.urlsplit(current)
+    target = urllib.parse.urljoin(current, location or "")
+    try:
+        there = urllib.parse.urlsplit(target)
+        same = there.scheme in ("http", "https") and there.hostname == here.hostname
+        ports = {"http": 80, "https": 443}
+        same_port = (there.port or ports.get(there.scheme)) == (here.port or ports[here.scheme])
+        upgrade = here.scheme == "http" and there.scheme == "https" and not here.port
+    except ValueError:
+        same = same_port = upgrade = False
+    if (
+        not location
+        or not same
+        or (not same_port and not upgrade)
+        or (here.scheme == "https" and there.scheme == "http")
+    ):
+        raise APIStatusError(
+            f"downloading {label}: refused a redirect from {redact_url(current)} to "
+            f"{redact_url(target)}; storage redirects are followed only to the same host, "
+            "over http(s), never from https to http",
+            status=status,
+            code="redirect_refused",
+        )
+    return target
+
+
+def open_download(
+    session: requests.Session,
+    url: str,
+    *,
+    label: str,
+    timeout: float,
+    deadline: Optional[float] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Download:
+    """GET a storage URL (a signed URL: never send it the Sail API key) through ``session``.
+
+    Blocks until the status and headers arrive; the body is read from the
+    returned :class:`Download`. ``timeout`` bounds connecting and each read;
+    ``deadline`` (seconds from now) bounds everything, the body's reads
+    included. Redirects are followed at most :data:`MAX_DOWNLOAD_REDIRECTS`
+    times, over http(s) only, never from https to http, and only to the same
+    host and port (what storage services do); others raise
+    :class:`APIStatusError` (``code="redirect_refused"``). A URL that is not
+    http(s) raises :class:`InvalidRequestError`. No message shows a query
+    string. Any final status is returned: the caller decides about non-2xx.
+    """
+    _check_download_url(url, label)
+    _redact_library_logs()
+    reply_by = float("inf") if deadline is None else clock() + deadline
+    bound = _Bound(reply_by, clock)
+    current = url
+    for _hop in range(MAX_DOWNLOAD_REDIRECTS + 1):
+        response = _get(session, current, label, timeout, bound, headers)
+        if response.status_code not in _REDIRECTS:
+            return Download(response, label, current, bound)
+        location = response.headers.get("location")
+        response.close()
+        current = _redirect_target(current, location, label, response.status_code)
+    raise APIStatusError(
+        f"downloading {label}: more than {MAX_DOWNLOAD_REDIRECTS} redirects from {redact_url(url)}",
+        status=response.status_code,
+        code="too_many_redirects",
+    )
+
+
+def _get(
+    session: requests.Session,
+    url: str,
+    label: str,
+    timeout: float,
+    bound: _Bound,
+    headers: Optional[Mapping[str, str]],
+) -> requests.Response:
+    left = bound.remaining()
+    if left <= 0:
+        raise APITimeoutError(f"downloading {label}: the deadline passed", request_sent=False)
+    token = _ATTEMPT.set(bound)
+    try:
+        return session.get(
+            url,
+            headers={"Accept-Encoding": "identity", **(headers or {})},
+            timeout=(min(timeout, left), min(timeout, left)),
+            allow_redirects=False,
+            stream=True,
+            verify=session.verify,  # as Transport.send: the Session's, not the environment's
+        )
+    except Exception as exc:
+        raise connection_error(exc, f"downloading {label}", url, bound.expired) from None
+    finally:
+        _ATTEMPT.reset(token)

@@ -13,9 +13,12 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
 
-from ._checks import header_value, positive_int, shown
+import requests
+
+from ._checks import header_value, int_in, positive_int, shown
 from ._requester import Requester, Timeout
 from .errors import ConfigurationError
 from .polling import PollPolicy
@@ -80,7 +83,11 @@ class Client:
     ``SAIL_API_URL`` plus ``/v1``), ``verify`` (``True``, ``False`` or a CA
     bundle path; else ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` or
     ``SSL_CERT_FILE``), ``proxies`` (else the environment's, ``NO_PROXY``
-    honoured, as requests does). Bad settings raise
+    honoured, as requests does), or ``session``: a configured
+    ``requests.Session`` whose adapters, certificates, auth, proxies, verify
+    and hooks every call then uses (sail_lite still sets its own headers,
+    timeouts and redirect policy; ``verify``/``proxies`` then belong on the
+    Session). Bad settings raise
     :class:`~sail_lite.errors.ConfigurationError`, never echoing the key.
 
     The constructor does no I/O and starts no thread: connections and the
@@ -119,53 +126,19 @@ class Client:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify: Union[bool, str, None] = None,
         proxies: Optional[Mapping[str, str]] = None,
+        session: Optional[requests.Session] = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Optional[random.Random] = None,
         environ: Optional[Mapping[str, str]] = None,
         webhooks: Optional[WebhookReceiver] = None,
     ) -> None:
-        if environ is not None and not _strings_to_strings(environ):
-            raise ConfigurationError("environ must map variable names to strings, like os.environ")
-        for name, value in (("sleep", sleep), ("clock", clock)):
-            if not callable(value):
-                raise ConfigurationError(f"{name} must be a callable, got {type(value).__name__}")
-        if rng is not None and not all(
-            callable(getattr(rng, m, None)) for m in ("random", "uniform")
-        ):
-            raise ConfigurationError(f"rng must be a random.Random, got {type(rng).__name__}")
+        timeout = _check_settings(environ, sleep, clock, rng, timeout, retry, poll)
+        int_in("max_workers", max_workers, 1, 1024, ConfigurationError)
+        positive_int("max_response_bytes", max_response_bytes, ConfigurationError)
         env = os.environ if environ is None else environ
         self.base_url = _base_url(base_url, env)
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-            timeout = Timeout(read=timeout)
-        if timeout is not None and not isinstance(timeout, Timeout):
-            raise ConfigurationError(
-                f"timeout must be a Timeout or a number of seconds, got {type(timeout).__name__}"
-            )
-        for name, value, cls in (("retry", retry, RetryPolicy), ("poll", poll, PollPolicy)):
-            if value is not None and not isinstance(value, cls):
-                raise ConfigurationError(
-                    f"{name} must be a {cls.__name__}, got {type(value).__name__}"
-                )
-        if (
-            isinstance(max_workers, bool)
-            or not isinstance(max_workers, int)
-            or not 1 <= max_workers <= 1024
-        ):
-            raise ConfigurationError(
-                f"max_workers must be an int from 1 to 1024, got {shown(max_workers)}"
-            )
-        positive_int("max_response_bytes", max_response_bytes, ConfigurationError)
-        if webhooks is not None:
-            from .webhooks import (
-                WebhookReceiver,  # the HTTP server module only for those who use it
-            )
-
-            if not isinstance(webhooks, WebhookReceiver):
-                raise ConfigurationError(
-                    f"webhooks must be a sail_lite.webhooks.WebhookReceiver, got {type(webhooks).__name__}"
-                )
-        self.webhooks = webhooks
+        self.webhooks = _webhooks(webhooks)
         _configure_logging(env.get("SAIL_LOG"))
 
         self._api_key = _api_key(api_key, env)
@@ -174,8 +147,12 @@ class Client:
         self.poll = poll or PollPolicy()
         self.max_workers = max_workers
         self.max_response_bytes = max_response_bytes
-        self.verify = _verify(verify, env)
-        self.proxies = _proxies(proxies, self.base_url, env)
+        self._session = _session(session, verify, proxies)
+        if session is None:
+            self.verify = _verify(verify, env)
+            self.proxies = _proxies(proxies, self.base_url, env)
+        else:  # the Session's own settings (and, with its trust_env, the environment's) apply
+            self.verify, self.proxies = session.verify, dict(session.proxies)
         self._requester = Requester(
             api_key=self._api_key,
             base_url=self.base_url,
@@ -186,6 +163,7 @@ class Client:
             max_response_bytes=max_response_bytes,
             verify=self.verify,
             proxies=self.proxies,
+            session=session,
             sleep=sleep,
             clock=clock,
             rng=rng or random.Random(),
@@ -237,6 +215,18 @@ class Client:
         """The Batch API."""
         return self._resource("batches")
 
+    @property
+    def session(self) -> requests.Session:
+        """The ``requests.Session`` every call goes out through (the one given, else the client's own).
+
+        Read-only. The client's own Session is made on first use (here, or at
+        the first call), closed by :meth:`close`, and made again in a forked
+        child; a Session given as ``session=`` is never closed or changed by
+        the client. Raises :class:`~sail_lite.errors.ClientClosedError` after
+        :meth:`close`.
+        """
+        return self._requester.transport.session
+
     def _resource(self, name: str) -> Any:
         found = self._resources.get(name)
         if found is not None:
@@ -285,13 +275,64 @@ class Client:
             "poll": self.poll,
             "max_workers": self.max_workers,
             "max_response_bytes": self.max_response_bytes,
-            "verify": self.verify,
-            "proxies": self.proxies,
+            "verify": None if self._session is not None else self.verify,
+            "proxies": None if self._session is not None else self.proxies,
+            "session": self._session,
         }
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         api_key = state.pop("api_key")
         self.__init__(api_key, environ={}, **state)  # type: ignore[misc]
+
+
+def _check_settings(
+    environ: Any, sleep: Any, clock: Any, rng: Any, timeout: Any, retry: Any, poll: Any
+) -> Optional[Timeout]:
+    """The constructor's checks of its hooks and policies; a number ``timeout`` becomes a Timeout."""
+    if environ is not None and not _strings_to_strings(environ):
+        raise ConfigurationError("environ must map variable names to strings, like os.environ")
+    for name, value in (("sleep", sleep), ("clock", clock)):
+        if not callable(value):
+            raise ConfigurationError(f"{name} must be a callable, got {type(value).__name__}")
+    if rng is not None and not all(callable(getattr(rng, m, None)) for m in ("random", "uniform")):
+        raise ConfigurationError(f"rng must be a random.Random, got {type(rng).__name__}")
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        timeout = Timeout(read=timeout)
+    if timeout is not None and not isinstance(timeout, Timeout):
+        raise ConfigurationError(
+            f"timeout must be a Timeout or a number of seconds, got {type(timeout).__name__}"
+        )
+    for name, value, cls in (("retry", retry, RetryPolicy), ("poll", poll, PollPolicy)):
+        if value is not None and not isinstance(value, cls):
+            raise ConfigurationError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+    return timeout
+
+
+def _session(session: Any, verify: Any, proxies: Any) -> Optional[requests.Session]:
+    if session is None:
+        return None
+    if not isinstance(session, requests.Session):
+        raise ConfigurationError(
+            f"session must be a requests.Session, got {type(session).__name__}"
+        )
+    if verify is not None or proxies is not None:
+        raise ConfigurationError(
+            "with session=, set verify and proxies on the Session (session.verify, "
+            "session.proxies), not as Client arguments"
+        )
+    return session
+
+
+def _webhooks(webhooks: Any) -> Optional[WebhookReceiver]:
+    if webhooks is None:
+        return None
+    from .webhooks import WebhookReceiver  # the HTTP server module only for those who use it
+
+    if not isinstance(webhooks, WebhookReceiver):
+        raise ConfigurationError(
+            f"webhooks must be a sail_lite.webhooks.WebhookReceiver, got {type(webhooks).__name__}"
+        )
+    return webhooks
 
 
 def _strings_to_strings(value: Any) -> bool:
@@ -329,13 +370,41 @@ def _base_url(base_url: Any, env: Mapping[str, str]) -> str:
         or "#" in url
         or not url.isprintable()
         or " " in url
+        or _host_and_port(url) is None
     ):
         raise ConfigurationError(
-            "base_url must be an http(s) URL without a query string, like {!r}; got {!r}".format(
-                DEFAULT_BASE_URL, url.split("?")[0]
-            )
+            f"base_url must be an http(s) URL with a host (and a valid port) and without a query "
+            f"string, like {DEFAULT_BASE_URL!r}; got {shown(url.split('?')[0])}"
         )
     return url
+
+
+_PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
+def _host_and_port(url: str) -> Optional[str]:
+    """``url``'s host (its port checked), or ``None`` when it has none or the port is not one."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return None
+    return parts.hostname or None
+
+
+def _check_proxy(scheme: str, proxy: str) -> None:
+    url = proxy if "://" in proxy else "http://" + proxy  # requests' own default scheme
+    if (
+        not url.isprintable()
+        or " " in url
+        or url.split("://", 1)[0].lower() not in _PROXY_SCHEMES
+        or _host_and_port(url) is None
+    ):
+        # The value is not shown: a proxy URL may carry a password.
+        raise ConfigurationError(
+            f"proxies[{shown(scheme)}] must be a proxy URL like 'http://proxy.example:3128' "
+            f"(schemes: {', '.join(_PROXY_SCHEMES)}), with printable characters only"
+        )
 
 
 def _verify(verify: Any, env: Mapping[str, str]) -> Union[bool, str]:
@@ -364,6 +433,8 @@ def _proxies(proxies: Any, base_url: str, env: Mapping[str, str]) -> Dict[str, s
             raise ConfigurationError(
                 "proxies must map schemes ('http', 'https') to proxy URLs, as in requests"
             )
+        for scheme, proxy in proxies.items():
+            _check_proxy(scheme, proxy)
         return dict(proxies)
     # requests' own rules: http_proxy / https_proxy / all_proxy, NO_PROXY honoured.
     from requests.utils import get_environ_proxies, should_bypass_proxies

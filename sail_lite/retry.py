@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import FrozenSet, Mapping, Optional
 
-from ._checks import MAX_SECONDS, shown
+from ._checks import MAX_SECONDS, int_in, number_in, shown
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -67,7 +67,8 @@ class RetryPolicy:
     the n-th retry (n from 0).
 
     Retried (the one definition of "transient", which the poller uses too):
-    connection errors and timeouts (not a failed certificate check), and the
+    connection errors and timeouts (not a failed certificate check, not a
+    host name that does not resolve: ``code="host_not_found"``), and the
     statuses in ``retry_statuses`` (409 only with code
     ``request_in_progress``). A write is retried only when it is
     replay-safe (it carries an idempotency key, which the client adds to
@@ -85,29 +86,16 @@ class RetryPolicy:
     retry_statuses: FrozenSet[int] = _RETRYABLE_STATUSES
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or not 0 <= self.max_retries <= 100
+        int_in("RetryPolicy.max_retries", self.max_retries, 0, 100, ConfigurationError)
+        for name, low in (
+            ("initial_delay", 0.0),
+            ("max_delay", 0.0),
+            ("max_retry_after", 0.0),
+            ("multiplier", 1.0),
         ):
-            raise ConfigurationError(
-                f"RetryPolicy.max_retries must be an int from 0 to 100, got {shown(self.max_retries)}"
+            number_in(
+                f"RetryPolicy.{name}", getattr(self, name), low, MAX_SECONDS, ConfigurationError
             )
-        for name, low, high in (
-            ("initial_delay", 0.0, MAX_SECONDS),
-            ("max_delay", 0.0, MAX_SECONDS),
-            ("max_retry_after", 0.0, MAX_SECONDS),
-            ("multiplier", 1.0, MAX_SECONDS),
-        ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not low <= value <= high
-            ):
-                raise ConfigurationError(
-                    f"RetryPolicy.{name} must be a number from {low} to {high:.0f}, got {shown(value)}"
-                )
         statuses = self.retry_statuses
         if (
             isinstance(statuses, (str, bytes))
@@ -135,6 +123,8 @@ class RetryPolicy:
         if isinstance(error, (UploadNotRewindableError, TLSError)):
             return False
         if isinstance(error, APIConnectionError):
+            if error.code == "host_not_found":  # a name that does not resolve will not next time
+                return False
             return replay_safe or not error.request_sent
         if not replay_safe and error.status not in _REFUSED_UNRUN:
             return False

@@ -65,8 +65,6 @@ import os
 import re
 import struct
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import (
@@ -85,6 +83,7 @@ from typing import (
 from ._checks import seconds
 from ._redact import redact_url
 from ._safetensors_stream import scan_safetensors_header
+from ._transport import open_download
 from .adapters import (
     CONFIG_NAME,
     MAX_HEADER_BYTES,
@@ -98,6 +97,7 @@ from .errors import (
     APIConnectionError,
     ConfigurationError,
     ConflictError,
+    DeadlineExceededError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -440,42 +440,50 @@ async def _awaited(value: Any) -> Any:
 
 
 class _Downloads:
-    """GETs of signed URLs with the standard library.
+    """GETs of signed URLs through the client's own requests Session.
 
-    Not the client's ``requests`` session: Sail's API key must never go to
-    storage, and urllib3 logs every URL, query string included, at DEBUG.
-    ``urllib.request`` honours the proxy environment and redirects, and logs
-    nothing.
+    So the client's proxies, ``verify=`` and CA bundle apply to storage as to
+    every call. Sail's API key never goes to storage (these GETs carry no
+    ``Authorization``), redirects follow :func:`open_download`'s rules (the
+    same host, over http(s), never https -> http, a few hops), and no message
+    shows a query string. ``deadline_at`` (monotonic) bounds every open and
+    every read of a body; ``timeout`` bounds connecting and each read.
     """
 
-    def __init__(self, timeout: float, clock: Callable[[], _dt.datetime]) -> None:
-        self._opener = urllib.request.build_opener()
+    def __init__(
+        self,
+        session: Any,
+        timeout: float,
+        clock: Callable[[], _dt.datetime],
+        deadline_at: Optional[float] = None,
+    ) -> None:
+        self._session = session
         self.timeout = timeout
         self.clock = clock
+        self.deadline_at = deadline_at
         self.expires: Optional[_dt.datetime] = None  # of the URLs being read, when tinker said
 
     def open(self, url: str, label: str, *, first: int = 0, last: Optional[int] = None) -> Any:
-        """The open response (``status``, ``headers``, ``read(n)``, ``close()``) of a 200 or 206 GET."""
-        headers = {"Accept-Encoding": "identity"}  # the stored bytes, not a transcoding
+        """The open :class:`Download` (``status``, ``headers``, ``read(n)``, ``close()``) of a 200 or 206 GET."""
+        headers = {}
         if first or last is not None:
             headers["Range"] = "bytes={}-{}".format(first, "" if last is None else last)
-        try:
-            response = self._opener.open(
-                urllib.request.Request(url, headers=headers), timeout=self.timeout
-            )
-        except urllib.error.HTTPError as exc:
-            try:
-                body = exc.read(4096) or b""
-            except (OSError, http.client.HTTPException):
-                body = b""
-            exc.close()
-            raise self._status_error(exc.code, body, label, url) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-            raise APIConnectionError(
-                f"could not download {label} from {redact_url(url)}: {redact_url(type(exc).__name__)}"
-            ) from None
+        remaining = None if self.deadline_at is None else self.deadline_at - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceededError(f"the deadline passed before downloading {label}")
+        response = open_download(
+            self._session,
+            url,
+            label=label,
+            timeout=self.timeout,
+            deadline=remaining,
+            headers=headers,
+        )
         if response.status not in (200, 206):
-            body = response.read(4096)
+            try:
+                body = response.read(4096)
+            except APIConnectionError:
+                body = b""
             response.close()
             raise self._status_error(response.status, body, label, url)
         return response
@@ -517,7 +525,7 @@ class _Downloads:
         return b"".join(parts)
 
     def close(self) -> None:
-        self._opener.close()
+        pass  # the Session is the client's: it closes with the client
 
 
 def _total_size(response: Any, label: str) -> int:
@@ -756,7 +764,9 @@ def upload_external_weights(
             )
         name = lora_name_for_tinker_path(weights.tinker_path)
     check_lora_name(name)
-    downloads = _Downloads(download_timeout, clock)
+    downloads = _Downloads(
+        client.session, seconds("download_timeout", download_timeout), clock, deadline_at
+    )
     try:
         try:
             return _publish(

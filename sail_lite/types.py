@@ -61,6 +61,16 @@ def _required_str(payload: Mapping[str, Any], key: str, what: str) -> str:
     return value
 
 
+def _status(payload: Mapping[str, Any]) -> str:
+    """A response's status: a string, or absent (""); anything else is no status a client can poll on."""
+    value = payload.get("status", "")
+    if not isinstance(value, str):
+        raise MalformedResponseError(
+            f"a response's status must be a string, got {type(value).__name__}"
+        )
+    return value
+
+
 def _int(payload: Mapping[str, Any], key: str, default: Optional[int] = None) -> Optional[int]:
     value = payload.get(key)
     if isinstance(value, bool) or not isinstance(value, int):

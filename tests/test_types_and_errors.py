@@ -123,6 +123,13 @@ def test_wrong_field_types_fall_back_to_defaults():
     assert response.output_text == ""
 
 
+@pytest.mark.parametrize("status", [7, None, ["completed"], {"s": 1}, True])
+def test_a_status_that_is_not_a_string_is_malformed(status):
+    # Polling on it would wait for a status that can never come (issue 20): malformed at once.
+    with pytest.raises(MalformedResponseError, match="status"):
+        Response.from_dict({"id": "resp_2", "status": status})
+
+
 @pytest.mark.parametrize(
     "block, message",
     [
