@@ -330,7 +330,7 @@ def _webhooks(webhooks: Any) -> Optional[WebhookReceiver]:
 
     if not isinstance(webhooks, WebhookReceiver):
         raise ConfigurationError(
-            f"webhooks must be a sail_lite.webhooks.WebhookReceiver, got {type(webhooks).__name__}"
+            f"webhooks must be a sail_lite.WebhookReceiver, got {type(webhooks).__name__}"
         )
     return webhooks
 

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -287,3 +288,68 @@ def test_a_delivery_that_beats_its_watcher_is_remembered():
 def test_webhook_interval_is_checked():
     with pytest.raises(ConfigurationError, match="webhook_interval"):
         PollPolicy(webhook_interval=0)
+
+
+def watched_by_a_poller(fetch):
+    from concurrent.futures import Future
+
+    from sail_lite.polling import Poller
+    from sail_lite.types import Response
+
+    poller = Poller(
+        fetch,
+        lambda response_id: None,
+        policy=PUSHED,
+        max_workers=2,
+        clock=time.monotonic,
+        rng=random.Random(0),
+    )
+    future = Future()
+    nudge = poller.watch(
+        Response(id="resp_1", status="queued"),
+        future,
+        window="balanced",
+        deadline_at=None,
+        transform=lambda response: response.status,
+        pushed=True,
+    )
+    return poller, future, nudge
+
+
+def test_a_webhook_during_a_poll_in_flight_polls_once_more_at_once():
+    from sail_lite.types import Response
+
+    entered, gate, calls = threading.Event(), threading.Event(), []
+
+    def fetch(response_id, deadline_at, read_timeout):
+        calls.append(response_id)
+        if len(calls) == 1:  # this poll left before the response ended
+            entered.set()
+            gate.wait(WAIT)
+            return Response(id=response_id, status="in_progress")
+        return Response(id=response_id, status="completed")
+
+    poller, future, nudge = watched_by_a_poller(fetch)
+    try:
+        nudge(None)
+        assert entered.wait(WAIT)
+        nudge(None)  # a delivery while that poll is in flight
+        gate.set()
+        assert future.result(timeout=WAIT) == "completed" and len(calls) == 2
+        assert poller.in_flight == 0
+    finally:
+        poller.close()
+
+
+def test_a_trusted_body_settles_without_a_read_and_a_settled_watch_ignores_nudges():
+    from sail_lite.types import Response
+
+    calls = []
+    poller, future, nudge = watched_by_a_poller(lambda *args: calls.append(args))
+    try:
+        nudge(Response(id="resp_1", status="completed"))
+        assert future.result(timeout=WAIT) == "completed"
+        nudge(None)
+        assert calls == [] and poller.in_flight == 0 and poller.next_due() is None
+    finally:
+        poller.close()
