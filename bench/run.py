@@ -5,7 +5,7 @@
 Each benchmark runs in its own interpreter (clean CPU and memory accounts),
 with the emulator in yet another process (and the 20 ms link proxy,
 ``_link.py``, in a third): ``poll_delay.py``, ``client_cpu.py``,
-``in_flight.py``, ``import_time.py``. Their own tables print as they finish;
+``in_flight.py``, ``import_time.py``, ``webhook_delay.py`` (issue 23). Their own tables print as they finish;
 then the summary table, whose ratios all come from this same run, cold (a
 fresh client) and warm. A missed goal stays in the table, marked MISSED. The
 table replaces the generated section of ``bench/README.md`` (between its
@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-BENCHES = ("poll_delay", "client_cpu", "in_flight", "import_time")
+BENCHES = ("poll_delay", "client_cpu", "in_flight", "import_time", "webhook_delay")
 README = os.path.join(HERE, "README.md")
 BEGIN, END = (
     "<!-- bench table: begin (python -m bench writes this) -->",
@@ -338,6 +338,50 @@ def other_rows(table: Table, results: Dict[str, Optional[Dict[str, Any]]], quick
             imports["extra_with_client_ms"] <= 15.0,
             what="median of paired differences, fresh interpreters, interleaved rounds",
         )
+    webhooks = outcome(table, results, "webhook_delay", "webhook delay")
+    if webhooks is not None:
+        webhook_rows(table, webhooks, quick)
+
+
+def webhook_rows(table: Table, webhooks: Dict[str, Any], quick: bool) -> None:
+    """Issue 23's webhook goals, one row per cell of ``webhook_delay.py``."""
+    cells = {(c["turn"], c["drop"]): c for c in webhooks.get("cells", [])}
+    for turn in (5.0, 30.0):
+        for drop in (0.0, 0.1):
+            cell = cells.get((turn, drop))
+            label = f"webhook delay after a {turn:g} s turn" + (", 10% dropped" if drop else "")
+            if cell is None:
+                why = "skipped (--quick)" if quick and turn > 5 else "no data"
+                table.add(label, "", goal="see webhook_delay.py", skipped=why)
+                continue
+            heard, limit = cell["delay"], 0.020 + cell["delivery"]["p90"]
+            value = (
+                f"{heard['p90'] * 1000:.1f} ms p90, {cell['requests_max']} requests max, "
+                f"{cell['completed']}/{cell['n']} completed"
+            )
+            compared = f"delivery p90 {cell['delivery']['p90'] * 1000:.1f} ms"
+            goal = "p90 <= 20 ms + delivery p90; <= 2 requests"
+            met = heard["p90"] <= limit and cell["requests_max"] <= 2
+            met = met and cell["completed"] == cell["n"]
+            if drop:
+                dropped = cell["dropped_delay"]
+                compared += (
+                    f"; {cell['dropped']} dropped: max delay {dropped['max']:.1f} s "
+                    f"(bound {cell['dropped_bound']:.1f} s)"
+                )
+                goal = "nothing lost; dropped ones within the safety schedule"
+                met = cell["completed"] == cell["n"] and (
+                    not cell["dropped"] or dropped["max"] <= cell["dropped_bound"]
+                )
+            table.add(
+                label,
+                value,
+                compared,
+                goal,
+                met,
+                what="future done minus server terminal, p90 of delivered webhooks; requests "
+                "counted by the server; receiver on loopback",
+            )
 
 
 def machine() -> Dict[str, Any]:

@@ -71,6 +71,7 @@ if (
         TokenCount,
         Usage,
     )
+    from .webhooks import WebhookReceiver
 
 __all__ = [
     "__version__",
@@ -79,6 +80,7 @@ __all__ = [
     "RetryPolicy",
     "PollPolicy",
     "ResponseFuture",
+    "WebhookReceiver",
     "Journal",
     "JournalError",
     "JournalMismatchError",
@@ -153,6 +155,7 @@ _LAZY = {
     "TokenCount": ".types",
     "Usage": ".types",
     "ResponseFuture": "._future",
+    "WebhookReceiver": ".webhooks",
     "SamplingOptions": ".resources.tokens",
     "validate_sampling_options": ".resources.tokens",
     "Journal": ".journal",

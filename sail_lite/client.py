@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the resources load on first use (see Client._resource), not
     from .resources.models import Models
     from .resources.responses import Responses
     from .resources.tokens import Tokens
+    from .webhooks import WebhookReceiver
 
 __all__ = ["Client", "Timeout", "DEFAULT_BASE_URL", "DEFAULT_MAX_RESPONSE_BYTES"]
 
@@ -103,6 +104,14 @@ class Client:
     worker process can use it), never sessions or threads. ``repr`` never
     shows the key. ``sleep``, ``clock`` (monotonic seconds) and ``rng`` are
     injectable so tests can check back-off delays without waiting.
+
+    ``webhooks``: a :class:`~sail_lite.webhooks.WebhookReceiver` whose
+    completion webhooks finish background responses (see
+    :meth:`sail_lite.submission.Submitter.use_webhooks`): background creates
+    carry its URL and token, a delivery triggers one confirming ``GET``, and
+    polling drops to the safety schedule of ``PollPolicy.webhook_interval``.
+    The client starts it on first use and never closes it (its owner does,
+    after the client); it is not pickled (a worker process polls).
     """
 
     def __init__(
@@ -122,12 +131,14 @@ class Client:
         clock: Callable[[], float] = time.monotonic,
         rng: Optional[random.Random] = None,
         environ: Optional[Mapping[str, str]] = None,
+        webhooks: Optional[WebhookReceiver] = None,
     ) -> None:
         timeout = _check_settings(environ, sleep, clock, rng, timeout, retry, poll)
         int_in("max_workers", max_workers, 1, 1024, ConfigurationError)
         positive_int("max_response_bytes", max_response_bytes, ConfigurationError)
         env = os.environ if environ is None else environ
         self.base_url = _base_url(base_url, env)
+        self.webhooks = _webhooks(webhooks)
         _configure_logging(env.get("SAIL_LOG"))
 
         self._api_key = _api_key(api_key, env)
@@ -229,9 +240,12 @@ class Client:
     def _make_resource(self, name: str) -> Any:
         class_name, needs = _RESOURCES[name]
         module = importlib.import_module(".resources." + name, __package__)
-        return getattr(module, class_name)(
+        made = getattr(module, class_name)(
             self._requester, *(self._resource(other) for other in needs)
         )
+        if name == "responses" and self.webhooks is not None:
+            made.submission.use_webhooks(self.webhooks)
+        return made
 
     def close(self) -> None:
         """Stop the poller's threads and close the connections.
@@ -307,6 +321,18 @@ def _session(session: Any, verify: Any, proxies: Any) -> Optional[requests.Sessi
             "session.proxies), not as Client arguments"
         )
     return session
+
+
+def _webhooks(webhooks: Any) -> Optional[WebhookReceiver]:
+    if webhooks is None:
+        return None
+    from .webhooks import WebhookReceiver  # the HTTP server module only for those who use it
+
+    if not isinstance(webhooks, WebhookReceiver):
+        raise ConfigurationError(
+            f"webhooks must be a sail_lite.WebhookReceiver, got {type(webhooks).__name__}"
+        )
+    return webhooks
 
 
 def _strings_to_strings(value: Any) -> bool:

@@ -172,6 +172,17 @@ class PollPolicy:
     effort, off-peak: a day), unknown windows 3,600 s. A ``deadline=`` on the
     call replaces the bound.
 
+    **With a webhook receiver** (``Client(webhooks=...)``): a response whose
+    create carried the receiver's ``completion_webhook`` is finished by its
+    webhook (one confirming ``GET``), so polling is only the safety net for a
+    webhook that never comes: its first poll is ``webhook_interval`` seconds
+    (60) after acceptance and every gap after is at least that (the usual
+    gap when wider, e.g. flex's 120 s cap). A lost webhook costs at most
+    about ``webhook_interval`` seconds of latency, never a result; a
+    delivered one costs no poll at all when the turn is shorter than
+    ``webhook_interval``. These watches teach the schedule nothing (their
+    polls are too sparse to say when a response finished).
+
     Bad values raise :class:`~sail_lite.errors.ConfigurationError` naming the field.
     """
 
@@ -191,6 +202,7 @@ class PollPolicy:
     priors: Dict[str, Tuple[float, float]] = field(default_factory=_default_priors, hash=False)
     max_wait: Dict[str, float] = field(default_factory=_default_max_wait, hash=False)
     default_max_wait: float = 3600.0
+    webhook_interval: float = 60.0
 
     def __post_init__(self) -> None:
         owner = "PollPolicy"
@@ -242,6 +254,7 @@ class PollPolicy:
                 )
         _per_window(owner, "max_wait", self.max_wait)
         _number(owner, "default_max_wait", self.default_max_wait)
+        _number(owner, "webhook_interval", self.webhook_interval)
 
     def cap(self, window: Optional[str]) -> float:
         """The longest gap between two polls of a response in ``window``."""
@@ -377,6 +390,7 @@ class Knowledge:
         self._by_key: Dict[Tuple[str, str], _History] = {}
         # region() runs before every poll; it changes only when an observation arrives.
         self._regions: Dict[Tuple[str, str], Dict[Optional[str], Optional[Region]]] = {}
+        self._rescheduled: Dict[Tuple[str, str], float] = {}
 
     def _history(self, key: Tuple[str, str]) -> _History:
         found = self._by_key.get(key)
@@ -390,6 +404,34 @@ class Knowledge:
             return
         self._history(key).observations.append((max(0.0, lower), upper))
         self._regions.pop(key, None)
+
+    #: A key's waiting watches are re-planned at most this often (seconds): each pass walks the heap.
+    RESCHEDULE_EVERY = 1.0
+
+    def observe_change(
+        self, key: Tuple[str, str], window: Optional[str], lower: float, upper: float, now: float
+    ) -> Optional[Region]:
+        """:meth:`observe`; the new region when waiting watches of ``key`` should be re-planned.
+
+        Watches planned before anything was known would otherwise keep
+        their coarse next point although siblings have just shown where
+        completions are (a cold watch only when that region lies wholly
+        ahead of it: see ``_next_due``). Only on a material change (the
+        region became learned, or its start moved 20% earlier), at most once
+        per ``RESCHEDULE_EVERY`` per key.
+        """
+        before = self.region(key, window)
+        self.observe(key, lower, upper)
+        after = self.region(key, window)
+        if (
+            after is None
+            or not after.learned
+            or (before is not None and before.learned and after.low >= 0.8 * before.low)
+            or now - self._rescheduled.get(key, -math.inf) < self.RESCHEDULE_EVERY
+        ):
+            return None
+        self._rescheduled[key] = now
+        return after
 
     def still_running(self, key: Tuple[str, str], elapsed: float, now: float) -> None:
         history = self._history(key)
@@ -484,12 +526,10 @@ class Poller:
         self._knowledge = Knowledge(policy)
         self._condition = threading.Condition(threading.Lock())
         self._lanes = _Executors(max_workers, self._condition)
-        self._heap: List[Tuple[float, int, _Watch]] = []
-        self._sequence = itertools.count()
+        self._heap = _Heap()
         # The one lock (self._condition, above): the heap, the knowledge, the closed flag, the
         # creates' backlog; the scheduler waits on it.
         self._scheduler: Optional[threading.Thread] = None
-        self._rescheduled: Dict[Tuple[str, str], float] = {}
         self._running = 0  # polls handed to the executor and not finished
         self._closed = False
 
@@ -521,7 +561,8 @@ class Poller:
         transform: Callable[[Response], Any],
         read_timeout: Optional[float] = None,
         learn: bool = True,
-    ) -> None:
+        pushed: bool = False,
+    ) -> Optional[Callable[[Optional[Response]], None]]:
         """Poll ``response`` until terminal, then settle ``future`` with ``transform(terminal)``.
 
         Call it as soon as the create is accepted: the schedule counts from
@@ -531,11 +572,18 @@ class Poller:
         ``max_wait`` for the window (:class:`DeadlineExceededError`).
         ``learn=False`` for a response created long before this call (e.g.
         ``responses.wait(id)``): its completion time says nothing about turns.
+
+        ``pushed=True``: a webhook will say when it is done; polls follow the
+        sparse safety schedule (``PollPolicy.webhook_interval``) and learn
+        nothing. Returns ``nudge`` (``None``: settled already), to call when
+        its webhook arrives: ``nudge(None)`` polls it now on the polls lane
+        (again after a poll in flight), ``nudge(terminal)`` settles with that
+        trusted body; a settled watch ignores it.
         """
         if response.is_terminal:
             # Finished already (a fast turn): settle here; no watch to track, nothing to cancel.
             _settle(future, transform, response)
-            return
+            return None
         window = window or _metadata_window(response)
         now = self._clock()
         bound = deadline_at is None
@@ -543,10 +591,34 @@ class Poller:
             deadline_at = now + self._policy.wait_bound(window)
         key = (response.model or "", window or "")
         watch = _Watch(response.id, window, key, future, deadline_at, bound, read_timeout)
-        watch.transform, watch.started, watch.learn = transform, now, learn
+        watch.transform, watch.started, watch.learn = transform, now, learn and not pushed
+        watch.pushed = pushed
         watch.phase = self._rng.random()
         future.add_done_callback(lambda done: self._on_future_done(watch, done))
         self._schedule(watch)
+        return lambda terminal: self._nudge(watch, terminal)
+
+    def _nudge(self, watch: _Watch, terminal: Optional[Response]) -> None:
+        """A webhook for ``watch`` arrived: poll it now, or settle it with a trusted terminal body."""
+        if watch.future.done():
+            return
+        if terminal is not None and terminal.is_terminal:
+            with self._condition:
+                self._heap.unqueue(watch)
+            _settle(watch.future, watch.transform, terminal)
+            return
+        with self._condition:
+            if self._closed:
+                return
+            if not self._heap.unqueue(watch):  # a poll is in flight: it may have left too early
+                watch.again = True
+                return
+            self._running += 1
+        try:
+            self._lanes.polls.submit(self._poll, watch)
+        except RuntimeError:  # shut down under us: close() fails the future
+            with self._condition:
+                self._running -= 1
 
     def close(self) -> None:
         """Stop polling; unsettled futures fail with :class:`ClientClosedError` carrying the response id.
@@ -560,8 +632,7 @@ class Poller:
             if self._closed:
                 return
             self._closed = True
-            pending = [watch for _, _, watch in self._heap]
-            self._heap.clear()
+            pending = self._heap.clear()
             self._condition.notify_all()
         for watch in pending:
             _fail(watch.future, _closed_error(watch.response_id))
@@ -584,7 +655,7 @@ class Poller:
     def next_due(self) -> Optional[float]:
         """The clock time of the earliest scheduled poll (``None``: none), for tools and tests."""
         with self._condition:
-            return self._heap[0][0] if self._heap else None
+            return self._heap.earliest()
 
     def wake(self) -> None:
         """Make the scheduler look at its clock again (for an injected clock that jumped)."""
@@ -595,6 +666,8 @@ class Poller:
 
     def _schedule(self, watch: _Watch, running_at: Optional[float] = None) -> None:
         """Put ``watch``'s next poll on the heap (``running_at``: a poll just saw it running)."""
+        if watch.future.done():
+            return  # cancelled, or settled by a trusted webhook body: nothing left to poll
         with self._condition:
             if not self._closed:
                 now = self._clock()
@@ -603,53 +676,34 @@ class Poller:
                 # From the planned point when a poll went a little early (see COALESCE).
                 elapsed = max(now, watch.due) - watch.started if watch.polled else 0.0
                 watch.due = _next_due(self._knowledge, self._policy, watch, now, elapsed, None)
-                heapq.heappush(self._heap, (watch.due, next(self._sequence), watch))
+                if watch.again:  # a webhook came during the poll that just saw it running
+                    watch.again, watch.due = False, now
+                first = self._heap.push(watch, watch.due)
                 if self._scheduler is None:
                     self._scheduler = threading.Thread(
                         target=self._run, name="sail-lite-poll-scheduler", daemon=True
                     )
                     self._scheduler.start()
-                elif self._heap[0][2] is watch:
+                elif first:
                     self._condition.notify()
                 return
         _fail(watch.future, _closed_error(watch.response_id))
 
-    #: A key's waiting watches are re-planned at most this often (seconds): each pass walks the heap.
-    RESCHEDULE_EVERY = 1.0
-
     def _observe(self, watch: _Watch, seen_at: float) -> None:
-        """Record a completion; pull waiting polls of its key earlier if completions come earlier.
-
-        Watches planned before anything was known would otherwise keep
-        their coarse next point although siblings have just shown where
-        completions are (a cold watch only when that region lies wholly
-        ahead of it: see ``_next_due``). Only on a material change (the region became
-        learned, or its start moved 20% earlier), at most once per
-        ``RESCHEDULE_EVERY`` per key; a poll is only ever moved earlier.
-        """
+        """Record a completion; pull waiting polls of its key earlier if completions come earlier
+        (see :meth:`Knowledge.observe_change`; a poll is only ever moved earlier)."""
         key, knowledge = watch.key, self._knowledge
         with self._condition:
-            before = knowledge.region(key, watch.window)
-            knowledge.observe(key, watch.last_running, seen_at - watch.started)
-            after = knowledge.region(key, watch.window)
-            if (
-                after is None
-                or not after.learned
-                or (before is not None and before.learned and after.low >= 0.8 * before.low)
-                or seen_at - self._rescheduled.get(key, -math.inf) < self.RESCHEDULE_EVERY
-            ):
+            lower, upper = watch.last_running, seen_at - watch.started
+            after = knowledge.observe_change(key, watch.window, lower, upper, seen_at)
+            if after is None:
                 return
-            self._rescheduled[key] = seen_at
-            heap, moved = self._heap, False
-            for index, (due, sequence, other) in enumerate(heap):
-                if other.key == key:
-                    elapsed = other.last_running if other.polled else 0.0
-                    earlier = _next_due(knowledge, self._policy, other, seen_at, elapsed, after)
-                    if earlier < due:
-                        heap[index], other.due = (earlier, sequence, other), earlier
-                        moved = True
-            if moved:
-                heapq.heapify(heap)
+
+            def plan(other: _Watch) -> float:
+                elapsed = other.last_running if other.polled else 0.0
+                return _next_due(knowledge, self._policy, other, seen_at, elapsed, after)
+
+            if self._heap.move_earlier(key, plan):
                 self._condition.notify()
 
     #: Polls due this soon go with the ones due now: one wake of the scheduler for a few polls.
@@ -660,15 +714,14 @@ class Poller:
         while True:
             with self._condition:
                 while not self._closed:
-                    wait = self._heap[0][0] - self._clock() if self._heap else None
+                    first = self._heap.first()
+                    wait = first - self._clock() if first is not None else None
                     if wait is not None and wait <= self.COALESCE:
                         break
                     self._condition.wait(wait)
                 if self._closed:
                     return
-                now, due = self._clock(), []
-                while self._heap and self._heap[0][0] <= now + self.COALESCE:
-                    due.append(heapq.heappop(self._heap)[2])
+                due = self._heap.pop_due(self._clock() + self.COALESCE)
                 self._running += len(due)
             for index, watch in enumerate(due):
                 try:
@@ -719,23 +772,9 @@ class Poller:
             self._schedule(watch, running_at=sent)
 
     def _poll_failed(self, watch: _Watch, error: SailError) -> None:
-        watch.polled = True
-        watch.failures += 1
-        if (
-            self._is_transient(error)
-            and watch.failures < self._policy.max_consecutive_failures
-            and not self._closed
-        ):
-            _logger.warning(
-                "poll of %s failed (%s); trying again later",
-                watch.response_id,
-                type(error).__name__,
-            )
+        transient = self._is_transient(error) and not self._closed
+        if _count_failure(watch, error, transient, self._policy.max_consecutive_failures):
             self._schedule(watch)
-            return
-        if error.response_id is None:
-            error.response_id = watch.response_id
-        _fail(watch.future, error)
 
     def _on_future_done(self, watch: _Watch, future: Future) -> None:
         if not future.cancelled() or self._closed:
@@ -745,6 +784,21 @@ class Poller:
             self._lanes.polls.submit(_cancel_quietly, self._cancel, watch.response_id)
         except RuntimeError:
             pass
+
+
+def _count_failure(watch: _Watch, error: SailError, transient: bool, limit: int) -> bool:
+    """Count a failed poll of ``watch``: True to poll again later, else its future fails with ``error``."""
+    watch.polled = True
+    watch.failures += 1
+    if transient and watch.failures < limit:
+        _logger.warning(
+            "poll of %s failed (%s); trying again later", watch.response_id, type(error).__name__
+        )
+        return True
+    if error.response_id is None:
+        error.response_id = watch.response_id
+    _fail(watch.future, error)
+    return False
 
 
 def _next_due(
@@ -773,7 +827,84 @@ def _next_due(
             watch.cold = False
     frontier = knowledge.frontier(watch.key, now)
     point = policy.next_poll(elapsed, watch.window, region, watch.phase, frontier)
+    if watch.pushed:  # the webhook is the signal; polls are the safety net
+        point = max(point, elapsed + policy.webhook_interval)
     return min(watch.started + point, watch.deadline_at)
+
+
+class _Heap:
+    """The poller's schedule: a heap of ``(due, sequence, watch)``, at most one live entry per watch.
+
+    Not locked: the :class:`Poller` uses it under its one lock. A watch taken
+    off before it is due (a webhook's nudge) leaves its entry behind, stale
+    (its sequence no longer the watch's), dropped when it comes due: no
+    search of the heap per webhook.
+    """
+
+    def __init__(self) -> None:
+        self._entries: List[Tuple[float, int, _Watch]] = []
+        self._sequence = itertools.count()
+        self._stale = 0
+
+    def __len__(self) -> int:
+        return len(self._entries) - self._stale
+
+    def push(self, watch: _Watch, due: float) -> bool:
+        """Plan ``watch``'s next poll at ``due``; True if it is now the earliest entry."""
+        watch.due, watch.sequence, watch.queued = due, next(self._sequence), True
+        heapq.heappush(self._entries, (due, watch.sequence, watch))
+        return self._entries[0][2] is watch
+
+    def unqueue(self, watch: _Watch) -> bool:
+        """Take ``watch``'s planned poll off (its entry goes stale); False if none was planned."""
+        if not watch.queued:
+            return False
+        watch.queued, watch.sequence = False, -1
+        self._stale += 1
+        return True
+
+    def first(self) -> Optional[float]:
+        """When the scheduler should look next (the earliest entry, stale ones included)."""
+        return self._entries[0][0] if self._entries else None
+
+    def earliest(self) -> Optional[float]:
+        """The earliest planned poll (stale entries left out)."""
+        due = [d for d, sequence, watch in self._entries if sequence == watch.sequence]
+        return min(due) if due else None
+
+    def pop_due(self, until: float) -> List[_Watch]:
+        """The watches planned up to ``until``, taken off."""
+        entries, due = self._entries, []
+        while entries and entries[0][0] <= until:
+            _, sequence, watch = heapq.heappop(entries)
+            if sequence != watch.sequence:
+                self._stale -= 1  # nudged off: polled already
+                continue
+            watch.queued = False
+            due.append(watch)
+        return due
+
+    def clear(self) -> List[_Watch]:
+        """Every planned watch, taken off."""
+        live = [watch for _, sequence, watch in self._entries if sequence == watch.sequence]
+        for watch in live:
+            watch.queued = False
+        self._entries.clear()
+        self._stale = 0
+        return live
+
+    def move_earlier(self, key: Tuple[str, str], plan: Callable[[_Watch], float]) -> bool:
+        """Move each planned poll of ``key`` to ``plan(watch)`` when that is earlier; True if any moved."""
+        entries, moved = self._entries, False
+        for index, (due, sequence, watch) in enumerate(entries):
+            if watch.key == key and sequence == watch.sequence:
+                earlier = plan(watch)
+                if earlier < due:
+                    entries[index], watch.due = (earlier, sequence, watch), earlier
+                    moved = True
+        if moved:
+            heapq.heapify(entries)
+        return moved
 
 
 class _Executors:
@@ -869,6 +1000,10 @@ class _Watch:
         "polled",
         "cold",
         "due",
+        "pushed",
+        "sequence",
+        "queued",
+        "again",
     )
 
     def __init__(
@@ -897,6 +1032,10 @@ class _Watch:
         self.polled = False  # whether any poll was sent yet: the first point is special
         self.cold = True  # on its first (prior) schedule; see _next_due
         self.due = 0.0  # the clock time its next poll was planned for
+        self.pushed = False  # a completion webhook signals it: the sparse safety schedule
+        self.sequence = -1  # its live heap entry's sequence (other entries of it are stale)
+        self.queued = False  # whether it has a live heap entry
+        self.again = False  # nudged while a poll was in flight: poll again at once
 
 
 def _identity(response: Response) -> Any:

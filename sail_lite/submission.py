@@ -24,12 +24,18 @@ responses to the client's poller.
   blocking call, carrying an :class:`Interruption` (see
   :meth:`Interruption.annotate`). Futures the caller holds from ``submit()``
   are never touched by an interrupt elsewhere.
+- With a :class:`~sail_lite.webhooks.WebhookReceiver` (:meth:`Submitter.use_webhooks`,
+  what ``Client(webhooks=...)`` does), background creates carry its
+  ``completion_webhook`` and ``webhook_token`` and their futures complete
+  when the webhook arrives; polling drops to the sparse safety schedule of
+  :class:`~sail_lite.polling.PollPolicy` (``webhook_interval``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import hmac
 import logging
 import threading
 import time
@@ -38,6 +44,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Deque,
@@ -77,6 +84,9 @@ from .journal import (
     request_fingerprint,
 )
 from .types import Response, SampledTokens
+
+if TYPE_CHECKING:  # the HTTP server module loads only for a client given a receiver
+    from .webhooks import WebhookReceiver
 
 __all__ = [
     "Submitter",
@@ -596,7 +606,32 @@ class Submitter:
 
     def __init__(self, requester: Requester) -> None:
         self._requester = requester
+        self._webhooks: Optional[WebhookReceiver] = None
         requester.bind_poller(self._poll_fetch, self._poll_cancel)
+
+    def use_webhooks(self, receiver: Optional[WebhookReceiver]) -> None:
+        """Complete background responses by ``receiver``'s webhooks from now on (``None``: stop).
+
+        Background creates sent after this carry ``receiver.metadata()``
+        (``completion_webhook``, ``webhook_token``) unless their metadata
+        names a ``completion_webhook`` already (the caller's own webhook wins,
+        and that response is polled as usual). A response whose
+        ``completion_webhook`` is the receiver's URL and whose token is its
+        token (made here, or by an earlier run with the same receiver
+        settings and re-attached) is watched for its webhook: a delivery
+        triggers one authoritative ``GET`` (or, with ``trust_body``, settles
+        it with the delivered body) and polls follow the sparse safety
+        schedule (``PollPolicy.webhook_interval``). The receiver is started
+        on first use and never closed here: its owner closes it. The token
+        is taken out of the metadata of every response this submitter hands
+        back, so it reaches no repr, log or journal.
+        """
+        self._webhooks = receiver
+
+    @property
+    def webhooks(self) -> Optional[WebhookReceiver]:
+        """The receiver in use (``None``: futures complete by polling alone)."""
+        return self._webhooks
 
     def call(
         self,
@@ -669,7 +704,7 @@ class Submitter:
 
     def attach(self, response_id: str, transform: Transform, call: Call) -> ResponseFuture:
         """A future of a response made anywhere (another thread, process or run), by its id."""
-        response = self.retrieve(path_id(response_id, "response id"), call)
+        response = self._get(path_id(response_id, "response id"), call)
         # Made at an unknown time before this watch: its turn would teach the poller nothing true.
         return self.watch(response, transform, call, learn=False)
 
@@ -685,7 +720,10 @@ class Submitter:
         """Poll ``response`` until terminal on the client's poller; ``future`` (or a new one) settles then."""
         if future is None:
             future = _Handle(self, response_id=response.id)
-        self._requester.poller.watch(
+        receiver = self._receiver_of(response)
+        if self._webhooks is not None:  # a token of ours reaches no caller, repr or journal
+            transform = partial(_without_token, self._webhooks, transform)
+        nudge = self._requester.poller.watch(
             response,
             future,
             window=response.metadata.get("completion_window"),
@@ -693,10 +731,44 @@ class Submitter:
             transform=transform,
             read_timeout=call.timeout,
             learn=learn,
+            pushed=receiver is not None,
         )
+        if receiver is not None and nudge is not None:
+            _listen(receiver, response.id, future, nudge)
         return future
 
+    def _with_webhook(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``body`` with the receiver's webhook in its metadata, when it is a background create
+        without a ``completion_webhook`` of its own. Starts the receiver (a closed one raises
+        :class:`~sail_lite.errors.ConfigurationError` here, before anything is sent)."""
+        receiver = self._webhooks
+        if receiver is None or not body.get("background"):
+            return body
+        metadata = body.get("metadata")
+        metadata = dict(metadata) if isinstance(metadata, Mapping) else {}
+        if "completion_webhook" in metadata:
+            return body
+        receiver.start()
+        metadata.update(receiver.metadata())
+        return {**body, "metadata": metadata}
+
+    def _receiver_of(self, response: Response) -> Optional[WebhookReceiver]:
+        """The receiver that hears ``response``'s webhook (``None``: polling alone)."""
+        receiver = self._webhooks
+        metadata = response.metadata
+        if (
+            receiver is None
+            or metadata.get("completion_webhook") != receiver.public_url
+            or not isinstance(metadata.get("webhook_token"), str)
+            or not hmac.compare_digest(metadata["webhook_token"].encode(), receiver.token.encode())
+        ):
+            return None
+        return receiver
+
     def _send(self, body: Mapping[str, Any], transform: Transform, call: Call) -> ResponseFuture:
+        # Here, after a journal fingerprinted the body: the receiver's URL and token are this
+        # run's, never part of what identifies the request (or of what is written down).
+        body = self._with_webhook(body)
         payload = encode_json(body)
         key = call.idempotency_key or self._requester.new_idempotency_key()
         call = call.replace(idempotency_key=key)
@@ -706,7 +778,7 @@ class Submitter:
             if not future.begin_create():
                 return  # cancelled or withdrawn: nothing was created, nothing to cancel
             try:
-                response = self.create(body, call, payload)
+                response = self._create(body, call, payload)
             except BaseException as exc:
                 if not future.cancelled():
                     future.set_exception(exc)
@@ -731,6 +803,7 @@ class Submitter:
         ``finished``). A thread per call, not the client's pool: a foreground
         create holds its thread for a whole turn.
         """
+        body = self._with_webhook(body)
         key = call.idempotency_key or self._requester.new_idempotency_key()
         call = call.replace(idempotency_key=key)
         future = InFlight.collect(_Handle(self, idempotency_key=key, queued=True))
@@ -761,6 +834,11 @@ class Submitter:
         self, body: Mapping[str, Any], call: Call, payload: Optional[bytes] = None
     ) -> Response:
         """``POST /responses`` (``payload``: ``body`` already encoded). Blocks; retried under one key."""
+        return _strip_token(self._webhooks, self._create(body, call, payload))
+
+    def _create(
+        self, body: Mapping[str, Any], call: Call, payload: Optional[bytes] = None
+    ) -> Response:
         kind = "read" if body.get("background") else "inference"
         if payload is None:
             reply = self._requester.request(
@@ -780,6 +858,9 @@ class Submitter:
 
     def retrieve(self, response_id: str, call: Call) -> Response:
         """``GET /responses/{id}`` (404 -> :class:`~sail_lite.errors.NotFoundError`)."""
+        return _strip_token(self._webhooks, self._get(response_id, call))
+
+    def _get(self, response_id: str, call: Call) -> Response:
         reply = self._requester.request(
             "GET", f"/responses/{response_id}", call, response_id=response_id
         )
@@ -794,7 +875,7 @@ class Submitter:
             replay_safe=True,
             response_id=response_id,
         )
-        return self._response(reply)
+        return _strip_token(self._webhooks, self._response(reply))
 
     def cancel_within(self, response_id: str, seconds: float) -> Response:
         """:meth:`cancel`, retries included, in at most about ``seconds`` (what an interrupted call has left)."""
@@ -808,10 +889,58 @@ class Submitter:
     def _poll_fetch(
         self, response_id: str, deadline_at: Optional[float], timeout: Optional[float]
     ) -> Response:
-        return self.retrieve(response_id, Call(timeout=timeout, deadline_at=deadline_at))
+        return self._get(response_id, Call(timeout=timeout, deadline_at=deadline_at))
 
     def _poll_cancel(self, response_id: str) -> Response:
         return self.cancel(response_id, self._requester.call())
+
+
+# --- completion webhooks -------------------------------------------------------------------------------------
+
+
+def _listen(
+    receiver: WebhookReceiver,
+    response_id: str,
+    future: Future[Any],
+    nudge: Callable[[Optional[Response]], None],
+) -> None:
+    """Have ``receiver`` nudge the poller's watch of ``response_id`` on each delivery until ``future`` is done.
+
+    Watched again after each delivery (the receiver calls a watcher once), so
+    a repeat or a later real delivery after a forged or early one is heard
+    too; a repeat during the confirming GET only asks for one more GET if
+    that one saw the response still running.
+    """
+
+    def heard(rid: str, trusted: Optional[Response]) -> None:
+        if future.done():
+            return
+        nudge(_strip_token(receiver, trusted) if trusted is not None else None)
+        if not future.done():
+            receiver.watch(rid, heard)
+            if future.done():  # settled meanwhile: its done-callback may have run already
+                receiver.unwatch(rid)
+
+    receiver.watch(response_id, heard)
+    future.add_done_callback(lambda _done: receiver.unwatch(response_id))
+
+
+def _strip_token(receiver: Optional[WebhookReceiver], response: Response) -> Response:
+    """``response`` without ``receiver``'s token in its metadata (the server echoes metadata back)."""
+    token = response.metadata.get("webhook_token")
+    if receiver is None or not isinstance(token, str) or token != receiver.token:
+        return response
+    metadata = {k: v for k, v in response.metadata.items() if k != "webhook_token"}
+    raw = dict(response.raw)
+    if isinstance(raw.get("metadata"), dict):
+        raw["metadata"] = {k: v for k, v in raw["metadata"].items() if k != "webhook_token"}
+    return replace(response, metadata=metadata, raw=raw)
+
+
+def _without_token(
+    receiver: Optional[WebhookReceiver], transform: Transform, response: Response
+) -> Any:
+    return transform(_strip_token(receiver, response))
 
 
 # --- journaling one finished request ------------------------------------------------------------------------------

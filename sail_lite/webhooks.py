@@ -19,7 +19,10 @@ the way (plain ``http`` to a public URL). Use it only on a network you trust.
 Deliveries may repeat, arrive for ids nobody waits for, or never arrive:
 a watcher is called at most once per :meth:`WebhookReceiver.watch`, unknown
 ids are answered 2xx and ignored, and a lost webhook must cost the caller
-latency only (keep a sparse poll as the safety net).
+latency only (keep a sparse poll as the safety net). A delivery may also
+come before anyone watches its id (a short turn ends before the create's
+reply is read): the last ``remember`` such ids are kept, so watching one of
+them calls the watcher at once.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import logging
 import secrets
 import socket
 import threading
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
@@ -38,12 +42,14 @@ from ._checks import Mapping
 from .errors import ConfigurationError, MalformedResponseError
 from .types import Response
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "WebhookCallback", "WebhookReceiver"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_REMEMBER", "WebhookCallback", "WebhookReceiver"]
 
 logger = logging.getLogger(__name__)
 
 #: The largest delivery body accepted (a response object with its output).
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: How many ids delivered while nobody watched them are remembered (see :meth:`WebhookReceiver.watch`).
+DEFAULT_REMEMBER = 4096
 
 #: ``callback(response_id, response)``: ``response`` is ``None`` unless the receiver trusts bodies.
 WebhookCallback = Callable[[str, Optional[Response]], None]
@@ -70,7 +76,9 @@ class WebhookReceiver:
     only its path is served, on ``host:port``. ``token`` is the bearer token
     Sail must send (generated with :mod:`secrets` when not given); it is
     compared in constant time. A body over ``max_body_bytes`` is refused
-    (413) unread; a sender gets ``read_timeout`` seconds per read.
+    (413) unread; a sender gets ``read_timeout`` seconds per read. The
+    last ``remember`` ids delivered while nobody watched them are kept (ids
+    only, never bodies), so a delivery that beats its watcher is not lost.
 
     Answers: 200 for a delivery that parsed (watched or not), 401 for a
     wrong or missing token, 404 for another path, 405 for another method,
@@ -95,6 +103,7 @@ class WebhookReceiver:
         trust_body: bool = False,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         read_timeout: float = 10.0,
+        remember: int = DEFAULT_REMEMBER,
     ) -> None:
         if token is not None and (
             not isinstance(token, str) or not token or not token.isprintable() or " " in token
@@ -103,7 +112,11 @@ class WebhookReceiver:
         self.token = token if token is not None else secrets.token_urlsafe(32)
         self.trust_body = trust_body
         self.max_body_bytes = max_body_bytes
+        if isinstance(remember, bool) or not isinstance(remember, int) or remember < 0:
+            raise ConfigurationError(f"remember must be an int >= 0, got {remember!r}")
         self._watchers: Dict[str, WebhookCallback] = {}
+        self._remember = remember
+        self._early: OrderedDict[str, None] = OrderedDict()  # delivered, nobody watching yet
         self._lock = threading.Lock()
         self._counts = {"delivered": 0, "ignored": 0, "rejected": 0}
         self._thread: Optional[threading.Thread] = None
@@ -146,6 +159,7 @@ class WebhookReceiver:
             self._closed = True
             thread, self._thread = self._thread, None
             self._watchers.clear()
+            self._early.clear()
         if thread is not None:
             self._server.shutdown()
             thread.join()
@@ -161,10 +175,17 @@ class WebhookReceiver:
         ``response`` is ``None`` unless ``trust_body``. Watching again
         replaces the callback. After the call the id is no longer watched:
         a watcher whose authoritative read shows the response still running
-        watches it again.
+        watches it again. If a delivery for ``response_id`` came while
+        nobody watched it (and is among the last ``remember``), the callback
+        runs now, in this thread, with ``None`` (the body was not kept): the
+        watcher's authoritative read settles it.
         """
         with self._lock:
-            self._watchers[response_id] = callback
+            early = self._early.pop(response_id, False) is None
+            if not early:
+                self._watchers[response_id] = callback
+        if early:
+            self.run(callback, response_id, None)
 
     def unwatch(self, response_id: str) -> bool:
         """Stop watching ``response_id``; True if it was watched."""
@@ -179,7 +200,8 @@ class WebhookReceiver:
 
     def counts(self) -> Dict[str, int]:
         """Deliveries so far: ``delivered`` (a watcher called), ``ignored`` (2xx, nobody waited
-        or already called), ``rejected`` (answered 4xx)."""
+        or already called; a later :meth:`watch` of a remembered one still calls it), ``rejected``
+        (answered 4xx)."""
         with self._lock:
             return dict(self._counts)
 
@@ -214,6 +236,11 @@ class WebhookReceiver:
             callback = None
             if response is None or response.is_terminal:  # a trusted non-final body says nothing
                 callback = self._watchers.pop(response_id, None)
+                if callback is None and self._remember:
+                    self._early[response_id] = None
+                    self._early.move_to_end(response_id)
+                    if len(self._early) > self._remember:
+                        self._early.popitem(last=False)
             self._counts["delivered" if callback is not None else "ignored"] += 1
         return callback
 
