@@ -742,20 +742,68 @@ def upload_external_weights(
     """
     clock = now or (lambda: _dt.datetime.now(_dt.timezone.utc))
     deadline_at = None if deadline is None else time.monotonic() + seconds("deadline", deadline)
-    weights = resolve_external_weights(
-        source, service_client=service_client, tinker_path=tinker_path
+    weights = _fresh_weights(
+        resolve_external_weights(source, service_client=service_client, tinker_path=tinker_path),
+        service_client,
+        clock,
     )
-    if weights.expires is not None:
-        can_resign = weights.tinker_path is not None and service_client is not None
-        if weights.expires <= clock() or (
-            can_resign and weights.expires <= clock() + _dt.timedelta(seconds=60)
-        ):
-            weights = _resign(weights, service_client)  # raises when it cannot
-    models = list(supported_models) if not isinstance(supported_models, str) else [supported_models]
+    models = _model_list(supported_models)
+    name = _lora_name(name, weights)
+    downloads = _Downloads(
+        client.session, seconds("download_timeout", download_timeout), clock, deadline_at
+    )
+    publish = functools.partial(
+        _publish,
+        client,
+        downloads=downloads,
+        models=models,
+        name=name,
+        display_name=display_name,
+        description=description,
+        wait=wait,
+        deadline_at=deadline_at,
+        preflight=preflight,
+        progress=progress,
+        delete_tinker_checkpoint=delete_tinker_checkpoint,
+        service_client=service_client,
+    )
+    try:
+        try:
+            return publish(weights)
+        except PermissionDeniedError as exc:
+            if exc.code != "url_expired" or weights.tinker_path is None or service_client is None:
+                raise
+            _logger.info(
+                "the signed URLs of %s expired mid-way; re-signing once", weights.tinker_path
+            )
+            return publish(_resign(weights, service_client))
+    finally:
+        downloads.close()
+
+
+def _fresh_weights(
+    weights: ExternalWeights, service_client: Any, clock: Callable[[], _dt.datetime]
+) -> ExternalWeights:
+    """``weights`` re-signed when its URLs expired (or would within a minute and can be re-signed)."""
+    if weights.expires is None:
+        return weights
+    can_resign = weights.tinker_path is not None and service_client is not None
+    soon = clock() + _dt.timedelta(seconds=60)
+    if weights.expires <= clock() or (can_resign and weights.expires <= soon):
+        return _resign(weights, service_client)  # raises when it cannot
+    return weights
+
+
+def _model_list(supported_models: Any) -> List[str]:
+    models = [supported_models] if isinstance(supported_models, str) else list(supported_models)
     if not models or not all(isinstance(m, str) and m for m in models):
         raise InvalidRequestError(
             "supported_models must be a non-empty list of model ids, e.g. ['moonshotai/Kimi-K2.6']"
         )
+    return models
+
+
+def _lora_name(name: Optional[str], weights: ExternalWeights) -> str:
     if name is None:
         if weights.tinker_path is None:
             raise InvalidRequestError(
@@ -764,50 +812,7 @@ def upload_external_weights(
             )
         name = lora_name_for_tinker_path(weights.tinker_path)
     check_lora_name(name)
-    downloads = _Downloads(
-        client.session, seconds("download_timeout", download_timeout), clock, deadline_at
-    )
-    try:
-        try:
-            return _publish(
-                client,
-                weights,
-                downloads,
-                models=models,
-                name=name,
-                display_name=display_name,
-                description=description,
-                wait=wait,
-                deadline_at=deadline_at,
-                preflight=preflight,
-                progress=progress,
-                delete_tinker_checkpoint=delete_tinker_checkpoint,
-                service_client=service_client,
-            )
-        except PermissionDeniedError as exc:
-            if exc.code != "url_expired" or weights.tinker_path is None or service_client is None:
-                raise
-            _logger.info(
-                "the signed URLs of %s expired mid-way; re-signing once", weights.tinker_path
-            )
-            weights = _resign(weights, service_client)
-            return _publish(
-                client,
-                weights,
-                downloads,
-                models=models,
-                name=name,
-                display_name=display_name,
-                description=description,
-                wait=wait,
-                deadline_at=deadline_at,
-                preflight=preflight,
-                progress=progress,
-                delete_tinker_checkpoint=delete_tinker_checkpoint,
-                service_client=service_client,
-            )
-    finally:
-        downloads.close()
+    return name
 
 
 async def upload_external_weights_async(
@@ -865,63 +870,22 @@ def _publish(
     config_bytes = _read_config(downloads, config_url)
     size = _read_weights_header(downloads, weights_url, config_bytes, models, preflight=preflight)
     source = _SignedURLFile(downloads, weights_url, name=WEIGHTS_NAME, size=size)
+    finish = functools.partial(
+        _finish,
+        client,
+        models=models,
+        wait=wait,
+        deadline_at=deadline_at,
+        delete_tinker_checkpoint=delete_tinker_checkpoint,
+        service_client=service_client,
+    )
     try:
-        existing = _existing(client, name)
-        if existing is not None:
-            sha = source.hash_all()
-            reused = _reusable(existing, sha, weights.tinker_path)
-            if reused is not None:
-                return _finish(
-                    client,
-                    reused,
-                    models,
-                    wait,
-                    deadline_at,
-                    delete_tinker_checkpoint,
-                    service_client,
-                )
-            name = "{}-{}".format(name[:55].rstrip("-"), sha[:8])
-            existing = _existing(client, name)
-            if existing is not None:
-                reused = _reusable(existing, sha, weights.tinker_path)
-                if reused is None:
-                    raise ConflictError(
-                        f"LoRAs named {name[:-9]!r} and {name!r} exist with other weights: pass another name=",
-                        status=409,
-                        code="name_taken",
-                    )
-                return _finish(
-                    client,
-                    reused,
-                    models,
-                    wait,
-                    deadline_at,
-                    delete_tinker_checkpoint,
-                    service_client,
-                )
-        total = len(config_bytes) + size
-
-        def tracker(offset: int) -> Optional[Progress]:
-            if progress is None:
-                return None
-            return lambda sent, _size: progress(offset + sent, total)
-
-        config_file = client.files.create(
-            _NamedBytes(config_bytes, CONFIG_NAME),
-            purpose="lora",
-            progress=tracker(0),
-            deadline=_remaining(deadline_at),
+        reused, name = _reuse_or_rename(client, name, source, weights.tinker_path)
+        if reused is not None:
+            return finish(reused)
+        config_file, weights_file = _upload_files(
+            client, config_bytes, source, size, progress, deadline_at
         )
-        weights_file = client.files.create(
-            source,
-            purpose="lora",
-            progress=tracker(len(config_bytes)),
-            deadline=_remaining(deadline_at),
-        )
-        if source.tell() != size:
-            raise APIConnectionError(
-                f"the upload of {WEIGHTS_NAME} ended after {source.tell()} of {size} bytes"
-            )
         sha = source.sha256.hexdigest()
     finally:
         source.close()
@@ -937,12 +901,73 @@ def _publish(
     _logger.info(
         "published %s as LoRA %s (%d bytes)", weights.tinker_path or "external weights", name, size
     )
-    published = PublishedLoRA(
-        lora, weights.tinker_path, sha, False, config_file.id, weights_file.id
+    return finish(
+        PublishedLoRA(lora, weights.tinker_path, sha, False, config_file.id, weights_file.id)
     )
-    return _finish(
-        client, published, models, wait, deadline_at, delete_tinker_checkpoint, service_client
+
+
+def _reuse_or_rename(
+    client: Client, name: str, source: _SignedURLFile, tinker_path: Optional[str]
+) -> Tuple[Optional[PublishedLoRA], str]:
+    """A LoRA already published with these weights, or the name to publish them under.
+
+    A name taken by other weights becomes ``name-<sha8>``; taken again by other weights, a
+    :class:`ConflictError`.
+    """
+    existing = _existing(client, name)
+    if existing is None:
+        return None, name
+    sha = source.hash_all()
+    reused = _reusable(existing, sha, tinker_path)
+    if reused is not None:
+        return reused, name
+    suffixed = f"{name[:55].rstrip('-')}-{sha[:8]}"
+    existing = _existing(client, suffixed)
+    if existing is None:
+        return None, suffixed
+    reused = _reusable(existing, sha, tinker_path)
+    if reused is None:
+        raise ConflictError(
+            f"LoRAs named {name!r} and {suffixed!r} exist with other weights: pass another name=",
+            status=409,
+            code="name_taken",
+        )
+    return reused, suffixed
+
+
+def _upload_files(
+    client: Client,
+    config_bytes: bytes,
+    source: _SignedURLFile,
+    size: int,
+    progress: Optional[Progress],
+    deadline_at: Optional[float],
+) -> Tuple[Any, Any]:
+    """Upload the config, then stream the weights from storage to Sail; the two file objects."""
+    total = len(config_bytes) + size
+
+    def tracker(offset: int) -> Optional[Progress]:
+        if progress is None:
+            return None
+        return lambda sent, _size: progress(offset + sent, total)
+
+    config_file = client.files.create(
+        _NamedBytes(config_bytes, CONFIG_NAME),
+        purpose="lora",
+        progress=tracker(0),
+        deadline=_remaining(deadline_at),
     )
+    weights_file = client.files.create(
+        source,
+        purpose="lora",
+        progress=tracker(len(config_bytes)),
+        deadline=_remaining(deadline_at),
+    )
+    if source.tell() != size:
+        raise APIConnectionError(
+            f"the upload of {WEIGHTS_NAME} ended after {source.tell()} of {size} bytes"
+        )
+    return config_file, weights_file
 
 
 def _read_config(downloads: _Downloads, url: str) -> bytes:
