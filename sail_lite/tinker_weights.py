@@ -768,17 +768,24 @@ def upload_external_weights(
         service_client=service_client,
     )
     try:
-        try:
-            return publish(weights)
-        except PermissionDeniedError as exc:
-            if exc.code != "url_expired" or weights.tinker_path is None or service_client is None:
-                raise
-            _logger.info(
-                "the signed URLs of %s expired mid-way; re-signing once", weights.tinker_path
-            )
-            return publish(_resign(weights, service_client))
+        return _resigned_once(publish, weights, service_client)
     finally:
         downloads.close()
+
+
+def _resigned_once(
+    publish: Callable[[ExternalWeights], PublishedLoRA],
+    weights: ExternalWeights,
+    service_client: Any,
+) -> PublishedLoRA:
+    """``publish(weights)``; if its URLs expire mid-way and can be re-signed, once more, re-signed."""
+    try:
+        return publish(weights)
+    except PermissionDeniedError as exc:
+        if exc.code != "url_expired" or weights.tinker_path is None or service_client is None:
+            raise
+        _logger.info("the signed URLs of %s expired mid-way; re-signing once", weights.tinker_path)
+        return publish(_resign(weights, service_client))
 
 
 def _fresh_weights(
