@@ -33,7 +33,7 @@ class ScriptedServer:
         self.base_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
 
     def __enter__(self) -> ScriptedServer:
-        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting = threading.Thread(target=self._accept, name="scripted-accept", daemon=True)
         self._accepting.start()
         return self
 
@@ -60,7 +60,9 @@ class ScriptedServer:
                 connection.close()
                 return
             self._connections.append(connection)
-            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
+            thread = threading.Thread(
+                target=self._serve, args=(connection,), name="scripted-_serve", daemon=True
+            )
             self._threads.append(thread)
             thread.start()
 
