@@ -19,6 +19,7 @@ from typing import (
 from .._checks import model_id, path_id
 from .._future import ResponseFuture
 from ..errors import InvalidRequestError
+from ..streaming import Stream, stream_body
 from ..submission import InFlight, Submitter, block_on, check_result
 from ..types import Response
 from ._common import (
@@ -55,6 +56,7 @@ class Responses:
 
     def __init__(self, requester: Requester) -> None:
         self.submission = Submitter(requester)
+        self._requester = requester
 
     def create(
         self,
@@ -68,6 +70,7 @@ class Responses:
         stop: StopArg = None,
         include: Optional[Sequence[str]] = None,
         background: bool = False,
+        stream: bool = False,
         metadata: Optional[Mapping[str, Any]] = None,
         lora: Optional[str] = None,
         completion_window: Optional[str] = None,
@@ -77,7 +80,7 @@ class Responses:
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
-    ) -> Response:
+    ) -> Union[Response, Stream]:
         """``POST /responses``.
 
         With ``background=True`` returns at once with the queued response
@@ -89,6 +92,18 @@ class Responses:
         idempotency key covers every attempt. On Ctrl-C, what the call
         started is cancelled on the server and the ``KeyboardInterrupt``
         names it (:func:`~sail_lite.submission.block_on`).
+
+        With ``stream=True`` returns a :class:`~sail_lite.streaming.Stream` of
+        :class:`~sail_lite.streaming.ResponseStreamEvent` as soon as the
+        reply's headers arrive (use it in a ``with`` block; ``.text_stream``,
+        ``.get_final_response()``). The create is retried (same idempotency
+        key) only until the headers arrive, never after: a retry then would be
+        a new generation. ``timeout`` then bounds every silence between events
+        (:class:`APITimeoutError`), ``deadline`` the whole stream
+        (:class:`DeadlineExceededError`); an ``error`` event raises its typed
+        error, a ``response.failed`` end :class:`ResponseFailedError`; leaving
+        the block or Ctrl-C closes the connection. ``background=True`` with
+        ``stream=True`` raises :class:`InvalidRequestError` before sending.
         """
         call = self.submission.call(
             timeout=timeout,
@@ -112,6 +127,16 @@ class Responses:
             prompt_cache_key=prompt_cache_key,
             extra_body=extra_body,
         )
+        if stream_body(body, stream).get("stream"):
+            return self._requester.request(
+                "POST",
+                "/responses",
+                call,
+                json_body=body,
+                kind="inference",
+                key_header="Idempotency-Key",
+                stream="responses",
+            )
         # The create, then the wait, through block_on: Ctrl-C cancels what this call started.
         in_flight = InFlight()
         start = functools.partial(self.submission.start_create, body, call)
