@@ -857,7 +857,9 @@ class Stream:
                 if self._alarm.fired is not None:
                     raise self._bound_error(self._alarm.fired) from None
                 raise APIConnectionError(
-                    f"reading the {self.kind} stream failed: {type(exc).__name__}",
+                    f"reading the {self.kind} stream failed: {exc.strerror or exc}"
+                    if isinstance(exc, OSError) and str(exc)
+                    else f"reading the {self.kind} stream failed: {type(exc).__name__}",
                     request_id=self.request_id,
                 ) from None
             yield chunk
@@ -1011,4 +1013,5 @@ def _mapped(chunks: Iterator[bytes], request_id: Optional[str]) -> Iterator[byte
             "no bytes on the stream within the read timeout; it was closed", request_id=request_id
         ) from None
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise OSError(f"{type(exc).__name__}") from None
+        # words, not the library's text (it may repeat the URL)
+        raise OSError(f"the connection broke mid-stream ({type(exc).__name__})") from None
