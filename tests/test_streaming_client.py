@@ -10,6 +10,8 @@ SIGINT close the connection (the emulator's open connections say so). No timing 
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -292,3 +294,55 @@ def test_stream_names_are_public():
     from sail_lite import streaming
 
     assert all(getattr(sail_lite, name) is getattr(streaming, name) for name in names)
+
+
+# ---------------------------------------------------------------- sail-lite chat --stream
+
+
+class Recorder(io.StringIO):
+    """A terminal stand-in: what was written between two flushes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = []
+        self._mark = 0
+
+    def flush(self) -> None:
+        text = self.getvalue()
+        self.flushed.append(text[self._mark :])
+        self._mark = len(text)
+
+
+def test_cli_chat_stream_flushes_each_delta(emulator):
+    from sail_lite.cli import main
+
+    base = ["--api-key", emulator.api_key, "--base-url", emulator.base_url, "chat"]
+    out, err = Recorder(), io.StringIO()
+    argv = base + ["--model", MODEL, "--max-tokens", "9", "--window", "asap", "--stream", "hi"]
+    assert main(argv, out=out, err=err, environ={}) == 0, err.getvalue()
+    assert out.getvalue() == "".join(out.flushed) + "\n"  # nothing was left unflushed
+    assert len(out.flushed) == 9 and all(out.flushed)  # one flush per delta, each a delta
+    assert emulator.stats()["requests"]["POST /v1/chat/completions"] == 1
+
+
+def test_cli_chat_without_stream_and_stream_json(emulator):
+    from sail_lite.cli import main
+
+    base = [
+        "--api-key",
+        emulator.api_key,
+        "--base-url",
+        emulator.base_url,
+        "chat",
+        "--model",
+        MODEL,
+    ]
+    out = io.StringIO()
+    assert main(base + ["--max-tokens", "5", "hi"], out=out, err=io.StringIO(), environ={}) == 0
+    assert out.getvalue().endswith("\n") and len(out.getvalue()) > 1
+    out = io.StringIO()
+    argv = base + ["--max-tokens", "5", "--stream", "--json", "hi"]
+    assert main(argv, out=out, err=io.StringIO(), environ={}) == 0
+    chunks = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [c["object"] for c in chunks] == ["chat.completion.chunk"] * len(chunks)
+    assert len(chunks) == 1 + 5 + 1  # the role chunk, one per token, the finish chunk
