@@ -346,3 +346,12 @@ def test_cli_chat_without_stream_and_stream_json(emulator):
     chunks = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [c["object"] for c in chunks] == ["chat.completion.chunk"] * len(chunks)
     assert len(chunks) == 1 + 5 + 1  # the role chunk, one per token, the finish chunk
+
+
+def test_headers_that_never_come_are_bounded_by_the_read_timeout_and_retried(emulator):
+    emulator.faults.add(Fault("delay", method="POST", path="/v1/messages", delay=3.0, times=2))
+    retry = sail_lite.RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.01)
+    with make_client(emulator, retry=retry) as client:
+        with pytest.raises(APITimeoutError) as caught:
+            create(client, "messages", stream=True, timeout=0.5)
+    assert caught.value.attempts == 2 and caught.value.idempotency_key
