@@ -53,6 +53,7 @@ if (
     from .client import Client, Timeout
     from .journal import Journal, JournalError, JournalMismatchError
     from .resources.tokens import SamplingOptions, validate_sampling_options
+    from .streaming import ChatCompletionChunk, MessageStreamEvent, ResponseStreamEvent, Stream
     from .tinker import (
         SailTokenCompleter,
         get_tinker_checkpoint_signed_url,
@@ -86,6 +87,10 @@ __all__ = [
     "JournalMismatchError",
     "SamplingOptions",
     "validate_sampling_options",
+    "Stream",
+    "ResponseStreamEvent",
+    "ChatCompletionChunk",
+    "MessageStreamEvent",
     "SailTokenCompleter",
     "get_tinker_checkpoint_signed_url",
     "get_tinker_checkpoint_signed_url_async",
@@ -158,6 +163,10 @@ _LAZY = {
     "WebhookReceiver": ".webhooks",
     "SamplingOptions": ".resources.tokens",
     "validate_sampling_options": ".resources.tokens",
+    "Stream": ".streaming",
+    "ResponseStreamEvent": ".streaming",
+    "ChatCompletionChunk": ".streaming",
+    "MessageStreamEvent": ".streaming",
     "Journal": ".journal",
     "JournalError": ".journal",
     "JournalMismatchError": ".journal",

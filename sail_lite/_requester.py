@@ -5,12 +5,12 @@ everything else: the one request loop, per-call options (timeout, deadline,
 extra headers, idempotency key), the clock, the poller, and the one wait
 helper. Nothing outside this interface touches the client's internals.
 
-The request loop, in one screen (:meth:`Requester.request`)::
+The request loop, in one screen (:meth:`Requester.request`, run by ``_AttemptLoop``)::
 
     for attempt in 1 .. retry.max_attempts:
         bound the attempt by the call's deadline (or raise DeadlineExceededError)
         send it (one HTTP attempt: _transport.Transport.send)
-        2xx -> return the decoded JSON
+        2xx -> return the decoded JSON (a stream: the open Stream, no retry past it)
         otherwise -> the typed error; retry.delay_before_retry() says whether
                      and how long to wait (None: raise it, with attempts and the
                      idempotency key on it)
@@ -63,6 +63,7 @@ from .errors import (
 )
 from .polling import PollPolicy
 from .retry import RetryPolicy, parse_retry_after
+from .streaming import stream_from_requests
 from .types import TERMINAL_STATUSES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,7 +91,10 @@ class Timeout:
     socket read): ``read`` for ordinary calls (retrieves, cancels,
     background creates, lists), ``inference`` for synchronous inference,
     where the server holds the connection while the model runs, ``upload``
-    for the reply to a file upload (counted once the body is sent).
+    for the reply to a file upload (counted once the body is sent). A
+    streamed create (``stream=True``) has no whole-reply bound: ``read``
+    bounds the wait for its headers and every silence between its events
+    (keep-alives count as events), the call's ``deadline`` the whole stream.
     """
 
     connect: float = 5.0
@@ -177,7 +181,7 @@ class Requester:
         # echoes it (a 401 "bad key ...") must not put it in an error message or a stored result.
         forms = {api_key.encode("latin-1"), api_key.encode("utf-8")}
         forms.add(json.dumps(api_key)[1:-1].encode("ascii"))
-        self._key_forms = tuple(forms)
+        self._loop = _AttemptLoop(self, tuple(forms))
         self._transport_options = dict(
             verify=verify,
             proxies=dict(proxies),
@@ -332,6 +336,7 @@ class Requester:
         key_header: Optional[str] = None,
         replay_safe: Optional[bool] = None,
         response_id: Optional[str] = None,
+        stream: Optional[str] = None,
     ) -> Any:
         """Make one logical API call and return its decoded JSON body (``None`` for an empty one).
 
@@ -342,8 +347,20 @@ class Requester:
         ``kind`` picks the default per-attempt bound (``read``, ``inference``
         or ``upload``). Raises the typed error of the last attempt, with
         ``attempts`` (and ``idempotency_key``) on it.
+
+        ``stream`` (a :data:`~sail_lite.streaming.STREAM_KINDS` name) asks for
+        server-sent events and returns an open :class:`~sail_lite.streaming.Stream`
+        once a 2xx status and headers have arrived: attempts (and their
+        retries) end there, so nothing is retried after the first byte of a
+        stream (a retry then would be a new generation). The read timeout
+        (``call.timeout``, else :attr:`Timeout.read`) bounds the wait for the
+        headers and every silence between events; ``call.deadline_at`` bounds
+        the whole stream.
         """
         headers: Dict[str, str] = dict(self._auth)
+        if stream is not None:
+            # identity: a compressed event stream could not be decoded event by event
+            headers.update({"Accept": "text/event-stream", "Accept-Encoding": "identity"})
         headers.update(call.extra_headers)
         model = None
         if json_body is not None:
@@ -357,8 +374,9 @@ class Requester:
             key = call.idempotency_key or self.new_idempotency_key()
             headers[key_header] = key
         safe = replay_safe if replay_safe is not None else (method == "GET" or key is not None)
+        one = _Request(method, path, call, headers, body, kind, safe, key, response_id, stream)
         try:
-            return self._attempts(method, path, call, headers, body, kind, safe, key, response_id)
+            return self._loop.run(one)
         except BadRequestError as exc:
             if key is None or exc.code != "unsupported_asap_only_request":
                 raise
@@ -369,90 +387,7 @@ class Requester:
         _logger.info("%s serves asap only and takes no idempotency key; sending without one", model)
         self._asap_only.add(str(model))
         del headers[key_header]  # type: ignore[arg-type]
-        return self._attempts(
-            method, path, call, headers, body, kind, bool(replay_safe), None, response_id
-        )
-
-    def _attempts(
-        self,
-        method: str,
-        path: str,
-        call: Call,
-        headers: Mapping[str, str],
-        body: Any,
-        kind: str,
-        replay_safe: bool,
-        key: Optional[str],
-        response_id: Optional[str],
-    ) -> Any:
-        policy = self.retry
-        error: Optional[SailError] = None
-        for attempt in range(1, policy.max_attempts + 1):
-            timeout, reply_within = self._attempt_bounds(
-                call, kind, method, path, error, attempt, response_id
-            )
-            if attempt > 1 and hasattr(body, "rewind"):
-                try:
-                    body.rewind()
-                except UploadNotRewindableError as exc:
-                    exc.attempts = attempt - 1
-                    raise exc from error
-            started = self.clock()
-            try:
-                reply = _without(
-                    self._key_forms,
-                    self.transport.send(
-                        method,
-                        path,
-                        headers=headers,
-                        body=body,
-                        timeout=timeout,
-                        reply_by=started + reply_within,
-                    ),
-                )
-            except SailError as exc:
-                error = exc
-                _logger.debug("%s %s -> %s (attempt %d)", method, path, type(exc).__name__, attempt)
-            else:
-                if _logger.isEnabledFor(logging.DEBUG):  # the arguments cost a clock read
-                    _log_reply(method, path, reply, attempt, self.clock() - started)
-                if 200 <= reply.status < 300:
-                    return _decode_reply(reply, method, path, attempt, response_id)
-                error = _reply_error(reply, self.base_url)
-            error.attempts = attempt
-            error.response_id = error.response_id or response_id
-            error.idempotency_key = error.idempotency_key or key
-            delay = policy.delay_before_retry(error, attempt, replay_safe=replay_safe, rng=self.rng)
-            if delay is None:
-                raise error
-            if call.deadline_at is not None and self.clock() + delay >= call.deadline_at:
-                raise _deadline_error(method, path, error, attempt, response_id)
-            _logger.info(
-                "%s %s failed (%s), retry %d/%d in %.2f s",
-                *(method, path, _short(error), attempt, policy.max_retries, delay),
-            )
-            self.sleep(delay)
-        raise AssertionError("unreachable: the last attempt's delay is None")  # pragma: no cover
-
-    def _attempt_bounds(
-        self,
-        call: Call,
-        kind: str,
-        method: str,
-        path: str,
-        last: Optional[SailError],
-        attempt: int,
-        response_id: Optional[str],
-    ) -> Tuple[Tuple[float, float], float]:
-        """``((connect, read) socket timeouts, seconds the whole reply may take)`` for one attempt."""
-        within = call.timeout if call.timeout is not None else getattr(self.timeout, kind)
-        connect = self.timeout.connect
-        remaining = call.remaining(self.clock())
-        if remaining is not None:
-            if remaining <= 0:
-                raise _deadline_error(method, path, last, attempt - 1, response_id)
-            within, connect = min(within, remaining), min(connect, remaining)
-        return (connect, within), within
+        return self._loop.run(dataclasses.replace(one, replay_safe=bool(replay_safe), key=None))
 
     # --- waiting -------------------------------------------------------------------------
 
@@ -481,30 +416,7 @@ class Requester:
         deadline_at = call.deadline_at
         if deadline_at is None:
             deadline_at = self.clock() + self.poll.wait_bound(window)
-        return self._poll(fetch, settled, window, deadline_at, what, on_poll)
-
-    def _poll(
-        self,
-        fetch: Callable[[], T],
-        settled: Callable[[T], bool],
-        window: Optional[str],
-        deadline_at: float,
-        what: str,
-        on_poll: Optional[Callable[[T], None]],
-    ) -> T:
-        interval: Optional[float] = None
-        while True:
-            value = fetch()
-            if on_poll is not None:
-                on_poll(value)
-            if settled(value):
-                return value
-            delay, interval = self.poll.next_interval(interval, window, self.rng)
-            if self.clock() + delay >= deadline_at:
-                raise DeadlineExceededError(
-                    f"deadline passed while waiting for {what}; it goes on on the server"
-                )
-            self.sleep(delay)
+        return _poll(self, fetch, settled, window, deadline_at, what, on_poll)
 
     def note_status(self, status: str, response_id: str) -> None:
         """Log, once per client, a response status this client does not know (treated as running)."""
@@ -517,6 +429,143 @@ class Requester:
             response_id,
             status,
         )
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One logical call as every attempt sends it."""
+
+    method: str
+    path: str
+    call: Call
+    headers: Mapping[str, str]
+    body: Any
+    kind: str
+    replay_safe: bool
+    key: Optional[str]
+    response_id: Optional[str]
+    stream: Optional[str] = None
+
+
+class _AttemptLoop:
+    """The one request loop: a logical call's attempts, retries, back-off and deadline.
+
+    Reads its owner's public settings on each call (``retry``, ``timeout``,
+    ``clock``, ``sleep``, ``rng``, ``transport``, ``base_url``), so a
+    forked child's rebuilt transport is the one used.
+    """
+
+    def __init__(self, owner: Requester, key_forms: Tuple[bytes, ...]) -> None:
+        self._owner = owner
+        self._key_forms = key_forms
+
+    def run(self, one: _Request) -> Any:
+        """Attempt ``one`` until a 2xx reply is accepted or the retry policy gives up."""
+        owner, policy = self._owner, self._owner.retry
+        method, path, body, call = one.method, one.path, one.body, one.call
+        error: Optional[SailError] = None
+        for attempt in range(1, policy.max_attempts + 1):
+            timeout, reply_within = self._bounds(one, error, attempt)
+            if attempt > 1 and hasattr(body, "rewind"):
+                try:
+                    body.rewind()
+                except UploadNotRewindableError as exc:
+                    exc.attempts = attempt - 1
+                    raise exc from error
+            started = owner.clock()
+            try:
+                reply = _without(
+                    self._key_forms,
+                    owner.transport.send(
+                        method,
+                        path,
+                        headers=one.headers,
+                        body=body,
+                        timeout=timeout,
+                        reply_by=started + reply_within,
+                        stream=one.stream is not None,
+                    ),
+                )
+            except SailError as exc:
+                error = exc
+                _logger.debug("%s %s -> %s (attempt %d)", method, path, type(exc).__name__, attempt)
+            else:
+                if _logger.isEnabledFor(logging.DEBUG):  # the arguments cost a clock read
+                    _log_reply(method, path, reply, attempt, owner.clock() - started)
+                if 200 <= reply.status < 300:
+                    return self._accept(one, reply, attempt)
+                error = _reply_error(reply, owner.base_url)
+            error.attempts = attempt
+            error.response_id = error.response_id or one.response_id
+            error.idempotency_key = error.idempotency_key or one.key
+            delay = policy.delay_before_retry(
+                error, attempt, replay_safe=one.replay_safe, rng=owner.rng
+            )
+            if delay is None:
+                raise error
+            if call.deadline_at is not None and owner.clock() + delay >= call.deadline_at:
+                raise _deadline_error(method, path, error, attempt, one.response_id)
+            _logger.info(
+                "%s %s failed (%s), retry %d/%d in %.2f s",
+                *(method, path, _short(error), attempt, policy.max_retries, delay),
+            )
+            owner.sleep(delay)
+        raise AssertionError("unreachable: the last attempt's delay is None")  # pragma: no cover
+
+    def _accept(self, one: _Request, reply: Reply, attempt: int) -> Any:
+        if one.stream is None or reply.response is None:
+            return _decode_reply(reply, one.method, one.path, attempt, one.response_id)
+        call, owner = one.call, self._owner
+        return stream_from_requests(
+            reply.response,
+            kind=one.stream,
+            read_timeout=call.timeout if call.timeout is not None else owner.timeout.read,
+            deadline_at=call.deadline_at,
+            clock=owner.clock,
+        )
+
+    def _bounds(
+        self, one: _Request, last: Optional[SailError], attempt: int
+    ) -> Tuple[Tuple[float, float], float]:
+        """``((connect, read) socket timeouts, seconds the whole reply may take)`` for one attempt.
+
+        A stream's reply is its status and headers; its read bound is the read timeout.
+        """
+        call, settings = one.call, self._owner.timeout
+        kind = "read" if one.stream is not None else one.kind
+        within = call.timeout if call.timeout is not None else getattr(settings, kind)
+        connect = settings.connect
+        remaining = call.remaining(self._owner.clock())
+        if remaining is not None:
+            if remaining <= 0:
+                raise _deadline_error(one.method, one.path, last, attempt - 1, one.response_id)
+            within, connect = min(within, remaining), min(connect, remaining)
+        return (connect, within), within
+
+
+def _poll(
+    requester: Requester,
+    fetch: Callable[[], T],
+    settled: Callable[[T], bool],
+    window: Optional[str],
+    deadline_at: float,
+    what: str,
+    on_poll: Optional[Callable[[T], None]],
+) -> T:
+    """:meth:`Requester.poll_until`'s loop, on the requester's clock, sleep and poll policy."""
+    interval: Optional[float] = None
+    while True:
+        value = fetch()
+        if on_poll is not None:
+            on_poll(value)
+        if settled(value):
+            return value
+        delay, interval = requester.poll.next_interval(interval, window, requester.rng)
+        if requester.clock() + delay >= deadline_at:
+            raise DeadlineExceededError(
+                f"deadline passed while waiting for {what}; it goes on on the server"
+            )
+        requester.sleep(delay)
 
 
 def _short(error: SailError) -> str:

@@ -92,12 +92,20 @@ class Reply:
     Read-only by convention; a plain class with slots: one is made per request.
     """
 
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("status", "headers", "body", "response")
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        response: Optional[requests.Response] = None,
+    ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        #: A streamed 2xx reply's open ``requests.Response`` (body unread; the caller closes it).
+        self.response = response
 
     @property
     def request_id(self) -> Optional[str]:
@@ -143,7 +151,8 @@ class _BoundedReader(io.RawIOBase):
         if left <= 0:
             self._bound.expired = True
             raise socket.timeout("the attempt's time bound passed")
-        self._sock.settimeout(left if self._read_timeout is None else min(left, self._read_timeout))
+        wait = left if self._read_timeout is None else min(left, self._read_timeout)
+        self._sock.settimeout(None if wait == float("inf") else wait)  # an open stream: no bound
         try:
             return self._sock.recv_into(buffer)  # type: ignore[no-any-return]
         except socket.timeout:
@@ -262,6 +271,7 @@ class Transport:
         body: Any,
         timeout: Tuple[float, float],
         reply_by: float,
+        stream: bool = False,
     ) -> Reply:
         """Send one request and read the whole reply.
 
@@ -270,6 +280,13 @@ class Transport:
         :class:`APITimeoutError`, :class:`APIConnectionError` (``request_sent``
         false when nothing reached the server), :class:`TLSError` or
         :class:`ResponseTooLargeError`; never returns a partial body.
+
+        With ``stream=True`` a 2xx reply returns as soon as its status and
+        headers have arrived (by ``reply_by``): its body is left unread in
+        :attr:`Reply.response`, no longer bounded by ``reply_by`` (each socket
+        read still by the read timeout), for the caller to read and close
+        (:func:`~sail_lite.streaming.stream_from_requests`). Any other status
+        is read whole, as without it.
         """
         send_headers = dict(self._headers)
         send_headers.update(headers)
@@ -289,6 +306,10 @@ class Transport:
                 # lets REQUESTS_CA_BUNDLE override session.verify, a user's setting would be lost.
                 verify=self.session.verify,
             )
+            if stream and 200 <= response.status_code < 300:
+                bound.reply_by = float("inf")  # the stream bounds itself: event gaps, the deadline
+                opened, response = response, None
+                return Reply(opened.status_code, opened.headers, b"", opened)
             content = self._read(response, bound, f"{method} {path}")
         except ResponseTooLargeError:
             raise

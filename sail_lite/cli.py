@@ -188,6 +188,7 @@ def _parser(
     _add_demo(commands, connection)
     _add_emulator(commands)
     _add_sample(commands, connection)
+    _add_chat(commands, connection)
     _add_loras(commands, connection)
     _add_responses(commands, connection)
     _add_jobs(commands, connection)
@@ -272,6 +273,30 @@ def _add_sample(commands: Any, connection: List[argparse.ArgumentParser]) -> Non
     sample.add_argument("--lora", metavar="NAME", help="LoRA name or id to apply")
     _add_window_option(sample)
     sample.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_chat(commands: Any, connection: List[argparse.ArgumentParser]) -> None:
+    chat = _sub(
+        commands,
+        "chat",
+        "ask a chat model one question (Chat Completions); --stream prints the text as it comes",
+        parents=connection,
+        epilog="example:\n  sail-lite chat --model moonshotai/Kimi-K2.6 --stream 'Write a haiku'\n\n"
+        + EXIT_CODES,
+    )
+    chat.add_argument("prompt", metavar="PROMPT", help="the user message")
+    chat.add_argument("--model", required=True, help="model id, e.g. moonshotai/Kimi-K2.6")
+    chat.add_argument("--system", metavar="TEXT", help="a system message sent first")
+    chat.add_argument("--max-tokens", type=int, metavar="N", help="most tokens to generate")
+    chat.add_argument("--temperature", type=float, help="0 samples greedily")
+    chat.add_argument("--lora", metavar="NAME", help="LoRA name or id to apply")
+    _add_window_option(chat)
+    chat.add_argument(
+        "--stream",
+        action="store_true",
+        help="print the text as it is generated (with --json: one JSON chunk per line)",
+    )
+    chat.add_argument("--json", action="store_true", help="print the completion as JSON")
 
 
 def _add_loras(commands: Any, connection: List[argparse.ArgumentParser]) -> None:
@@ -507,11 +532,15 @@ def _run(
         if args.stop and args.stop_token:
             raise _Usage("pass --stop or --stop-token, not both")
         args.window = _resolve_window(args.window, err)
+    if args.command == "chat":
+        args.window = _resolve_window(args.window, err)
     if args.command == "loras" and args.action == "upload":
         _check_folder(args.directory)
     with _client(args, environ) as client:
         if args.command == "sample":
             _sample(args, client, out, emit)
+        elif args.command == "chat":
+            _chat(args, client, out, emit)
         elif args.command == "loras":
             _loras(args, client, out, err, environ, emit)
         elif args.command == "responses":
@@ -549,6 +578,45 @@ def _sample(
             result.stop_reason,
             result.response_id,
         )
+    )
+
+
+def _chat(args: argparse.Namespace, client: Any, out: IO[str], emit: Callable[[Any], None]) -> None:
+    """One chat completion; with ``--stream`` each text delta is written and flushed as it arrives."""
+    messages = [{"role": "user", "content": args.prompt}]
+    if args.system:
+        messages.insert(0, {"role": "system", "content": args.system})
+    options = dict(
+        model=args.model,
+        messages=messages,
+        max_completion_tokens=args.max_tokens,
+        temperature=args.temperature,
+        lora=args.lora,
+        completion_window=args.window,
+    )
+    if not args.stream:
+        completion = client.chat.completions.create(**options)
+        if args.json:
+            emit(completion)
+        else:
+            out.write(_terminal_text(completion.choices[0].content or "") + "\n")
+        return
+    with client.chat.completions.create(stream=True, **options) as stream:
+        if args.json:
+            for chunk in stream:
+                out.write(json.dumps(_plain(chunk), sort_keys=True) + "\n")
+                out.flush()
+            return
+        for text in stream.text_stream:
+            out.write(_terminal_text(text))
+            out.flush()  # the point of --stream: the reader sees each delta as it comes
+        out.write("\n")
+
+
+def _terminal_text(text: str) -> str:
+    """Generated text for a terminal: line breaks and tabs kept, other control characters escaped."""
+    return "\n".join(
+        "\t".join(_printable(part) for part in line.split("\t")) for line in text.split("\n")
     )
 
 

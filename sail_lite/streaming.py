@@ -63,6 +63,7 @@ __all__ = [
     "MessageStreamEvent",
     "StreamEvent",
     "Stream",
+    "stream_body",
     "stream_error",
     "stream_from_requests",
 ]
@@ -856,7 +857,9 @@ class Stream:
                 if self._alarm.fired is not None:
                     raise self._bound_error(self._alarm.fired) from None
                 raise APIConnectionError(
-                    f"reading the {self.kind} stream failed: {type(exc).__name__}",
+                    f"reading the {self.kind} stream failed: {exc.strerror or exc}"
+                    if isinstance(exc, OSError) and str(exc)
+                    else f"reading the {self.kind} stream failed: {type(exc).__name__}",
                     request_id=self.request_id,
                 ) from None
             yield chunk
@@ -875,6 +878,45 @@ class Stream:
 
 
 # ---------------------------------------------------------------- requests
+
+
+def stream_body(body: Dict[str, Any], stream: Any, *, stream_options: Any = None) -> Dict[str, Any]:
+    """``body`` (a create's wire body) with ``stream`` checked and set; checked before sending.
+
+    ``stream`` must be a bool; ``True`` adds ``"stream": true`` (and
+    ``stream_options``, a mapping, passed through as given). Raises
+    :class:`InvalidRequestError` for a streamed ``background`` body (a
+    background request cannot stream: the server answers 400), for
+    ``stream_options`` without ``stream=True``, and for ``stream`` or
+    ``stream_options`` smuggled in through ``extra_body`` (the reply would
+    be events where JSON is expected).
+    """
+    if not isinstance(stream, bool):
+        raise InvalidRequestError(f"stream must be True or False, got {type(stream).__name__}")
+    for name in ("stream", "stream_options"):
+        if name in body:
+            raise InvalidRequestError(
+                f"pass {name}= as an argument, not in extra_body: "
+                "stream=True returns a Stream of events"
+            )
+    if not stream:
+        if stream_options is not None:
+            raise InvalidRequestError("stream_options applies only with stream=True")
+        return body
+    if body.get("background"):
+        raise InvalidRequestError(
+            "a background request cannot stream: pass background=True (then wait or submit) "
+            "or stream=True, not both"
+        )
+    body["stream"] = True
+    if stream_options is not None:
+        if not isinstance(stream_options, Mapping):
+            raise InvalidRequestError(
+                "stream_options must be a mapping such as {'include_usage': True}, "
+                f"got {type(stream_options).__name__}"
+            )
+        body["stream_options"] = dict(stream_options)
+    return body
 
 
 def stream_from_requests(
@@ -971,4 +1013,5 @@ def _mapped(chunks: Iterator[bytes], request_id: Optional[str]) -> Iterator[byte
             "no bytes on the stream within the read timeout; it was closed", request_id=request_id
         ) from None
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise OSError(f"{type(exc).__name__}") from None
+        # words, not the library's text (it may repeat the URL)
+        raise OSError(f"the connection broke mid-stream ({type(exc).__name__})") from None

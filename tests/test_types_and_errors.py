@@ -300,6 +300,8 @@ def test_public_names_are_exactly_all_and_all_are_documented():
         "a public name leaks or is missing"
     )
     assert len(set(sail_lite.__all__)) == len(sail_lite.__all__)
+    streaming = {"Stream", "ResponseStreamEvent", "ChatCompletionChunk", "MessageStreamEvent"}
+    assert streaming <= set(sail_lite.__all__) and streaming <= set(sail_lite._LAZY)
     for name in set(sail_lite.__all__) - lazy:
         assert getattr(sail_lite, name) is not None
     readme = (pathlib.Path(__file__).resolve().parent.parent / "README.rst").read_text()
@@ -315,7 +317,7 @@ def test_import_defers_what_one_sample_does_not_need_and_a_client_loads_a_resour
         "import sys, sail_lite.emulator\n"  # the emulator runs without the HTTP client (nor requests)
         "print([m for m in ('sail_lite.client', 'requests', 'urllib3') if m in sys.modules])\n"
         "import sail_lite\n"
-        "print([m for m in ('sail_lite.types', 'concurrent.futures') if m in sys.modules])\n"  # deferred too
+        "print([m for m in ('sail_lite.types', 'sail_lite.streaming', 'concurrent.futures') if m in sys.modules])\n"  # deferred too
         "import sail_lite.client, sail_lite.resources\n"  # (and not the emulator: test_tinker_optional.py)
         "bad = [m for m in sys.modules if m.startswith(('sail_lite.tinker', 'tinker', 'torch'))]\n"
         "print(bad)\n"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
+from ..streaming import Stream, stream_body
 from ..types import ChatCompletion
 from ._common import message_body, sampling_fields
 
@@ -28,16 +29,27 @@ class Completions:
         metadata: Optional[Mapping[str, Any]] = None,
         lora: Optional[str] = None,
         completion_window: Optional[str] = None,
+        stream: bool = False,
+        stream_options: Optional[Mapping[str, Any]] = None,
         extra_body: Optional[Mapping[str, Any]] = None,
         idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
-    ) -> ChatCompletion:
+    ) -> Union[ChatCompletion, Stream]:
         """``POST /chat/completions``; blocks until the completion is ready.
 
         ``lora`` and ``completion_window`` land in ``metadata``. Retried
         safely under one idempotency key (on the error when it gives up).
+
+        With ``stream=True`` returns a :class:`~sail_lite.streaming.Stream` of
+        :class:`~sail_lite.streaming.ChatCompletionChunk` as soon as the reply's
+        headers arrive (use it in a ``with`` block; ``.text_stream``,
+        ``.get_final_completion()``); ``stream_options`` (e.g.
+        ``{"include_usage": True}``) is sent as given. The create is retried
+        only until the headers arrive, never after; ``timeout`` then bounds
+        every silence between chunks (:class:`APITimeoutError`) and
+        ``deadline`` the whole stream (:class:`DeadlineExceededError`).
         """
         call = self._requester.call(
             timeout=timeout,
@@ -54,6 +66,7 @@ class Completions:
             lora=lora,
             completion_window=completion_window,
         )
+        stream_body(body, stream, stream_options=stream_options)
         payload = self._requester.request(
             "POST",
             "/chat/completions",
@@ -61,8 +74,9 @@ class Completions:
             json_body=body,
             kind="inference",
             key_header="Idempotency-Key",
+            stream="chat.completions" if stream else None,
         )
-        return ChatCompletion.from_dict(payload)
+        return payload if stream else ChatCompletion.from_dict(payload)
 
 
 class Chat:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from .._checks import positive_int
+from ..streaming import Stream, stream_body
 from ..types import Message, TokenCount
 from ._common import message_body, sampling_fields
 
@@ -31,17 +32,27 @@ class Messages:
         metadata: Optional[Mapping[str, Any]] = None,
         lora: Optional[str] = None,
         completion_window: Optional[str] = None,
+        stream: bool = False,
         extra_body: Optional[Mapping[str, Any]] = None,
         idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
-    ) -> Message:
+    ) -> Union[Message, Stream]:
         """``POST /messages``; blocks until the message is ready.
 
         The idempotency key travels as ``anthropic-idempotency-key``, as the
         Messages endpoint expects; ``lora`` and ``completion_window`` land in
         ``metadata``.
+
+        With ``stream=True`` returns a :class:`~sail_lite.streaming.Stream` of
+        :class:`~sail_lite.streaming.MessageStreamEvent` as soon as the reply's
+        headers arrive (use it in a ``with`` block; ``.text_stream``,
+        ``.get_final_message()``; ``ping`` events are skipped). The create is
+        retried only until the headers arrive, never after; ``timeout`` then
+        bounds every silence between events (:class:`APITimeoutError`) and
+        ``deadline`` the whole stream (:class:`DeadlineExceededError`); an
+        ``error`` event raises its typed error.
         """
         call = self._requester.call(
             timeout=timeout,
@@ -58,6 +69,7 @@ class Messages:
             lora=lora,
             completion_window=completion_window,
         )
+        stream_body(body, stream)
         payload = self._requester.request(
             "POST",
             "/messages",
@@ -65,8 +77,9 @@ class Messages:
             json_body=body,
             kind="inference",
             key_header="anthropic-idempotency-key",
+            stream="messages" if stream else None,
         )
-        return Message.from_dict(payload)
+        return payload if stream else Message.from_dict(payload)
 
     def count_tokens(
         self,

@@ -19,6 +19,7 @@ from typing import (
 from .._checks import model_id, path_id
 from .._future import ResponseFuture
 from ..errors import InvalidRequestError
+from ..streaming import Stream, stream_body
 from ..submission import InFlight, Submitter, block_on, check_result
 from ..types import Response
 from ._common import (
@@ -31,11 +32,11 @@ from ._common import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .._requester import Requester
+    from .._requester import Call, Requester
     from ..journal import Journal
     from ..pipeline import Progress
 
-__all__ = ["Responses", "check_result", "response_body"]
+__all__ = ["Responses", "check_result", "response_body", "stream_create"]
 
 InputArg = Union[str, Sequence[Mapping[str, Any]], None]
 StopArg = Union[int, str, Sequence[str], Sequence[int], None]
@@ -55,6 +56,7 @@ class Responses:
 
     def __init__(self, requester: Requester) -> None:
         self.submission = Submitter(requester)
+        self._requester = requester
 
     def create(
         self,
@@ -68,6 +70,7 @@ class Responses:
         stop: StopArg = None,
         include: Optional[Sequence[str]] = None,
         background: bool = False,
+        stream: bool = False,
         metadata: Optional[Mapping[str, Any]] = None,
         lora: Optional[str] = None,
         completion_window: Optional[str] = None,
@@ -77,18 +80,18 @@ class Responses:
         timeout: Optional[float] = None,
         deadline: Optional[float] = None,
         extra_headers: Optional[Mapping[str, str]] = None,
-    ) -> Response:
+    ) -> Union[Response, Stream]:
         """``POST /responses``.
 
-        With ``background=True`` returns at once with the queued response
-        (use :meth:`wait` or :meth:`submit` to get the result). Otherwise
-        blocks until the response is finished and returns it, raising
-        :class:`ResponseFailedError` if it failed; a reply that is not
-        finished yet (queued, in progress, or a status this client does not
-        know) is waited on like a background response. Retried safely: one
-        idempotency key covers every attempt. On Ctrl-C, what the call
-        started is cancelled on the server and the ``KeyboardInterrupt``
-        names it (:func:`~sail_lite.submission.block_on`).
+        With ``background=True`` returns at once with the queued response (use :meth:`wait` or
+        :meth:`submit` to get the result). Otherwise blocks until the response is finished and
+        returns it, raising :class:`ResponseFailedError` if it failed; a reply that is not finished
+        yet (queued, in progress, or a status this client does not know) is waited on like a
+        background response. Retried safely: one idempotency key covers every attempt. On Ctrl-C,
+        what the call started is cancelled on the server and the ``KeyboardInterrupt`` names it
+        (:func:`~sail_lite.submission.block_on`). With ``stream=True`` returns a
+        :class:`~sail_lite.streaming.Stream` of events once the headers arrive (see
+        :func:`stream_create`); with ``background=True`` too, :class:`InvalidRequestError`.
         """
         call = self.submission.call(
             timeout=timeout,
@@ -111,7 +114,10 @@ class Responses:
             completion_window=completion_window,
             prompt_cache_key=prompt_cache_key,
             extra_body=extra_body,
+            stream=stream,
         )
+        if stream:
+            return stream_create(self._requester, body, call)
         # The create, then the wait, through block_on: Ctrl-C cancels what this call started.
         in_flight = InFlight()
         start = functools.partial(self.submission.start_create, body, call)
@@ -331,6 +337,28 @@ def _given(**arguments: Any) -> Dict[str, Any]:
     return {name: value for name, value in arguments.items() if value is not None}
 
 
+def stream_create(requester: Requester, body: Dict[str, Any], call: Call) -> Stream:
+    """``POST /responses`` with ``stream: true``: a :class:`~sail_lite.streaming.Stream` of
+    :class:`~sail_lite.streaming.ResponseStreamEvent` as soon as the reply's headers arrive.
+
+    Use it in a ``with`` block (``.text_stream``, ``.get_final_response()``); leaving it or
+    Ctrl-C closes the connection. The create is retried (same idempotency key) only until the
+    headers arrive, never after: a retry then would be a new generation. ``call.timeout``
+    bounds every silence between events (:class:`APITimeoutError`), its deadline the whole
+    stream (:class:`DeadlineExceededError`); an ``error`` event raises its typed error, a
+    ``response.failed`` end :class:`ResponseFailedError`.
+    """
+    return requester.request(  # type: ignore[no-any-return]
+        "POST",
+        "/responses",
+        call,
+        json_body=body,
+        kind="inference",
+        key_header="Idempotency-Key",
+        stream="responses",
+    )
+
+
 def response_body(
     *,
     model: Any,
@@ -347,8 +375,12 @@ def response_body(
     completion_window: Any = None,
     prompt_cache_key: Any = None,
     extra_body: Any = None,
+    stream: Any = False,
 ) -> Dict[str, Any]:
-    """The ``POST /responses`` wire body, field by field, checked (:class:`InvalidRequestError`)."""
+    """The ``POST /responses`` wire body, field by field, checked (:class:`InvalidRequestError`).
+
+    ``stream`` is checked by :func:`~sail_lite.streaming.stream_body` (never with ``background``).
+    """
     body = extra_fields(extra_body)
     body["model"] = model_id(model)
     if raw_prompt_tokens is not None:
@@ -383,4 +415,4 @@ def response_body(
         if not isinstance(prompt_cache_key, str):
             raise InvalidRequestError("prompt_cache_key must be a string")
         body["prompt_cache_key"] = prompt_cache_key
-    return body
+    return stream_body(body, stream)
