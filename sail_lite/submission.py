@@ -62,6 +62,7 @@ from ._checks import encode_json, path_id
 from ._future import ResponseFuture
 from ._redact import redact_secrets
 from ._requester import Call, Requester
+from ._statuses import CANCELLED_STATUSES
 from .errors import (
     InvalidRequestError,
     NotFoundError,
@@ -160,7 +161,6 @@ CANCEL_BUDGET = 2.0
 #: What counts as an interrupt of a wait: Ctrl-C, and ``sys.exit()`` from a signal handler.
 INTERRUPTS = (KeyboardInterrupt, SystemExit)
 _CANCEL_THREADS = 16  # cancels sent at once: a map's window is cancelled in one or two round trips
-_CANCELLED = ("cancelled", "canceled")
 
 
 @dataclass(frozen=True)
@@ -555,7 +555,7 @@ class _Cancels:
             with self.condition:
                 self.reasons[f"the cancel failed: {type(exc).__name__}"] = None
             return "uncancelled"
-        if response.status in _CANCELLED:
+        if response.status in CANCELLED_STATUSES:
             return "cancelled"
         return "finished" if response.is_terminal else "uncancelled"
 

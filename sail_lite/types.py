@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ._checks import Mapping
 from ._redact import redact_secrets
+from ._statuses import RESULT_STATUSES, TERMINAL_STATUSES
 from .errors import MalformedResponseError
 
 __all__ = [
@@ -36,9 +37,6 @@ __all__ = [
     "Batch",
     "TokenCount",
 ]
-
-RESULT_STATUSES = frozenset({"completed", "incomplete"})
-TERMINAL_STATUSES = RESULT_STATUSES | frozenset({"failed", "cancelled", "canceled", "expired"})
 
 
 def _object(payload: Any, what: str) -> Mapping[str, Any]:
