@@ -180,12 +180,33 @@ class _BoundedHTTPSConnection(HTTPSConnection):
     response_class = _BoundedResponse
 
 
+def _pool_wait() -> Optional[float]:
+    """How long a bounded attempt may wait for a free connection: what is left of its bound.
+
+    requests never passes urllib3 a ``pool_timeout``, so a blocking pool would otherwise wait
+    forever, past every deadline, for a connection that is never given back (one whose call was
+    cut off at interpreter exit). Outside a sail_lite attempt: ``None``, urllib3's default.
+    """
+    bound = _ATTEMPT.get()
+    if bound is None or bound.reply_by == float("inf"):
+        return None
+    return max(bound.remaining(), 0.001)
+
+
 class _BoundedHTTPPool(HTTPConnectionPool):
     ConnectionCls = _BoundedHTTPConnection
+
+    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("pool_timeout", _pool_wait())
+        return super().urlopen(method, url, *args, **kwargs)
 
 
 class _BoundedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _BoundedHTTPSConnection
+
+    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("pool_timeout", _pool_wait())
+        return super().urlopen(method, url, *args, **kwargs)
 
 
 _BOUNDED_POOLS = {"http": _BoundedHTTPPool, "https": _BoundedHTTPSPool}
@@ -216,7 +237,8 @@ def new_session(
 
     ``verify`` and ``proxies`` are already resolved (environment included), so the
     Session does not read the environment again on every call (``trust_env`` off).
-    The pool blocks when every connection is busy instead of opening extra ones.
+    The pool waits when every connection is busy instead of opening extra ones, within the
+    attempt's own bound (see :class:`_BoundedHTTPPool`).
     """
     session = requests.Session()
     session.trust_env = False

@@ -463,6 +463,9 @@ def _sender(future: Future[Any]) -> Optional[_Handle]:
     return None
 
 
+# The bound of a cancel the poller sends in the background for a cancelled future, retries included.
+_BACKGROUND_CANCEL_BOUND = 10.0
+
 # How long a second Ctrl-C still waits for the in-flight futures to be withdrawn or named (no I/O).
 _WITHDRAW_BOUND = 1.0
 
@@ -892,7 +895,9 @@ class Submitter:
         return self._get(response_id, Call(timeout=timeout, deadline_at=deadline_at))
 
     def _poll_cancel(self, response_id: str) -> Response:
-        return self.cancel(response_id, self._requester.call())
+        # A cancelled future's cancel, sent in the background: best effort, and bounded so that
+        # it can never hold the interpreter's exit (which joins the poller's threads) for long.
+        return self.cancel(response_id, self.call(deadline=_BACKGROUND_CANCEL_BOUND))
 
 
 # --- completion webhooks -------------------------------------------------------------------------------------
