@@ -193,20 +193,20 @@ def _pool_wait() -> Optional[float]:
     return max(bound.remaining(), 0.001)
 
 
-class _BoundedHTTPPool(HTTPConnectionPool):
+class _PoolWaitWithinBound:
+    """For a urllib3 pool class: wait for a free connection no longer than the attempt's bound."""
+
+    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("pool_timeout", _pool_wait())
+        return super().urlopen(method, url, *args, **kwargs)  # type: ignore[misc]
+
+
+class _BoundedHTTPPool(_PoolWaitWithinBound, HTTPConnectionPool):
     ConnectionCls = _BoundedHTTPConnection
 
-    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("pool_timeout", _pool_wait())
-        return super().urlopen(method, url, *args, **kwargs)
 
-
-class _BoundedHTTPSPool(HTTPSConnectionPool):
+class _BoundedHTTPSPool(_PoolWaitWithinBound, HTTPSConnectionPool):
     ConnectionCls = _BoundedHTTPSConnection
-
-    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("pool_timeout", _pool_wait())
-        return super().urlopen(method, url, *args, **kwargs)
 
 
 _BOUNDED_POOLS = {"http": _BoundedHTTPPool, "https": _BoundedHTTPSPool}
